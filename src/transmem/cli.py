@@ -1,0 +1,207 @@
+"""The ``transmem`` command line.
+
+    transmem train CONFIG.toml --out RUN_DIR [--set section.key=value ...] [--force]
+    transmem evaluate RUN_DIR [--out metrics.json] [--split test|val]
+    transmem predict RUN_DIR --input FRAMES.npy --out DIR [--horizon N] [--truth TRUTH.npy]
+    transmem data preview NAME --out FILE.gif [--set data.key=value ...]
+    transmem zoo list DIR
+
+Expected failures (bad config, bad data, unusable checkpoints or sources, a run folder
+holding another run) print one line ``transmem: error: ...`` and exit with status 2;
+nothing is written or deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transmem", description="Unsupervised transfer between spatiotemporal predictive networks.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train (or resume) a run")
+    train.add_argument("config", help="TOML run configuration")
+    train.add_argument("--out", required=True, help="run folder (resumed if it holds this run)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    train.add_argument("--force", action="store_true", help="start over in a folder holding another run (old files are renamed, not deleted)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("evaluate", help="score a run on its test set")
+    evaluate.add_argument("run", help="run folder, model.safetensors or checkpoint")
+    evaluate.add_argument("--out", help="metrics JSON (default RUN/metrics.json)")
+    evaluate.add_argument("--split", default="test", choices=["test", "val"])
+
+    predict = commands.add_parser("predict", help="predict future frames of given sequences")
+    predict.add_argument("run", help="run folder, model.safetensors or checkpoint")
+    predict.add_argument("--input", required=True, help=".npy of (T, H, W), (T, C, H, W) or (B, T, C, H, W); uint8 or float in [0, 1]")
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--horizon", type=int, help="frames to predict (default: the run's T_out)")
+    predict.add_argument("--truth", help="optional .npy of the true future frames, drawn next to the prediction")
+
+    data = commands.add_parser("data", help="datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    preview = data_commands.add_parser("preview", help="write a GIF of a few sequences")
+    preview.add_argument("name", help="dataset name (see `transmem data list`)")
+    preview.add_argument("--out", required=True, help="GIF file")
+    preview.add_argument("--split", default="train", choices=["train", "val", "test"])
+    preview.add_argument("--num", type=int, default=4, help="number of sequences")
+    preview.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    data_commands.add_parser("list", help="list the registered datasets")
+
+    zoo = commands.add_parser("zoo", help="source zoo")
+    zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
+    zoo_list = zoo_commands.add_parser("list", help="describe the sources in a folder")
+    zoo_list.add_argument("folder")
+    return parser
+
+
+def _train(args) -> int:
+    from transmem.config import load_config
+    from transmem.training.loop import train
+
+    config = load_config(args.config, args.overrides)
+    result = train(config, args.out, force=args.force, progress=not args.no_progress)
+    if result.resumed_from >= result.iterations and not result.val:
+        print(f"{args.out}: already finished ({result.iterations} iterations); nothing to do")
+        return 0
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in result.val.items())
+    print(f"trained {args.out}: {result.iterations} iterations in {result.seconds:.0f} s" + (f"; validation {summary}" if summary else ""))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from transmem.evaluation.evaluate import evaluate_run
+    from transmem.evaluation.report import format_metrics_table
+
+    result = evaluate_run(args.run, args.out, args.split)
+    print(format_metrics_table(result["model"], baseline=result["copy_last_frame"]))
+    if result["transfer_gates"]:
+        print("mean transfer gate per layer and source:", json.dumps({k: [round(sum(s) / len(s), 3) for s in v] for k, v in result["transfer_gates"].items()}))
+    return 0
+
+
+def _read_frames(path: str):
+    import numpy as np
+    import torch
+
+    from transmem.data import DataError, validate_frames
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{file}: file not found")
+    try:
+        array = np.load(file, allow_pickle=False)
+    except ValueError as error:
+        raise DataError(f"{file}: not a plain .npy array ({error})") from None
+    if array.ndim == 3:
+        array = array[None, :, None]
+    elif array.ndim == 4:
+        array = array[None]
+    elif array.ndim != 5:
+        raise DataError(f"{file}: expected (T, H, W), (T, C, H, W) or (B, T, C, H, W), got shape {array.shape}")
+    return torch.as_tensor(np.asarray(validate_frames(array, str(file)), dtype=np.float32))
+
+
+def _predict(args) -> int:
+    import numpy as np
+    import torch
+
+    from transmem.data import DataError
+    from transmem.evaluation.pictures import save_gif, save_strip_png
+    from transmem.run import load
+
+    predictor = load(args.run)
+    data = predictor.config.data
+    frames = _read_frames(args.input)
+    truth = _read_frames(args.truth) if args.truth else None
+    if frames.shape[2] != data.channels:
+        raise DataError(f"{args.input}: frames have {frames.shape[2]} channels, the model takes {data.channels}")
+    if truth is None and frames.shape[1] > data.input_len:
+        frames, truth = frames[:, : data.input_len], frames[:, data.input_len :]
+    horizon = args.horizon or (truth.shape[1] if truth is not None else data.total_len - data.input_len)
+    prediction = predictor.predict(frames, horizon)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "prediction.npy", prediction.numpy())
+    for b in range(prediction.shape[0]):
+        rows = {"input": frames[b]}
+        if truth is not None:
+            rows["truth"] = truth[b]
+        rows["prediction"] = prediction[b]
+        save_strip_png(out / f"strip_{b}.png", rows)
+        save_gif(out / f"prediction_{b}.gif", rows)
+    print(f"wrote {out / 'prediction.npy'} {tuple(prediction.shape)} and {prediction.shape[0]} PNG strip(s) and GIF(s) in {out}")
+    return 0
+
+
+def _data(args) -> int:
+    from transmem.data import DATASETS
+
+    if args.data_command == "list":
+        for name, spec in DATASETS.items():
+            print(f"{name:22s} {spec.description}")
+        return 0
+    from transmem.config import config_from_dict
+    from transmem.data.preview import preview_dataset
+
+    config = config_from_dict({"data": {"name": args.name}}, args.overrides)
+    preview_dataset(config.data, args.split, args.num, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _zoo(args) -> int:
+    from transmem.transfer.zoo import describe_zoo
+
+    rows = describe_zoo(args.folder)
+    if not rows:
+        print(f"{args.folder}: no sources found")
+        return 0
+    header = f"{'name':24s} {'backbone':11s} {'hidden':12s} {'dataset':20s} {'frame':>5s} {'test mse':>9s} {'ssim':>6s}"
+    print(header)
+    for row in rows:
+        if "error" in row:
+            print(f"{row['name']:24s} unusable: {row['error']}")
+            continue
+        mse = f"{row['test_mse']:.2f}" if row["test_mse"] is not None else "-"
+        ssim = f"{row['test_ssim']:.3f}" if row["test_ssim"] is not None else "-"
+        dataset = row["dataset"] + "".join(f" {k}={v}" for k, v in row["options"].items())[:20]
+        print(f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {dataset[:20]:20s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "data": _data, "zoo": _zoo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transmem.errors import EXPECTED_ERRORS
+    from transmem.training.loop import TrainingDiverged
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingDiverged as error:
+        print(f"transmem: error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except EXPECTED_ERRORS as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"transmem: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        from transmem.training.distributed import shutdown_distributed
+
+        shutdown_distributed()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""Typed run configuration loaded from TOML.
+
+A run is described by one :class:`RunConfig` made of sections (``[data]``, ``[model]``,
+``[train]``, ``[eval]``, ``[transfer]``). Every section is a dataclass; loading checks
+every key and value and fails with :class:`ConfigError`, whose message is one line that
+names the offending key (``train.lr: expected a number, got 'fast'``).
+
+The resolved configuration is saved next to every run as ``config.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid. The message names the key."""
+
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass
+class DataConfig:
+    """What sequences to train and test on.
+
+    ``name`` selects a builder of :data:`transmem.data.DATASETS`; ``options`` holds that
+    builder's own keys (checked against its options dataclass).
+    """
+
+    name: str = "moving_digits"
+    frame_size: int = 64  # frames are frame_size x frame_size pixels
+    channels: int = 1
+    input_len: int = 10  # T_in: frames given to the model
+    total_len: int = 20  # T_in + T_out
+    train_size: int = 0  # number of training sequences; 0 = generated online (fresh every batch)
+    val_size: int = 200
+    test_size: int = 500
+    batch_size: int = 8
+    seed: int = 0
+    options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        _positive(self, "frame_size", "channels", "input_len", "total_len", "batch_size")
+        _non_negative(self, "train_size", "val_size", "test_size")
+        if self.input_len >= self.total_len:
+            raise ConfigError(
+                f"data.input_len: must be smaller than data.total_len "
+                f"({self.input_len} >= {self.total_len})"
+            )
+        if self.test_size < 1:
+            raise ConfigError("data.test_size: must be at least 1")
+
+
+@dataclass
+class ModelConfig:
+    """The predictive backbone (see :data:`transmem.models.BACKBONES`)."""
+
+    backbone: str = "convlstm"  # convlstm | predrnn | predrnn_v2
+    hidden: list = field(default_factory=lambda: [32, 32])  # channels of each layer
+    kernel: int = 3
+    patch: int = 4  # space-to-depth patch size
+    norm: str = "none"  # none | group (GroupNorm(1, C): not tied to a frame size)
+    decouple_weight: float = 0.01  # PredRNN-V2 memory-decoupling loss weight
+
+    def validate(self) -> None:
+        from transmem.models import BACKBONES
+
+        if self.backbone not in BACKBONES:
+            raise ConfigError(
+                f"model.backbone: unknown backbone {self.backbone!r}; known: {', '.join(BACKBONES)}"
+            )
+        if not self.hidden:
+            raise ConfigError("model.hidden: needs at least one layer")
+        for h in self.hidden:
+            if not isinstance(h, int) or h < 1:
+                raise ConfigError(f"model.hidden: every layer size must be a positive integer, got {h!r}")
+        _positive(self, "kernel", "patch")
+        if self.kernel % 2 == 0:
+            raise ConfigError(f"model.kernel: must be odd to keep the frame size, got {self.kernel}")
+        if self.norm not in ("none", "group"):
+            raise ConfigError(f"model.norm: expected 'none' or 'group', got {self.norm!r}")
+        if self.decouple_weight < 0:
+            raise ConfigError("model.decouple_weight: must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, scheduled sampling and checkpointing."""
+
+    iterations: int = 2000
+    lr: float = 1e-3
+    lr_schedule: str = "none"  # none | cosine | step
+    lr_step: int = 0  # iterations between LR halvings for lr_schedule = "step" (0: iterations // 3)
+    grad_clip: float = 0.0  # max gradient norm; 0 disables
+    sampling: str = "standard"  # standard (PredRNN) | reverse (PredRNN-V2) | none (always own predictions)
+    sampling_stop: float = 0.5  # fraction of iterations after which eta = 0 (standard and reverse)
+    reverse_start: float = 0.25  # reverse sampling: fraction where the input-part ratio starts rising
+    time_reversal: bool = False  # augment by playing sequences backwards with probability 1/2
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 50
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    val_every: int = 0  # 0 = only at the end
+    deterministic: bool = True
+    tensorboard: bool = False
+    data_workers: int = 0  # DataLoader worker processes generating batches ahead of the step
+
+    def validate(self) -> None:
+        _positive(self, "iterations", "log_every", "checkpoint_every", "keep_checkpoints")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr: must be positive, got {self.lr}")
+        if self.lr_schedule not in ("none", "cosine", "step"):
+            raise ConfigError(f"train.lr_schedule: expected none, cosine or step, got {self.lr_schedule!r}")
+        if self.sampling not in ("standard", "reverse", "none"):
+            raise ConfigError(f"train.sampling: expected standard, reverse or none, got {self.sampling!r}")
+        for key in ("sampling_stop", "reverse_start"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"train.{key}: must be a fraction in [0, 1], got {value}")
+        _non_negative(self, "grad_clip", "lr_step", "val_every", "data_workers")
+        if self.sampling == "reverse" and self.reverse_start > self.sampling_stop:
+            raise ConfigError("train.reverse_start: must not exceed train.sampling_stop")
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 16
+    max_sequences: int = 0  # 0 = the whole test set
+
+    def validate(self) -> None:
+        _positive(self, "batch_size")
+        _non_negative(self, "max_sequences")
+
+
+@dataclass
+class TransferConfig:
+    """How the target uses the source zoo (see :data:`transmem.transfer.METHODS`)."""
+
+    method: str = "none"  # none | tmu | distill | finetune | kflow
+    sources: list = field(default_factory=list)  # run folders or checkpoint files
+    layers: list = field(default_factory=lambda: [0])  # target/source layers (0 = first)
+    bank: str = "auto"  # auto (cached for a finite training set, else live) | cached | live
+    distill_weight: float = 0.1
+    cache_dir: str = ""  # "" = <run>/memory_bank
+
+    def validate(self) -> None:
+        if self.method not in ("none", "tmu", "distill", "finetune", "kflow"):
+            raise ConfigError(
+                f"transfer.method: expected none, tmu, distill, finetune or kflow, got {self.method!r}"
+            )
+        if self.bank not in ("auto", "cached", "live"):
+            raise ConfigError(f"transfer.bank: expected 'auto', 'cached' or 'live', got {self.bank!r}")
+        if self.distill_weight < 0:
+            raise ConfigError("transfer.distill_weight: must be >= 0")
+        if self.method != "none" and not self.sources:
+            raise ConfigError(f"transfer.sources: method {self.method!r} needs at least one source")
+        if self.method == "finetune" and len(self.sources) != 1:
+            raise ConfigError("transfer.sources: finetune takes exactly one source")
+        if not self.layers:
+            raise ConfigError("transfer.layers: needs at least one layer")
+        for layer in self.layers:
+            if not isinstance(layer, int) or layer < 0:
+                raise ConfigError(f"transfer.layers: layers are non-negative integers, got {layer!r}")
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+        if self.data.frame_size % self.model.patch:
+            raise ConfigError(
+                f"model.patch: frame size {self.data.frame_size} is not divisible by patch {self.model.patch}"
+            )
+        for layer in self.transfer.layers:
+            if self.transfer.method != "none" and layer >= len(self.model.hidden):
+                raise ConfigError(
+                    f"transfer.layers: layer {layer} does not exist (model has {len(self.model.hidden)} layers)"
+                )
+        if self.train.time_reversal and self.transfer.method in ("tmu", "distill", "kflow") and self.transfer.bank == "cached":
+            raise ConfigError(
+                "train.time_reversal: the cached memory bank holds forward-time sequences; use transfer.bank = 'live'"
+            )
+        from transmem.data import check_options
+
+        check_options(self.data)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _positive(section: Any, *keys: str) -> None:
+    for key in keys:
+        if getattr(section, key) <= 0:
+            raise ConfigError(f"{_section_name(section)}.{key}: must be positive, got {getattr(section, key)}")
+
+
+def _non_negative(section: Any, *keys: str) -> None:
+    for key in keys:
+        if getattr(section, key) < 0:
+            raise ConfigError(f"{_section_name(section)}.{key}: must be >= 0, got {getattr(section, key)}")
+
+
+def _section_name(section: Any) -> str:
+    return type(section).__name__.replace("Config", "").lower()
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Return ``value`` converted to ``annotation`` or raise ConfigError naming ``where``."""
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in get_args(annotation):
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: unexpected value {value!r}")
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected nothing, got {value!r}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if annotation is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            args = get_args(annotation)
+            return [_check_type(v, args[0], f"{where}[{i}]") if args else v for i, v in enumerate(value)]
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if annotation is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a table, got {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return build_dataclass(annotation, value, where)
+    return value
+
+
+def build_dataclass(cls: type, mapping: dict, where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``mapping``, checking every key and value type.
+
+    Unknown keys raise ConfigError naming the key and suggesting the known ones.
+    ``where`` is the dotted prefix used in messages (``"data.options"``).
+    """
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in mapping.items():
+        full = f"{where}.{key}" if where else key
+        if key not in names:
+            close = [n for n in sorted(names) if n.startswith(key[:3]) or key.startswith(n[:3])]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{full}: unknown key{hint}; known keys: {', '.join(sorted(names))}")
+        kwargs[key] = _check_type(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value``; the value is read as TOML (``1e-3``, ``[32, 32]``,
+    ``true``, ``"x"``) and falls back to a bare string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if len(path) < 2 or not all(path):
+        raise ConfigError(f"--set {text}: key must look like section.key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text}: {part} is not a table")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict, overrides: list[str] | None = None) -> RunConfig:
+    raw = apply_overrides(_deep_copy(raw), overrides or [])
+    config = build_dataclass(RunConfig, raw)
+    config.validate()
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override, type-check and validate a TOML run configuration."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    return config_from_dict(raw, overrides)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(config.to_toml())
+
+
+def _deep_copy(raw: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}

@@ -1,0 +1,91 @@
+"""Evaluate a trained predictor on a fixed test (or validation) set.
+
+The model reads ``data.input_len`` true frames and predicts the remaining
+``total_len - input_len`` frames from its own predictions. Scores use
+:class:`transmem.evaluation.metrics.FrameMetrics` (definitions there and in docs/metrics.md),
+next to the copy-last-input-frame baseline. For a TMU target the mean transfer-gate value
+per layer, source and step is also returned (which source the target relies on, and when).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from transmem.config import RunConfig
+from transmem.evaluation.metrics import FrameMetrics, copy_last_frame_baseline
+from transmem.models import RecurrentPredictor, rollout_mask
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: RecurrentPredictor,
+    dataset,
+    config: RunConfig,
+    device: str | torch.device = "cpu",
+    max_sequences: int | None = None,
+) -> dict:
+    """Score ``model`` on ``dataset`` (items ``(T, C, H, W)``).
+
+    Returns ``{"model": metrics, "copy_last_frame": metrics, "transfer_gates": {layer:
+    [[gate mean per step] per source]}, "input_len": int}`` where ``metrics`` is the dict of
+    :meth:`FrameMetrics.compute`.
+    """
+    was_training = model.training
+    model.eval()
+    data = config.data
+    horizon = data.total_len - data.input_len
+    limit = max_sequences if max_sequences is not None else config.eval.max_sequences
+    count = min(len(dataset), limit) if limit else len(dataset)
+    scores, baseline = FrameMetrics(horizon), FrameMetrics(horizon)
+    gate_sums: dict[int, torch.Tensor] = {}
+    batch_size = config.eval.batch_size
+    for start in range(0, count, batch_size):
+        frames = torch.stack([dataset[i] for i in range(start, min(start + batch_size, count))]).to(device)
+        mask = rollout_mask(frames.shape[0], data.total_len, data.input_len, device)
+        rollout = model(frames, mask)
+        truth = frames[:, data.input_len :]
+        scores.update(rollout.predictions[:, data.input_len - 1 :], truth)
+        baseline.update(copy_last_frame_baseline(frames[:, : data.input_len], horizon), truth)
+        for layer, gates in rollout.gate_means.items():  # (B, T-1, N)
+            gate_sums[layer] = gate_sums.get(layer, 0) + gates.sum(dim=0).double().cpu()
+    model.train(was_training)
+    return {
+        "model": scores.compute(),
+        "copy_last_frame": baseline.compute(),
+        "transfer_gates": {str(layer): (total / count).T.tolist() for layer, total in gate_sums.items()},
+        "input_len": data.input_len,
+    }
+
+
+def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str = "test", device: str = "cpu") -> dict:
+    """Evaluate the model of ``run_dir`` on its test set; write JSON (and a gate plot for TMU).
+
+    The JSON holds every metric per frame and averaged, the baseline, the transfer gates,
+    the source names and the number of sequences.
+    """
+    from transmem.data import build_dataset
+    from transmem.evaluation.pictures import plot_transfer_gates
+    from transmem.run import load_model
+    from transmem.training.checkpoint import atomic_write_text
+
+    run_dir = Path(run_dir)
+    loaded = load_model(run_dir, device)
+    config = loaded.config
+    dataset = build_dataset(config.data, split)
+    result = evaluate_model(loaded.model, dataset, config, device)
+    result["split"] = split
+    result["weights"] = str(loaded.path)
+    result["finished"] = loaded.finished
+    result["sources"] = list(config.transfer.sources)
+    # Top-level means for quick reading (and for `transmem zoo list`).
+    for name in ("mse", "mae", "mse_pixel", "ssim", "psnr"):
+        result[name] = result["model"][name]
+    out = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent) / "metrics.json"
+    atomic_write_text(out, json.dumps(result, indent=1))
+    if result["transfer_gates"]:
+        names = [Path(s).name for s in config.transfer.sources]
+        plot_transfer_gates(out.with_name("transfer_gates.png"), result["transfer_gates"], names, input_len=config.data.input_len)
+    return result

@@ -1,0 +1,33 @@
+"""Predictive networks: recurrent cells, stacked backbones and the Transferable Memory Unit."""
+
+from transmem.models.backbone import BACKBONES, RecurrentPredictor, Rollout, patchify, rollout_mask, unpatchify
+from transmem.models.cells import CELLS, CellOutput, ConvLSTMCell, SpatioTemporalLSTMCell
+from transmem.models.tmu import TransferableMemory
+
+__all__ = [
+    "BACKBONES",
+    "CELLS",
+    "CellOutput",
+    "ConvLSTMCell",
+    "RecurrentPredictor",
+    "Rollout",
+    "SpatioTemporalLSTMCell",
+    "TransferableMemory",
+    "build_predictor",
+    "patchify",
+    "rollout_mask",
+    "unpatchify",
+]
+
+
+def build_predictor(model_config, channels: int, transfer_layout: dict | None = None) -> RecurrentPredictor:
+    """Build the backbone described by a :class:`transmem.config.ModelConfig`."""
+    return RecurrentPredictor(
+        backbone=model_config.backbone,
+        channels=channels,
+        hidden=list(model_config.hidden),
+        kernel=model_config.kernel,
+        patch=model_config.patch,
+        norm=model_config.norm,
+        transfer_layout=transfer_layout,
+    )

@@ -1,0 +1,111 @@
+"""The Transferable Memory Unit's memory transfer (Yao et al., ICML 2020).
+
+Given a recurrent cell's *candidate memory* ``C'_t`` and one transfer-gate pre-activation
+``s^n`` per source (produced by the cell's own gate convolution), this module computes,
+for N sources (METHOD.md, steps 3-5)::
+
+    D^n_t = Norm(W^n * C'_t)                       # distiller n: 1x1 conv (no bias) + GroupNorm(1)
+    T^n_t = sigmoid(s^n)                           # transfer gate n
+    M^n_t = T^n_t * D^n_t + (1 - T^n_t) * C'_t     # mixed memory
+    C_t   = C'_t + sum_n M^n_t                     # memory carried to the next step
+
+``D^n_t`` is the target's reconstruction of source n's memory; the distillation loss
+(computed by the training code, never here) compares ``project(D^n_t)`` with the frozen
+source's memory. ``project`` is the identity for a source with the target's channel count
+and spatial size, else a learned 1x1 projection followed by bilinear interpolation.
+
+With ``use_gates=False`` (the ``distill`` ablation) the distillers are side branches only:
+``C_t = C'_t`` and the distillers are trained by the hint loss alone.
+
+Norm is GroupNorm with one group: it normalizes over (C, H, W) like the authors' LayerNorm
+but its affine weights are per channel, so the unit works at any frame size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class TransferableMemory(nn.Module):
+    """Distillers, transfer gates and memory mixing for ``num_sources`` sources.
+
+    Args:
+        hidden_channels: channels of the target cell memory.
+        source_channels: channels of each source's memory (one entry per source).
+        source_sizes: spatial size ``(h, w)`` of each source's memory, or None for "same as
+            the target's" (then no interpolation).
+        use_gates: False for the distillation-only ablation (no transfer gates, C_t = C'_t).
+    """
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        source_channels: list[int],
+        source_sizes: list[tuple[int, int] | None] | None = None,
+        use_gates: bool = True,
+    ) -> None:
+        super().__init__()
+        if not source_channels:
+            raise ValueError("TransferableMemory needs at least one source")
+        self.hidden_channels = hidden_channels
+        self.num_sources = len(source_channels)
+        self.use_gates = use_gates
+        self.source_channels = list(source_channels)
+        self.source_sizes = list(source_sizes) if source_sizes else [None] * self.num_sources
+        self.distillers = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(hidden_channels, hidden_channels, kernel_size=1, bias=False),
+                nn.GroupNorm(1, hidden_channels),
+            )
+            for _ in source_channels
+        )
+        self.projections = nn.ModuleList(
+            nn.Identity() if channels == hidden_channels else nn.Conv2d(hidden_channels, channels, 1, bias=False)
+            for channels in source_channels
+        )
+
+    @property
+    def gate_groups(self) -> int:
+        """Number of extra gate groups the cell's convolution must produce."""
+        return self.num_sources if self.use_gates else 0
+
+    def forward(self, candidate: Tensor, gate_preactivation: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One step of memory transfer.
+
+        Args:
+            candidate: ``C'_t``, shape ``(B, hidden, h, w)``.
+            gate_preactivation: ``s``, shape ``(B, N * hidden, h, w)`` (None without gates).
+
+        Returns:
+            memory: ``C_t`` carried to the next step, ``(B, hidden, h, w)``.
+            distilled: ``D_t`` for every source, ``(B, N, hidden, h, w)``.
+            gate_means: mean transfer gate per source, ``(B, N)`` (None without gates).
+        """
+        distilled = torch.stack([distiller(candidate) for distiller in self.distillers], dim=1)
+        if not self.use_gates:
+            return candidate, distilled, None
+        batch = candidate.shape[0]
+        gates = torch.sigmoid(gate_preactivation).view(batch, self.num_sources, *candidate.shape[1:])
+        mixed = gates * distilled + (1.0 - gates) * candidate.unsqueeze(1)
+        memory = candidate + mixed.sum(dim=1)
+        return memory, distilled, gates.mean(dim=(2, 3, 4))
+
+    def project(self, distilled: Tensor, source: int) -> Tensor:
+        """Map distilled memories of one source into that source's memory layout.
+
+        Args:
+            distilled: ``(..., hidden, h, w)`` (any leading dims, e.g. batch and time).
+            source: index of the source.
+
+        Returns:
+            ``(..., source_channels, source_h, source_w)``.
+        """
+        lead = distilled.shape[:-3]
+        flat = distilled.reshape(-1, *distilled.shape[-3:])
+        flat = self.projections[source](flat)
+        size = self.source_sizes[source]
+        if size is not None and tuple(flat.shape[-2:]) != tuple(size):
+            flat = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+        return flat.reshape(*lead, *flat.shape[-3:])

@@ -1,0 +1,1 @@
+"""Training: the loop, scheduled sampling, checkpoints, run folders and DDP."""

@@ -1,0 +1,275 @@
+"""The training loop behind ``transmem train``.
+
+One function, :func:`train`, trains (or resumes) a run in a run folder:
+
+- the loss is assembled here: prediction MSE over all T-1 predicted frames, plus the
+  transfer method's weighted terms (e.g. distillation), plus PredRNN-V2's decoupling term;
+- batches, scheduled-sampling masks and time reversal are pure functions of the iteration
+  and a saved generator state, so ``N`` steps equal ``N/2`` + resume + ``N/2`` exactly;
+- checkpoints (model, optimizer, scheduler, iteration, RNG states, config) are written
+  atomically every ``train.checkpoint_every`` steps and at the end, from rank 0 only;
+- a non-finite loss stops the run with :class:`TrainingDiverged`, keeping the last good
+  checkpoint; nothing in the run folder is ever deleted except rotated checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from transmem.config import RunConfig
+from transmem.data import build_dataset
+from transmem.models import RecurrentPredictor
+from transmem.run import CHECKPOINT_DIR, MODEL_FILE, save_model
+from transmem.training.checkpoint import latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
+from transmem.training.distributed import DistributedContext, init_distributed
+from transmem.training.rundir import prepare_run_dir
+from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
+from transmem.transfer.methods import METHODS
+
+log = logging.getLogger(__name__)
+
+TRAIN_LOG = "train.csv"
+VAL_LOG = "val.csv"
+LOG_FIELDS = ["iteration", "loss", "prediction", "distill", "decouple", "input_truth_prob", "future_truth_prob", "lr", "seconds_per_iteration"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the run folder keeps its last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    resumed_from: int
+    val: dict  # final validation metrics (means)
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device = {name!r} but CUDA is not available")
+    return device
+
+
+def decoupling_loss(pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """PredRNN-V2: mean |cosine| between adapted memory increments (already L2-normalized)."""
+    return torch.stack([(dc * dm).sum(dim=2).abs().mean() for dc, dm in pairs]).mean()
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig):
+    train = config.train
+    if train.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train.iterations)
+    if train.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=train.lr_step or max(1, train.iterations // 3), gamma=0.5)
+    return None
+
+
+def _load_batch(dataset, indices: list[int], device: torch.device) -> Tensor:
+    return torch.stack([dataset[i] for i in indices]).to(device, non_blocking=True)
+
+
+class _CsvLog:
+    """Append-only CSV; on resume, rows past the resumed iteration (lost work) are dropped."""
+
+    def __init__(self, path: Path, fields: list[str], resume_iteration: int) -> None:
+        self.path, self.fields = path, fields
+        rows = []
+        if path.exists():
+            with open(path, newline="") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r.get("iteration", 0) or 0) <= resume_iteration]
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+
+
+def train(config: RunConfig, run_dir: str | Path, *, force: bool = False, progress: bool = True) -> TrainResult:
+    """Train the run described by ``config`` in ``run_dir``, resuming if it holds one."""
+    started = time.time()
+    run_dir = Path(run_dir)
+    device = resolve_device(config.train.device)
+    ctx = init_distributed(device)
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+    if ctx.is_main:
+        prepare_run_dir(config, run_dir, force)
+    ctx.barrier()
+    checkpoints = run_dir / CHECKPOINT_DIR
+    if ctx.is_main:
+        remove_stale_temporaries(checkpoints)
+        remove_stale_temporaries(run_dir)
+
+    torch.manual_seed(config.train.seed)
+    if config.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    train_set = build_dataset(config.data, "train")
+    val_set = build_dataset(config.data, "val") if config.data.val_size > 0 else None
+
+    if config.transfer.method not in METHODS:
+        raise NotImplementedError(f"transfer.method = {config.transfer.method!r} is not available yet")
+    method = METHODS[config.transfer.method](config, run_dir, device)
+    model = method.build_model().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    scheduler = make_scheduler(optimizer, config)
+    generator = torch.Generator().manual_seed(config.train.seed + 1)
+
+    start = 0
+    found = latest_good_checkpoint(checkpoints, map_location=device)
+    if found is not None:
+        path, state = found
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["rng"]["sampling"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start = int(state["iteration"])
+        if ctx.is_main:
+            log.info("resuming %s from %s (iteration %d)", run_dir, path.name, start)
+    else:
+        method.initialize(model)
+
+    total = config.train.iterations
+    if start >= total and (run_dir / MODEL_FILE).exists():
+        return TrainResult(run_dir, total, start, {}, time.time() - started)
+
+    method.prepare(model, train_set, progress and ctx.is_main)
+    forward_model = model
+    if ctx.enabled:
+        forward_model = torch.nn.parallel.DistributedDataParallel(model)
+
+    train_log = _CsvLog(run_dir / TRAIN_LOG, LOG_FIELDS, start) if ctx.is_main else None
+    writer = _tensorboard(run_dir) if config.train.tensorboard and ctx.is_main else None
+    data = config.data
+    online = bool(getattr(train_set, "online", False))
+    forward_kwargs = dict(method.forward_kwargs())
+    forward_kwargs["collect_decoupling"] = model.uses_decoupling
+    bar = tqdm(total=total, initial=start, desc="train", unit="it", disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    tick = time.time()
+    model.train()
+    for iteration in range(start, total):
+        indices = batch_indices(iteration, data.batch_size, len(train_set), online, data.seed)
+        input_prob, future_prob = sampling_probabilities(config.train, iteration)
+        mask = teacher_mask(data.batch_size, data.total_len, data.input_len, input_prob, future_prob, generator)
+        reverse = torch.rand(data.batch_size, generator=generator) < 0.5 if config.train.time_reversal else None
+        indices, mask = ctx.shard(indices), mask[ctx.rank :: ctx.world_size]
+        frames = _load_batch(train_set, indices, device)
+        if reverse is not None:
+            flip = reverse[ctx.rank :: ctx.world_size].to(device).view(-1, 1, 1, 1, 1)
+            frames = torch.where(flip, frames.flip(1), frames)
+
+        rollout = forward_model(frames, mask.to(device), **forward_kwargs)
+        prediction = F.mse_loss(rollout.predictions, frames[:, 1:])
+        loss = prediction
+        terms = {"prediction": prediction}
+        for name, (weight, value) in method.losses(model, indices, rollout).items():
+            terms[name] = value
+            if weight > 0:
+                loss = loss + weight * value
+        if model.uses_decoupling:
+            terms["decouple"] = decoupling_loss(rollout.decoupling)
+            loss = loss + config.model.decouple_weight * terms["decouple"]
+        if not torch.isfinite(loss):
+            bar.close()
+            raise TrainingDiverged(
+                f"{run_dir}: loss became {loss.item()} at iteration {iteration}; "
+                f"the last good checkpoint is kept in {checkpoints} (try a lower train.lr or train.grad_clip)"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        done = iteration + 1
+        bar.update(1)
+
+        if ctx.is_main and (done % config.train.log_every == 0 or done == total):
+            elapsed = time.time() - tick
+            tick = time.time()
+            row = {
+                "iteration": done,
+                "loss": f"{loss.item():.6g}",
+                **{k: f"{v.item():.6g}" for k, v in terms.items()},
+                "input_truth_prob": f"{input_prob:.4f}",
+                "future_truth_prob": f"{future_prob:.4f}",
+                "lr": f"{optimizer.param_groups[0]['lr']:.6g}",
+                "seconds_per_iteration": f"{elapsed / config.train.log_every:.4f}",
+            }
+            train_log.write(row)
+            bar.set_postfix(loss=f"{loss.item():.4g}", pred=f"{prediction.item():.4g}")
+            if writer is not None:
+                for key, value in terms.items():
+                    writer.add_scalar(f"loss/{key}", value.item(), done)
+        if ctx.is_main and (done % config.train.checkpoint_every == 0 or done == total):
+            _save(checkpoints, done, model, optimizer, scheduler, generator, config, method)
+        if val_set is not None and ctx.is_main and config.train.val_every and done % config.train.val_every == 0 and done < total:
+            _validate(model, val_set, config, run_dir, done, device)
+            model.train()
+    bar.close()
+
+    val = {}
+    if ctx.is_main:
+        if val_set is not None:
+            val = _validate(model, val_set, config, run_dir, total, device)
+        save_model(model, config, run_dir / MODEL_FILE, {"iterations": total})
+    ctx.barrier()
+    return TrainResult(run_dir, total, start, val, time.time() - started)
+
+
+def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, config: RunConfig, method) -> None:
+    import json
+
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "iteration": iteration,
+        "rng": {"torch": torch.get_rng_state(), "sampling": generator.get_state()},
+        "config": config.to_toml(),
+        "transfer_layout": json.dumps({str(k): v for k, v in model.transfer_layout.items()}),
+    }
+    save_checkpoint(folder, iteration, state, keep=config.train.keep_checkpoints)
+
+
+def _validate(model: RecurrentPredictor, dataset, config: RunConfig, run_dir: Path, iteration: int, device) -> dict:
+    from transmem.evaluation.evaluate import evaluate_model
+
+    result = evaluate_model(model, dataset, config, device=device)
+    means = {name: result["model"][name]["mean"] for name in ("mse", "mae", "ssim", "psnr")}
+    fields = ["iteration", "mse", "mae", "ssim", "psnr"]
+    path = run_dir / VAL_LOG
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerow({"iteration": iteration, **{k: f"{v:.6g}" for k, v in means.items()}})
+    return means
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:  # pragma: no cover - optional extra
+        raise RuntimeError("train.tensorboard = true needs the tensorboard package (pip install transmem[tensorboard])") from error
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))

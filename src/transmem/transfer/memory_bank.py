@@ -1,0 +1,203 @@
+"""The memory bank: the frozen sources' memory states on the target's training sequences.
+
+For a batch, the bank gives, for every source n and chosen layer l, the cell memories
+``C^{n,l}_t`` at every step: a tensor ``(B, T-1, c_n, h_n, w_n)``.
+
+- :class:`LiveMemoryBank` runs the sources on exactly the frames the target read at each
+  step (scheduled-sampling inputs included), as the authors' code does. A source's state at
+  step t depends only on the inputs up to t, so running it after the target over the
+  recorded inputs gives the same memories as running it in lockstep.
+- :class:`CachedMemoryBank` has the sources read the true frames. The bank is then a fixed
+  function of the training sequence: it is computed once, stored as float16 memory-mapped
+  arrays in a folder keyed by source weights, dataset fingerprint, layers and sequence
+  length, and read by sequence index. A folder whose metadata or file sizes or checksums do
+  not match is reported and rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from transmem.training.checkpoint import atomic_write_text, sha256_file
+from transmem.transfer.zoo import Source
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+class MemoryBankError(RuntimeError):
+    """The memory bank cannot be built or read. The message names the file."""
+
+
+def source_memories(sources: list[Source], frames: Tensor, layers: list[int]) -> list[dict[int, Tensor]]:
+    """Run every source over ``frames`` ``(B, T, C, H, W)`` reading them at every step.
+
+    Returns one ``{layer: (B, T-1, c, h, w)}`` per source.
+    """
+    with torch.no_grad():
+        return [source.model(frames, None, record_layers=layers).memories for source in sources]
+
+
+class LiveMemoryBank:
+    """Sources recomputed every step on the target's own inputs (authors' scheme)."""
+
+    needs_inputs = True
+
+    def __init__(self, sources: list[Source], layers: list[int]) -> None:
+        self.sources = sources
+        self.layers = list(layers)
+
+    def get(self, indices: list[int], inputs: Tensor) -> list[dict[int, Tensor]]:
+        """``inputs``: the ``(B, T-1, C, H, W)`` frames the target read at steps 0..T-2."""
+        # One padding frame makes a T-frame sequence whose T-1 steps read exactly ``inputs``.
+        padded = torch.cat([inputs, inputs[:, -1:]], dim=1)
+        return source_memories(self.sources, padded, self.layers)
+
+
+class CachedMemoryBank:
+    """Sources' memories on the true training frames, computed once and memory-mapped.
+
+    Args:
+        sources: frozen sources.
+        layers: memory layers to store.
+        dataset: the finite training dataset (items ``(T, C, H, W)``), with ``fingerprint()``.
+        folder: parent folder of caches; this cache lives in ``folder/<key>``.
+    """
+
+    needs_inputs = False
+
+    def __init__(
+        self,
+        sources: list[Source],
+        layers: list[int],
+        dataset,
+        folder: str | Path,
+        batch_size: int = 16,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+    ) -> None:
+        if getattr(dataset, "online", False):
+            raise MemoryBankError(
+                "a cached memory bank needs a finite training set (set data.train_size > 0) or transfer.bank = 'live'"
+            )
+        self.sources = sources
+        self.layers = list(layers)
+        self.dataset = dataset
+        self.size = len(dataset)
+        self.key = self._key()
+        self.folder = Path(folder) / self.key
+        self.arrays: dict[tuple[int, int], np.memmap] = {}
+        self.device = device
+        if not self._valid():
+            self._build(batch_size, progress)
+        self._open()
+
+    # ------------------------------------------------------------------ layout
+
+    def _key(self) -> str:
+        first = self.dataset[0]
+        description = {
+            "version": CACHE_VERSION,
+            "sources": [s.digest for s in self.sources],
+            "dataset": self.dataset.fingerprint(),
+            "size": self.size,
+            "layers": self.layers,
+            "sequence": list(first.shape),
+        }
+        self._sequence_shape = tuple(first.shape)
+        return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _shapes(self) -> dict[tuple[int, int], tuple[int, ...]]:
+        steps = self._sequence_shape[0] - 1
+        frame_size = self._sequence_shape[-1]
+        shapes = {}
+        for n, source in enumerate(self.sources):
+            for layer in self.layers:
+                channels, (h, w) = source.memory_layout(layer, frame_size)
+                shapes[(n, layer)] = (self.size, steps, channels, h, w)
+        return shapes
+
+    def _file(self, n: int, layer: int) -> Path:
+        return self.folder / f"source{n}_layer{layer}.f16"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(np.prod(shape)) * 2 for shape in self._shapes().values())
+
+    # ------------------------------------------------------------------ validity
+
+    def _valid(self) -> bool:
+        meta_path = self.folder / "meta.json"
+        if not meta_path.exists():
+            return False
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            log.warning("memory bank %s: meta.json is corrupted; rebuilding", self.folder)
+            return False
+        if meta.get("key") != self.key or not meta.get("complete"):
+            log.warning("memory bank %s: stale or incomplete; rebuilding", self.folder)
+            return False
+        for (n, layer), shape in self._shapes().items():
+            path = self._file(n, layer)
+            expected = int(np.prod(shape)) * 2
+            if not path.exists() or path.stat().st_size != expected:
+                log.warning("memory bank %s: wrong size (corrupted cache); rebuilding", path)
+                return False
+            if meta.get("sha256", {}).get(path.name) != sha256_file(path):
+                log.warning("memory bank %s: checksum mismatch (corrupted cache); rebuilding", path)
+                return False
+        return True
+
+    # ------------------------------------------------------------------ build / read
+
+    def _build(self, batch_size: int, progress: bool) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta_path = self.folder / "meta.json"
+        atomic_write_text(meta_path, json.dumps({"key": self.key, "complete": False}))
+        shapes = self._shapes()
+        arrays = {k: np.memmap(self._file(*k), np.float16, "w+", shape=s) for k, s in shapes.items()}
+        bar = tqdm(total=self.size, desc="memory bank", unit="seq", disable=not progress)
+        for start in range(0, self.size, batch_size):
+            stop = min(start + batch_size, self.size)
+            frames = torch.stack([self.dataset[i] for i in range(start, stop)]).to(self.device)
+            for n, memories in enumerate(source_memories(self.sources, frames, self.layers)):
+                for layer, memory in memories.items():
+                    if not torch.isfinite(memory).all():
+                        raise MemoryBankError(f"source {self.sources[n].path}: non-finite memory on sequences {start}-{stop}")
+                    arrays[(n, layer)][start:stop] = memory.to(torch.float16).cpu().numpy()
+            bar.update(stop - start)
+        bar.close()
+        checksums = {}
+        for key, array in arrays.items():
+            array.flush()
+            checksums[self._file(*key).name] = sha256_file(self._file(*key))
+        atomic_write_text(meta_path, json.dumps({"key": self.key, "complete": True, "sha256": checksums}))
+        log.info("memory bank built in %s (%.1f MB)", self.folder, self.nbytes / 1e6)
+
+    def _open(self) -> None:
+        self.arrays = {k: np.memmap(self._file(*k), np.float16, "r", shape=s) for k, s in self._shapes().items()}
+
+    def get(self, indices: list[int], inputs: Tensor | None = None) -> list[dict[int, Tensor]]:
+        """Memories of sequences ``indices``: one ``{layer: (B, T-1, c, h, w)}`` per source."""
+        order = np.asarray(indices)
+        out = []
+        for n in range(len(self.sources)):
+            out.append(
+                {
+                    layer: torch.from_numpy(np.ascontiguousarray(self.arrays[(n, layer)][order])).to(
+                        self.device, torch.float32
+                    )
+                    for layer in self.layers
+                }
+            )
+        return out

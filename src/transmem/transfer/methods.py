@@ -1,0 +1,152 @@
+"""Transfer methods: how a target network is built and what it adds to the loss.
+
+Each method is a class in :data:`METHODS` (keyed by ``transfer.method``). The training loop
+asks a method to build the model, to prepare (load sources, build the memory bank), which
+keyword arguments to pass to the model's ``forward`` and which extra loss terms to add to
+the prediction MSE. The loss itself is always assembled by the training loop.
+
+- ``none``: training from scratch.
+- ``finetune``: weights initialised from one source (same architecture), then trained.
+- ``tmu``: Transferable Memory Units in ``transfer.layers``; loss adds
+  ``distill_weight * mean_{layers, sources} MSE(project(D^n), C^{n,l})``.
+- ``distill``: the same distillers and hint loss without transfer gates (C_t = C'_t).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from transmem.config import RunConfig
+from transmem.models import RecurrentPredictor, Rollout, build_predictor
+from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank
+from transmem.transfer.zoo import SourceError, load_zoo
+
+
+class ScratchMethod:
+    """Train the target from random initialisation."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.device = device
+
+    def transfer_layout(self) -> dict | None:
+        return None
+
+    def build_model(self) -> RecurrentPredictor:
+        return build_predictor(self.config.model, self.config.data.channels, self.transfer_layout())
+
+    def initialize(self, model: RecurrentPredictor) -> None:
+        """Set initial weights of a fresh (not resumed) model."""
+
+    def prepare(self, model: RecurrentPredictor, train_dataset, progress: bool = True) -> None:
+        """Anything needed before the first step (also after a resume)."""
+
+    def forward_kwargs(self) -> dict:
+        return {}
+
+    def losses(self, model: RecurrentPredictor, indices: list[int], rollout: Rollout) -> dict[str, tuple[float, Tensor]]:
+        """Extra loss terms ``name -> (weight, value)``; the loop adds ``weight * value``."""
+        return {}
+
+
+class FinetuneMethod(ScratchMethod):
+    """Initialise from a source with the same architecture, then train on the target."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
+        super().__init__(config, run_dir, device)
+        self.source = load_zoo(config.transfer.sources, config, [0], "cpu")[0]
+
+    def initialize(self, model: RecurrentPredictor) -> None:
+        source = self.source.model
+        mine = (model.backbone, model.hidden, model.patch, model.channels)
+        theirs = (source.backbone, source.hidden, source.patch, source.channels)
+        if mine != theirs or model.state_dict().keys() != source.state_dict().keys():
+            raise SourceError(
+                f"source {self.source.path}: finetuning needs the same architecture; source has "
+                f"(backbone, hidden, patch, channels) = {theirs}, target {mine}"
+            )
+        try:
+            model.load_state_dict(source.state_dict())
+        except RuntimeError as error:
+            raise SourceError(f"source {self.source.path}: weights do not fit the target ({str(error)[:200]})") from None
+
+
+class TransferableMemoryMethod(ScratchMethod):
+    """TMU target distilling the sources' memories (``tmu``; ``distill`` without gates)."""
+
+    use_gates = True
+
+    def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
+        super().__init__(config, run_dir, device)
+        self.layers = list(config.transfer.layers)
+        self.sources = load_zoo(config.transfer.sources, config, self.layers, device)
+        self.bank = None
+
+    def transfer_layout(self) -> dict:
+        layout = {}
+        frame_size = self.config.data.frame_size
+        target_side = frame_size // self.config.model.patch
+        for layer in self.layers:
+            channels, sizes = [], []
+            for source in self.sources:
+                c, (h, w) = source.memory_layout(layer, frame_size)
+                channels.append(c)
+                sizes.append(None if (h, w) == (target_side, target_side) else [h, w])
+            layout[layer] = {"source_channels": channels, "source_sizes": sizes, "use_gates": self.use_gates}
+        return layout
+
+    def bank_mode(self, train_dataset) -> str:
+        mode = self.config.transfer.bank
+        if mode == "auto":
+            return "live" if getattr(train_dataset, "online", False) else "cached"
+        return mode
+
+    def prepare(self, model: RecurrentPredictor, train_dataset, progress: bool = True) -> None:
+        if self.bank_mode(train_dataset) == "live":
+            self.bank = LiveMemoryBank(self.sources, self.layers)
+            return
+        folder = Path(self.config.transfer.cache_dir or self.run_dir / "memory_bank")
+        self.bank = CachedMemoryBank(
+            self.sources, self.layers, train_dataset, folder, self.config.eval.batch_size, self.device, progress
+        )
+
+    def forward_kwargs(self) -> dict:
+        return {"return_inputs": bool(self.bank is not None and self.bank.needs_inputs)}
+
+    def losses(self, model: RecurrentPredictor, indices: list[int], rollout: Rollout) -> dict[str, tuple[float, Tensor]]:
+        bank = self.bank.get(indices, rollout.inputs)
+        return {"distill": (self.config.transfer.distill_weight, distillation_loss(model, rollout, bank))}
+
+
+class DistillOnlyMethod(TransferableMemoryMethod):
+    """Ablation: distillers and hint loss, no transfer gates (isolates the TMU)."""
+
+    use_gates = False
+
+
+def distillation_loss(model: RecurrentPredictor, rollout: Rollout, bank: list[dict[int, Tensor]]) -> Tensor:
+    """Mean over layers and sources of ``MSE(project(D^n_t), C^{n,l}_t)`` over all steps.
+
+    Args:
+        rollout: the target's rollout, with ``distilled[layer]`` ``(B, T-1, N, hidden, h, w)``.
+        bank: per source ``{layer: (B, T-1, c, h', w')}``.
+    """
+    terms = []
+    for layer, distilled in rollout.distilled.items():
+        unit = model.transfer_unit(layer)
+        for n, memories in enumerate(bank):
+            terms.append(F.mse_loss(unit.project(distilled[:, :, n], n), memories[layer]))
+    return torch.stack(terms).mean()
+
+
+METHODS: dict[str, type[ScratchMethod]] = {
+    "none": ScratchMethod,
+    "finetune": FinetuneMethod,
+    "tmu": TransferableMemoryMethod,
+    "distill": DistillOnlyMethod,
+}

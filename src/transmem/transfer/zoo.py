@@ -1,0 +1,116 @@
+"""The source zoo: frozen predictive networks trained on other datasets.
+
+A source is any transmem run folder, ``model.safetensors`` or checkpoint of a backbone
+(ConvLSTM, PredRNN, PredRNN-V2). It is loaded frozen: ``requires_grad`` off, eval mode.
+Sources read the *target's* frames, so a source must take the target's channel count and
+a frame size divisible by its own patch size; its memory may have any channel count and
+spatial size (the TMU projects and interpolates to match).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from transmem.config import RunConfig
+from transmem.models import RecurrentPredictor
+from transmem.run import load_model
+from transmem.training.checkpoint import CheckpointError
+
+
+class SourceError(ValueError):
+    """A source cannot be used for this target. The message names the source."""
+
+
+@dataclass
+class Source:
+    name: str
+    path: Path
+    model: RecurrentPredictor  # frozen, eval mode
+    config: RunConfig  # the configuration the source was trained with
+    digest: str  # SHA-256 of its weights
+
+    def memory_layout(self, layer: int, frame_size: int) -> tuple[int, tuple[int, int]]:
+        """``(channels, (h, w))`` of this source's cell memory at ``layer`` on target frames."""
+        side = frame_size // self.model.patch
+        return self.model.hidden[layer], (side, side)
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model.eval()
+
+
+def load_source(path: str | Path, device: str | torch.device = "cpu") -> Source:
+    path = Path(path)
+    try:
+        loaded = load_model(path, device)
+    except CheckpointError as error:
+        raise SourceError(f"source {path}: {error}") from None
+    name = path.name if path.is_dir() else path.parent.name if path.name == "model.safetensors" else path.stem
+    return Source(name=name, path=path, model=freeze(loaded.model), config=loaded.config, digest=loaded.digest)
+
+
+def check_compatible(sources: list[Source], target: RunConfig, layers: list[int]) -> None:
+    """Raise SourceError if a source cannot read the target's frames or lacks a layer."""
+    if not sources:
+        raise SourceError("transfer.sources: the source list is empty")
+    for source in sources:
+        model = source.model
+        if model.channels != target.data.channels:
+            raise SourceError(
+                f"source {source.path}: takes {model.channels}-channel frames, the target has "
+                f"{target.data.channels}; a source cannot be matched across channel counts"
+            )
+        if target.data.frame_size % model.patch:
+            raise SourceError(
+                f"source {source.path}: its patch size {model.patch} does not divide the target frame size "
+                f"{target.data.frame_size}"
+            )
+        for layer in layers:
+            if layer >= len(model.hidden):
+                raise SourceError(f"source {source.path}: has {len(model.hidden)} layers, no layer {layer}")
+
+
+def load_zoo(paths: list[str], target: RunConfig, layers: list[int], device="cpu") -> list[Source]:
+    sources = [load_source(p, device) for p in paths]
+    check_compatible(sources, target, layers)
+    return sources
+
+
+def describe_zoo(folder: str | Path) -> list[dict]:
+    """One row per source found in ``folder`` (run folders or model files) for ``zoo list``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(f"{folder}: not a folder")
+    candidates = sorted(
+        p for p in folder.iterdir() if (p.is_dir() and ((p / "model.safetensors").exists() or (p / "checkpoints").is_dir()))
+        or p.suffix in (".safetensors", ".pt")
+    )
+    rows = []
+    for path in candidates:
+        try:
+            source = load_source(path)
+        except SourceError as error:
+            rows.append({"name": path.name, "error": str(error)})
+            continue
+        metrics_file = (path if path.is_dir() else path.parent) / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        rows.append(
+            {
+                "name": source.name,
+                "backbone": source.model.backbone,
+                "hidden": source.model.hidden,
+                "dataset": source.config.data.name,
+                "options": source.config.data.options,
+                "frame_size": source.config.data.frame_size,
+                "patch": source.model.patch,
+                "test_mse": metrics.get("mse", {}).get("mean"),
+                "test_ssim": metrics.get("ssim", {}).get("mean"),
+            }
+        )
+    return rows

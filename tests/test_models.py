@@ -1,0 +1,210 @@
+"""Backbones, cells and the Transferable Memory Unit: shapes, states, gradients, equations."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transmem.models import (
+    BACKBONES,
+    ConvLSTMCell,
+    RecurrentPredictor,
+    SpatioTemporalLSTMCell,
+    TransferableMemory,
+    patchify,
+    rollout_mask,
+    unpatchify,
+)
+from transmem.models.cells import FORGET_BIAS
+
+
+def _frames(batch=2, steps=6, channels=1, size=16, seed=0):
+    return torch.rand(batch, steps, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+@pytest.mark.parametrize("norm", ["none", "group"])
+def test_backbone_shapes_and_state_exposure(backbone, norm):
+    torch.manual_seed(0)
+    model = RecurrentPredictor(backbone, channels=1, hidden=[8, 8, 8], kernel=3, patch=4, norm=norm)
+    frames = _frames(steps=7)
+    rollout = model(
+        frames, rollout_mask(2, 7, 3), record_layers=[0, 2], return_inputs=True, collect_decoupling=model.uses_decoupling
+    )
+    assert rollout.predictions.shape == (2, 6, 1, 16, 16)
+    assert rollout.inputs.shape == (2, 6, 1, 16, 16)
+    assert set(rollout.memories) == {0, 2}
+    assert rollout.memories[0].shape == (2, 6, 8, 4, 4)
+    assert len(rollout.decoupling) == (3 * 6 if model.uses_decoupling else 0)
+    # inputs fed: truth for steps 0..2, own predictions after
+    assert torch.equal(rollout.inputs[:, :3], frames[:, :3])
+    assert torch.allclose(rollout.inputs[:, 3:], rollout.predictions[:, 2:5])
+
+
+def test_any_frame_size_divisible_by_patch_works_and_others_fail():
+    model = RecurrentPredictor("predrnn", 1, [8], 3, 4, "group")
+    assert model(torch.rand(1, 4, 1, 24, 40)).predictions.shape == (1, 3, 1, 24, 40)
+    with pytest.raises(ValueError, match="not divisible by patch"):
+        model(torch.rand(1, 4, 1, 18, 16))
+    with pytest.raises(ValueError, match="channels"):
+        model(torch.rand(1, 4, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
+        model(torch.rand(4, 1, 16, 16))
+
+
+def test_patchify_round_trip():
+    frames = _frames(batch=3, steps=4, channels=2, size=12)
+    patches = patchify(frames, 3)
+    assert patches.shape == (3, 4, 18, 4, 4)
+    assert torch.equal(unpatchify(patches, 3), frames)
+    # patch channel layout: pixel (0, 1) of the first 3x3 patch of channel 0
+    assert patches[0, 0, 1, 0, 0] == frames[0, 0, 0, 0, 1]
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_gradients_reach_every_parameter(backbone):
+    torch.manual_seed(0)
+    layout = {0: {"source_channels": [8, 4], "source_sizes": [None, [8, 8]], "use_gates": True}}
+    model = RecurrentPredictor(backbone, 1, [8, 8], 3, 4, "group", layout)
+    frames = _frames()
+    rollout = model(frames, torch.zeros(2, 4, dtype=torch.bool), collect_decoupling=model.uses_decoupling)
+    unit = model.transfer_unit(0)
+    loss = F.mse_loss(rollout.predictions, frames[:, 1:])
+    loss = loss + sum(unit.project(rollout.distilled[0][:, :, n], n).square().mean() for n in range(2))
+    if model.uses_decoupling:
+        loss = loss + sum((dc * dm).sum(2).abs().mean() for dc, dm in rollout.decoupling)
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_teacher_mask_selects_truth_or_prediction_per_sequence():
+    torch.manual_seed(0)
+    model = RecurrentPredictor("convlstm", 1, [4], 3, 4)
+    frames = _frames(steps=5)
+    mask = torch.tensor([[True, True, True], [False, False, False]])
+    rollout = model(frames, mask, return_inputs=True)
+    assert torch.equal(rollout.inputs[0], frames[0, :4])
+    assert torch.equal(rollout.inputs[1, 0], frames[1, 0])
+    assert torch.allclose(rollout.inputs[1, 1:], rollout.predictions[1, :3])
+    # None = always truth
+    assert torch.equal(model(frames, None, return_inputs=True).inputs, frames[:, :4])
+
+
+def test_predict_matches_rollout_and_ignores_future_content():
+    torch.manual_seed(0)
+    model = RecurrentPredictor("predrnn", 1, [8, 8], 3, 4).eval()
+    frames = _frames(steps=8)
+    out = model.predict(frames[:, :3], 5)
+    assert out.shape == (2, 5, 1, 16, 16)
+    with torch.no_grad():
+        noisy = frames.clone()
+        noisy[:, 3:] = torch.rand_like(noisy[:, 3:])
+        reference = model(noisy, rollout_mask(2, 8, 3)).predictions[:, 2:]
+    assert torch.allclose(out, reference, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- TMU equations
+
+
+def reference_tmu_step(weight, bias, distiller_weights, norm_params, x, h, c, num_sources, hidden):
+    """METHOD.md written out literally, loop by loop, independent of transmem's modules."""
+    gates = F.conv2d(torch.cat([x, h], 1), weight, bias, padding=weight.shape[-1] // 2)
+    chunks = torch.split(gates, hidden, dim=1)
+    i, f, g, o = torch.sigmoid(chunks[0]), torch.sigmoid(chunks[1] + FORGET_BIAS), torch.tanh(chunks[2]), torch.sigmoid(chunks[3])
+    c_candidate = f * c + i * g
+    h_new = o * torch.tanh(c_candidate)
+    c_new = c_candidate.clone()
+    distilled = []
+    for n in range(num_sources):
+        d = F.conv2d(c_candidate, distiller_weights[n])
+        mean = d.mean(dim=(1, 2, 3), keepdim=True)
+        var = d.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
+        gamma, beta = norm_params[n]
+        d = (d - mean) / torch.sqrt(var + 1e-5) * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
+        distilled.append(d)
+        transfer_gate = torch.sigmoid(chunks[4 + n])
+        mixed = transfer_gate * d + (1 - transfer_gate) * c_candidate
+        c_new = c_new + mixed
+    return h_new, c_new, distilled
+
+
+@pytest.mark.parametrize("num_sources", [1, 2, 3])
+def test_tmu_step_matches_independent_implementation(num_sources):
+    torch.manual_seed(num_sources)
+    hidden, in_channels = 6, 5
+    unit = TransferableMemory(hidden, [hidden] * num_sources)
+    cell = ConvLSTMCell(in_channels, hidden, kernel=3, transfer=unit)
+    for distiller in unit.distillers:  # non-trivial affine parameters
+        distiller[1].weight.data.uniform_(0.5, 1.5)
+        distiller[1].bias.data.uniform_(-0.5, 0.5)
+    x, h, c = torch.randn(2, in_channels, 7, 7), torch.randn(2, hidden, 7, 7), torch.randn(2, hidden, 7, 7)
+    out = cell(x, h, c)
+    expected_h, expected_c, expected_d = reference_tmu_step(
+        cell.gate_conv.weight,
+        cell.gate_conv.bias,
+        [d[0].weight for d in unit.distillers],
+        [(d[1].weight, d[1].bias) for d in unit.distillers],
+        x,
+        h,
+        c,
+        num_sources,
+        hidden,
+    )
+    assert torch.allclose(out.hidden, expected_h, atol=1e-6)
+    assert torch.allclose(out.memory, expected_c, atol=1e-6)
+    for n in range(num_sources):
+        assert torch.allclose(out.distilled[:, n], expected_d[n], atol=1e-6)
+    gate_groups = cell.gate_conv(torch.cat([x, h], 1))[:, 4 * hidden :].view(2, num_sources, hidden, 7, 7)
+    assert torch.allclose(out.gate_means, torch.sigmoid(gate_groups).mean(dim=(2, 3, 4)), atol=1e-6)
+
+
+def test_tmu_gate_extremes_follow_the_equations():
+    unit = TransferableMemory(4, [4, 4])
+    candidate = torch.randn(1, 4, 3, 3)
+    _, distilled, _ = unit(candidate, torch.zeros(1, 8, 3, 3))
+    closed, _, _ = unit(candidate, torch.full((1, 8, 3, 3), -50.0))  # T = 0: M^n = C'
+    opened, _, _ = unit(candidate, torch.full((1, 8, 3, 3), 50.0))  # T = 1: M^n = D^n
+    assert torch.allclose(closed, 3 * candidate, atol=1e-6)
+    assert torch.allclose(opened, candidate + distilled.sum(1), atol=1e-5)
+
+
+def test_distill_ablation_keeps_memory_and_adds_no_gate_groups():
+    unit = TransferableMemory(4, [4, 4], use_gates=False)
+    assert unit.gate_groups == 0
+    cell = ConvLSTMCell(3, 4, transfer=unit)
+    assert cell.gate_conv.out_channels == 16
+    plain = ConvLSTMCell(3, 4)
+    plain.load_state_dict({k: v for k, v in cell.state_dict().items() if k.startswith("gate_conv")})
+    x, h, c = torch.randn(1, 3, 5, 5), torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5)
+    assert torch.allclose(cell(x, h, c).memory, plain(x, h, c).memory)
+    assert cell(x, h, c).distilled.shape == (1, 2, 4, 5, 5)
+
+
+def test_stlstm_tmu_cell_transfers_temporal_memory():
+    torch.manual_seed(0)
+    unit = TransferableMemory(4, [4])
+    cell = SpatioTemporalLSTMCell(3, 4, transfer=unit)
+    x, h, c, m = (torch.randn(1, k, 5, 5) for k in (3, 4, 4, 4))
+    out = cell(x, h, c, m)
+    xs, hs = cell.conv_x(x), cell.conv_h(h)
+    gate = torch.sigmoid(xs[:, 28:] + hs[:, 16:])
+    f = torch.sigmoid(xs[:, 4:8] + hs[:, 4:8] + FORGET_BIAS)
+    i, g = torch.sigmoid(xs[:, :4] + hs[:, :4]), torch.tanh(xs[:, 8:12] + hs[:, 8:12])
+    candidate = f * c + i * g
+    d = unit.distillers[0](candidate)
+    assert torch.allclose(out.memory, candidate + gate * d + (1 - gate) * candidate, atol=1e-6)
+
+
+def test_heterogeneous_source_projection_and_interpolation():
+    unit = TransferableMemory(8, [8, 3], [None, (6, 6)])
+    assert isinstance(unit.projections[0], torch.nn.Identity)
+    distilled = torch.randn(2, 5, 8, 4, 4)
+    assert unit.project(distilled, 0).shape == (2, 5, 8, 4, 4)
+    assert unit.project(distilled, 1).shape == (2, 5, 3, 6, 6)
+
+
+def test_tmu_layer_must_exist_and_stlstm_needs_equal_hidden():
+    with pytest.raises(ValueError, match="layer 2 does not exist"):
+        RecurrentPredictor("convlstm", 1, [4, 4], transfer_layout={2: {"source_channels": [4]}})
+    with pytest.raises(ValueError, match="hidden sizes must be equal"):
+        RecurrentPredictor("predrnn", 1, [4, 8])
