@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
@@ -114,7 +114,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
             tensors = load_file(str(path))
-        except (SafetensorsError, OSError, ValueError) as error:
+        except (SafetensorError, OSError, ValueError) as error:
             raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
         if metadata.get("format") != "transmem-model-1":
             raise CheckpointError(f"{path}: not a transmem model (missing transmem metadata)")

@@ -101,8 +101,14 @@ class _CsvLog:
             csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow(row)
 
 
-def train(config: RunConfig, run_dir: str | Path, *, force: bool = False, progress: bool = True) -> TrainResult:
-    """Train the run described by ``config`` in ``run_dir``, resuming if it holds one."""
+def train(
+    config: RunConfig, run_dir: str | Path, *, force: bool = False, progress: bool = True, stop_at: int | None = None
+) -> TrainResult:
+    """Train the run described by ``config`` in ``run_dir``, resuming if it holds one.
+
+    ``stop_at`` pauses the run after that iteration (a checkpoint is written); calling
+    again resumes it. Returns a :class:`TrainResult` (``val`` is empty unless finished).
+    """
     started = time.time()
     run_dir = Path(run_dir)
     device = resolve_device(config.train.device)
@@ -160,8 +166,6 @@ def train(config: RunConfig, run_dir: str | Path, *, force: bool = False, progre
     writer = _tensorboard(run_dir) if config.train.tensorboard and ctx.is_main else None
     data = config.data
     online = bool(getattr(train_set, "online", False))
-    forward_kwargs = dict(method.forward_kwargs())
-    forward_kwargs["collect_decoupling"] = model.uses_decoupling
     bar = tqdm(total=total, initial=start, desc="train", unit="it", disable=not (progress and ctx.is_main), dynamic_ncols=True)
     tick = time.time()
     model.train()
@@ -176,7 +180,8 @@ def train(config: RunConfig, run_dir: str | Path, *, force: bool = False, progre
             flip = reverse[ctx.rank :: ctx.world_size].to(device).view(-1, 1, 1, 1, 1)
             frames = torch.where(flip, frames.flip(1), frames)
 
-        rollout = forward_model(frames, mask.to(device), **forward_kwargs)
+        forward_kwargs = method.forward_kwargs(frames, iteration)
+        rollout = forward_model(frames, mask.to(device), collect_decoupling=model.uses_decoupling, **forward_kwargs)
         prediction = F.mse_loss(rollout.predictions, frames[:, 1:])
         loss = prediction
         terms = {"prediction": prediction}
@@ -225,6 +230,12 @@ def train(config: RunConfig, run_dir: str | Path, *, force: bool = False, progre
         if val_set is not None and ctx.is_main and config.train.val_every and done % config.train.val_every == 0 and done < total:
             _validate(model, val_set, config, run_dir, done, device)
             model.train()
+        if stop_at is not None and done >= stop_at and done < total:
+            if ctx.is_main:
+                _save(checkpoints, done, model, optimizer, scheduler, generator, config, method)
+            bar.close()
+            ctx.barrier()
+            return TrainResult(run_dir, done, start, {}, time.time() - started)
     bar.close()
 
     val = {}

@@ -46,7 +46,8 @@ class ScratchMethod:
     def prepare(self, model: RecurrentPredictor, train_dataset, progress: bool = True) -> None:
         """Anything needed before the first step (also after a resume)."""
 
-    def forward_kwargs(self) -> dict:
+    def forward_kwargs(self, frames: Tensor, iteration: int) -> dict:
+        """Extra keyword arguments of the model's forward for this batch ``(B, T, C, H, W)``."""
         return {}
 
     def losses(self, model: RecurrentPredictor, indices: list[int], rollout: Rollout) -> dict[str, tuple[float, Tensor]]:
@@ -115,7 +116,7 @@ class TransferableMemoryMethod(ScratchMethod):
             self.sources, self.layers, train_dataset, folder, self.config.eval.batch_size, self.device, progress
         )
 
-    def forward_kwargs(self) -> dict:
+    def forward_kwargs(self, frames: Tensor, iteration: int) -> dict:
         return {"return_inputs": bool(self.bank is not None and self.bank.needs_inputs)}
 
     def losses(self, model: RecurrentPredictor, indices: list[int], rollout: Rollout) -> dict[str, tuple[float, Tensor]]:

@@ -1,0 +1,47 @@
+"""Animated GIF previews of a dataset (for ``transmem data preview NAME --out FILE.gif``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from transmem.config import DataConfig
+
+from .registry import build_dataset
+
+#: gray pixels between neighbouring sequences
+SEPARATOR = 2
+
+
+def tile_sequences(sequences: np.ndarray) -> np.ndarray:
+    """Sequences ``(N, T, C, H, W)`` float in [0, 1] -> uint8 frames for a GIF: ``(T, H',
+    W')`` gray or ``(T, H', W', 3)`` RGB, sequences side by side. With C not 1 or 3, the
+    channels of each sequence are stacked vertically as gray images."""
+    count, steps, channels, height, width = sequences.shape
+    if channels not in (1, 3):
+        sequences = sequences.reshape(count, steps, 1, channels * height, width)
+        channels, height = 1, channels * height
+    gap = np.full((steps, channels, height, SEPARATOR), 0.5, dtype=np.float32)
+    parts = []
+    for i, sequence in enumerate(sequences):
+        parts.extend([gap, sequence] if i else [sequence])
+    tiled = np.concatenate(parts, axis=-1)  # (T, C, H, W')
+    frames = np.rint(np.clip(tiled, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return frames[:, 0] if channels == 1 else frames.transpose(0, 2, 3, 1)
+
+
+def preview_dataset(data: DataConfig, split: str, num: int, out_path, fps: float = 5.0) -> Path:
+    """Write a looping GIF of sequences ``0 .. num-1`` of ``split`` side by side; returns the path."""
+    import imageio.v3 as iio
+
+    dataset = build_dataset(data, split)
+    if num < 1:
+        raise ValueError(f"num: must be at least 1, got {num}")
+    if not dataset.online and num > len(dataset):
+        raise ValueError(f"num: {data.name} {split} has only {len(dataset)} sequences, asked for {num}")
+    sequences = dataset.batch(range(num)).numpy()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(out_path, tile_sequences(sequences), extension=".gif", duration=1000.0 / fps, loop=0)
+    return out_path

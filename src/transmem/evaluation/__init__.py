@@ -1,0 +1,36 @@
+"""Evaluation of video predictions: frame-wise metrics, pictures and result tables.
+
+* :mod:`.metrics` — :class:`FrameMetrics` (MSE, MAE, per-pixel MSE, SSIM, PSNR per
+  predicted frame, accumulated batch by batch) and the copy-last-frame baseline.
+* :mod:`.pictures` — PNG strips, animated GIFs, per-frame metric plots, transfer-gate plots.
+* :mod:`.report` — markdown tables, mean ± std over seeds, CSV / JSON files.
+"""
+
+from .metrics import FRAME_METRIC_NAMES, PSNR_CAP_DB, FrameMetrics, copy_last_frame_baseline
+from .pictures import plot_per_frame, plot_transfer_gates, save_gif, save_gif_grid, save_strip_png
+from .report import (
+    format_metrics_table,
+    markdown_results_table,
+    read_results_json,
+    summarize_runs,
+    write_results_csv,
+    write_results_json,
+)
+
+__all__ = [
+    "FRAME_METRIC_NAMES",
+    "PSNR_CAP_DB",
+    "FrameMetrics",
+    "copy_last_frame_baseline",
+    "format_metrics_table",
+    "markdown_results_table",
+    "plot_per_frame",
+    "plot_transfer_gates",
+    "read_results_json",
+    "save_gif",
+    "save_gif_grid",
+    "save_strip_png",
+    "summarize_runs",
+    "write_results_csv",
+    "write_results_json",
+]

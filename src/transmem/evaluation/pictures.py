@@ -1,0 +1,529 @@
+"""Pictures of predictions and curves: PNG strips, animated GIFs, per-frame plots, gate plots.
+
+Frame sequences are ``(T, C, H, W)`` tensors (or arrays) with ``C`` = 1 (shown in
+grayscale) or 3 (RGB) and values in ``[0, 1]``; values outside are clipped for
+display.  Tensors may live on any device and may require grad.  All sequences in
+one picture must share ``H`` and ``W``; grayscale and RGB sequences can be mixed.
+
+Figures are drawn with matplotlib's object-oriented API on an Agg canvas (no
+pyplot, no global backend switch), GIFs are written with imageio (Pillow).
+Parent directories of ``path`` are created.
+
+GIF conventions (``save_gif`` and ``save_gif_grid``):
+
+* Labels are rendered once with matplotlib into a header (column labels) or a
+  left margin (row labels) that is the same in every GIF frame.  Font size is
+  10 px, shrunk (down to 6 px) when a label would not fit its column.
+* A 3-px time bar at the bottom fills ``(t + 1) / T`` of the width at step ``t``.
+  It shows where the animation is, and keeps consecutive GIF frames distinct
+  (Pillow merges identical consecutive frames, which would change the frame count).
+* The animation has ``T = max`` sequence length frames.  A sequence with fewer
+  frames holds its last frame (``pad="hold"``, default) or shows a blank
+  light-gray cell (``pad="blank"``) for the remaining steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal, Union
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+__all__ = [
+    "save_strip_png",
+    "save_gif",
+    "save_gif_grid",
+    "plot_per_frame",
+    "plot_transfer_gates",
+]
+
+ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
+PathLike = Union[str, Path]
+
+_BACKGROUND = 1.0  # white, for gaps between frames
+_BLANK_CELL = 0.85  # light gray, for missing frames in GIFs
+_LABEL_FONT_PX = 10
+_MIN_LABEL_FONT_PX = 6
+_TIME_BAR_PX = 3
+_TIME_BAR_COLOR = np.array([0.12, 0.47, 0.71])  # matplotlib "tab:blue"
+
+_METRIC_AXIS_LABELS = {
+    "mse": "MSE per frame (sum over pixels), lower is better",
+    "mae": "MAE per frame (sum over pixels), lower is better",
+    "mse_pixel": "per-pixel MSE, lower is better",
+    "ssim": "SSIM, higher is better",
+    "psnr": "PSNR (dB), higher is better",
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _as_float_array(values: ArrayLike) -> np.ndarray:
+    """Any tensor / array / nested list as a float64 numpy array (on CPU)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def _sequence_as_rgb(name: str, sequence: ArrayLike) -> np.ndarray:
+    """``(T, C, H, W)`` sequence with C in {1, 3} -> ``(T, H, W, 3)`` float array in [0, 1]."""
+    frames = _as_float_array(sequence)
+    if frames.ndim != 4 or frames.shape[1] not in (1, 3) or frames.shape[0] < 1:
+        raise ValueError(
+            f"sequence {name!r} must be (T, C, H, W) with T >= 1 and C in (1, 3), "
+            f"got shape {frames.shape}"
+        )
+    frames = np.clip(np.nan_to_num(frames, nan=0.0), 0.0, 1.0).transpose(0, 2, 3, 1)
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    return frames
+
+
+def _rows_as_rgb(rows: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+    """Validate named sequences; return name -> ``(T, H, W, 3)`` arrays sharing H and W."""
+    if not rows:
+        raise ValueError("at least one named sequence is required")
+    converted = {name: _sequence_as_rgb(name, sequence) for name, sequence in rows.items()}
+    sizes = {name: frames.shape[1:3] for name, frames in converted.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"all sequences must share height and width, got {sizes}")
+    return converted
+
+
+def _upscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of an ``(H, W, 3)`` image by an integer factor."""
+    if scale == 1:
+        return image
+    return image.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def _frame_at(frames: np.ndarray, step: int, pad: str) -> np.ndarray | None:
+    """Frame ``step`` of ``(T, H, W, 3)`` frames; past the end: last frame or ``None`` (blank)."""
+    if step < frames.shape[0]:
+        return frames[step]
+    if pad == "hold":
+        return frames[-1]
+    return None
+
+
+def _check_pad(pad: str) -> None:
+    if pad not in ("hold", "blank"):
+        raise ValueError(f"pad must be 'hold' or 'blank', got {pad!r}")
+
+
+def _fitting_font_px(labels: Sequence[str], room_px: float) -> float:
+    """Largest font size (px, between 6 and 10) so that each label roughly fits ``room_px``."""
+    longest = max((len(label) for label in labels), default=1)
+    # DejaVu Sans averages about 0.6 em per character.
+    fitting = room_px / (0.6 * max(longest, 1))
+    return float(min(_LABEL_FONT_PX, max(_MIN_LABEL_FONT_PX, fitting)))
+
+
+def _render_labels(
+    height: int,
+    width: int,
+    labels: Sequence[tuple[str, float, float]],
+    font_px: float,
+    horizontal_alignment: str = "center",
+) -> np.ndarray:
+    """Draw text on a white ``(height, width, 3)`` float image.
+
+    Args:
+        labels: ``(text, x, y)`` with the anchor position in pixels from the top-left corner.
+        font_px: font size in pixels.
+        horizontal_alignment: matplotlib ``ha`` of each text relative to its anchor.
+    """
+    dpi = 72  # 1 point == 1 pixel
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
+    canvas = FigureCanvasAgg(figure)
+    for text, x, y in labels:
+        figure.text(
+            x / width,
+            1.0 - y / height,
+            text,
+            ha=horizontal_alignment,
+            va="center",
+            fontsize=font_px,
+            color="black",
+        )
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())[:height, :width, :3].astype(np.float64) / 255.0
+    image = np.full((height, width, 3), _BACKGROUND)
+    image[: rgba.shape[0], : rgba.shape[1]] = rgba
+    return image
+
+
+def _time_bar(width: int, step: int, steps: int) -> np.ndarray:
+    """``(3, width, 3)`` bar filled over ``(step + 1) / steps`` of its width."""
+    bar = np.full((_TIME_BAR_PX, width, 3), 0.9)
+    bar[:, : round(width * (step + 1) / steps)] = _TIME_BAR_COLOR
+    return bar
+
+
+def _write_gif(path: PathLike, frames: list[np.ndarray], fps: float) -> None:
+    """Write ``(H, W, 3)`` float frames in [0, 1] as a looping GIF."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    video = (np.stack(frames) * 255.0 + 0.5).astype(np.uint8)
+    # GIF stores delays in centiseconds; Pillow takes milliseconds.
+    iio.imwrite(path, video, extension=".gif", duration=round(1000.0 / fps), loop=0)
+
+
+def _save_figure(figure: Figure, path: PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, bbox_inches="tight", facecolor="white")
+
+
+# ----------------------------------------------------------------------------- PNG strip
+
+
+def save_strip_png(
+    path: PathLike,
+    rows: Mapping[str, ArrayLike],
+    title: str | None = None,
+    align: Literal["left", "right"] = "left",
+) -> None:
+    """Save named frame sequences as a PNG: one row per sequence, frames side by side.
+
+    Args:
+        path: output PNG file.
+        rows: name -> ``(T, C, H, W)`` sequence (e.g. ``"input"``, ``"truth"``,
+            ``"prediction"``); rows are drawn top to bottom in dict order, with the
+            name as label on the left.  Rows may have different ``T``.
+        title: optional title above the strip.
+        align: ``"left"`` (default) puts frame ``i`` of every row in column ``i``;
+            ``"right"`` aligns the last frames instead.  Missing cells stay white.
+
+    Columns are labelled with the frame index within the longest row (1-based).
+    Each frame is displayed at least about 64 screen pixels wide.
+    """
+    if align not in ("left", "right"):
+        raise ValueError(f"align must be 'left' or 'right', got {align!r}")
+    sequences = _rows_as_rgb(rows)
+    first = next(iter(sequences.values()))
+    height, width = first.shape[1:3]
+    columns = max(frames.shape[0] for frames in sequences.values())
+    gap = max(1, min(height, width) // 16)
+
+    canvas = np.full(
+        (len(sequences) * (height + gap) - gap, columns * (width + gap) - gap, 3), _BACKGROUND
+    )
+    for row, frames in enumerate(sequences.values()):
+        offset = 0 if align == "left" else columns - frames.shape[0]
+        for index, frame in enumerate(frames):
+            top = row * (height + gap)
+            left = (offset + index) * (width + gap)
+            canvas[top : top + height, left : left + width] = frame
+
+    zoom = max(1.0, 64.0 / min(height, width))  # screen pixels per frame pixel
+    dpi = 100
+    figure = Figure(
+        figsize=(canvas.shape[1] * zoom / dpi + 1.5, canvas.shape[0] * zoom / dpi + 0.6), dpi=dpi
+    )
+    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+    axes.imshow(canvas, interpolation="nearest")
+    axes.set_yticks(
+        [row * (height + gap) + (height - 1) / 2 for row in range(len(sequences))],
+        labels=list(sequences),
+    )
+    axes.set_xticks(
+        [column * (width + gap) + (width - 1) / 2 for column in range(columns)],
+        labels=[str(column + 1) for column in range(columns)],
+        fontsize=7,
+    )
+    axes.tick_params(length=0)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    if title:
+        axes.set_title(title)
+    _save_figure(figure, path)
+
+
+# ----------------------------------------------------------------------------- GIFs
+
+
+def save_gif(
+    path: PathLike,
+    rows: Mapping[str, ArrayLike],
+    fps: float = 4,
+    scale: int = 2,
+    pad: Literal["hold", "blank"] = "hold",
+) -> None:
+    """Save named sequences as an animated GIF showing them side by side, step by step.
+
+    GIF frame ``t`` is a horizontal grid of frame ``t`` of each sequence (in dict
+    order), under a header with the sequence names, above a time bar (see module
+    docstring).  The GIF has ``max(T)`` frames and loops forever.
+
+    Args:
+        path: output GIF file.
+        rows: name -> ``(T, C, H, W)`` sequence.
+        fps: frames per second (GIF delays are rounded to 10 ms by most viewers).
+        scale: integer nearest-neighbour magnification of every frame.
+        pad: ``"hold"`` (last frame) or ``"blank"`` for sequences shorter than the longest.
+    """
+    _check_pad(pad)
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    sequences = _rows_as_rgb(rows)
+    steps = max(frames.shape[0] for frames in sequences.values())
+    height, width = (size * scale for size in next(iter(sequences.values())).shape[1:3])
+    gap = 2
+    total_width = len(sequences) * (width + gap) - gap
+
+    font_px = _fitting_font_px(list(sequences), width)
+    header_height = int(math.ceil(font_px)) + 6
+    header = _render_labels(
+        header_height,
+        total_width,
+        [
+            (name, column * (width + gap) + width / 2, header_height / 2)
+            for column, name in enumerate(sequences)
+        ],
+        font_px,
+    )
+
+    gif_frames = []
+    for step in range(steps):
+        body = np.full((height, total_width, 3), _BACKGROUND)
+        for column, frames in enumerate(sequences.values()):
+            frame = _frame_at(frames, step, pad)
+            left = column * (width + gap)
+            body[:, left : left + width] = (
+                _BLANK_CELL if frame is None else _upscale(frame, scale)
+            )
+        gif_frames.append(np.concatenate([header, body, _time_bar(total_width, step, steps)]))
+    _write_gif(path, gif_frames, fps)
+
+
+def save_gif_grid(
+    path: PathLike,
+    grid: Mapping[str, ArrayLike],
+    fps: float = 4,
+    scale: int = 1,
+    pad: Literal["hold", "blank"] = "hold",
+) -> None:
+    """Save several methods on several test sequences as one animated GIF.
+
+    Rows are the entries of ``grid`` in dict order (e.g. ``"truth"`` then one per
+    method), labelled on the left; columns are the ``S`` test sequences.  GIF frame
+    ``t`` shows frame ``t`` of every sequence, above a time bar (see module docstring).
+
+    Args:
+        path: output GIF file.
+        grid: name -> ``(S, T, C, H, W)`` tensor; all entries share ``S``, ``H``, ``W``
+            (``T`` and ``C`` in {1, 3} may differ).
+        fps: frames per second.
+        scale: integer nearest-neighbour magnification of every frame.
+        pad: ``"hold"`` (last frame) or ``"blank"`` for entries shorter than the longest.
+    """
+    _check_pad(pad)
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    if not grid:
+        raise ValueError("at least one named entry is required")
+    batches: dict[str, list[np.ndarray]] = {}
+    for name, batch in grid.items():
+        if not isinstance(batch, torch.Tensor):
+            batch = np.asarray(batch)
+        if batch.ndim != 5:
+            raise ValueError(f"entry {name!r} must be (S, T, C, H, W), got shape {tuple(batch.shape)}")
+        sequences = _rows_as_rgb({f"{name}[{index}]": batch[index] for index in range(batch.shape[0])})
+        batches[name] = list(sequences.values())
+    sequence_counts = {name: len(sequences) for name, sequences in batches.items()}
+    if len(set(sequence_counts.values())) > 1:
+        raise ValueError(f"all entries must hold the same number of sequences, got {sequence_counts}")
+    frame_sizes = {name: sequences[0].shape[1:3] for name, sequences in batches.items()}
+    if len(set(frame_sizes.values())) > 1:
+        raise ValueError(f"all entries must share height and width, got {frame_sizes}")
+
+    columns = next(iter(sequence_counts.values()))
+    steps = max(sequences[0].shape[0] for sequences in batches.values())
+    height, width = (size * scale for size in next(iter(frame_sizes.values())))
+    gap = 2
+    font_px = _LABEL_FONT_PX
+    label_width = int(0.6 * font_px * max(len(name) for name in batches)) + 8
+    body_width = columns * (width + gap) - gap
+    body_height = len(batches) * (height + gap) - gap
+    labels = _render_labels(
+        body_height,
+        label_width,
+        [(name, label_width - 4, row * (height + gap) + height / 2) for row, name in enumerate(batches)],
+        font_px,
+        horizontal_alignment="right",
+    )
+
+    gif_frames = []
+    for step in range(steps):
+        body = np.full((body_height, body_width, 3), _BACKGROUND)
+        for row, sequences in enumerate(batches.values()):
+            for column, frames in enumerate(sequences):
+                frame = _frame_at(frames, step, pad)
+                top, left = row * (height + gap), column * (width + gap)
+                body[top : top + height, left : left + width] = (
+                    _BLANK_CELL if frame is None else _upscale(frame, scale)
+                )
+        picture = np.concatenate([labels, body], axis=1)
+        gif_frames.append(
+            np.concatenate([picture, _time_bar(picture.shape[1], step, steps)])
+        )
+    _write_gif(path, gif_frames, fps)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _per_frame_values(values: object) -> np.ndarray:
+    """Per-frame list, or a ``FrameMetrics.compute()`` entry ``{"per_frame": [...], ...}``."""
+    if isinstance(values, Mapping):
+        values = values["per_frame"]
+    array = _as_float_array(values)
+    if array.ndim != 1:
+        raise ValueError(f"per-frame values must be one-dimensional, got shape {array.shape}")
+    return array
+
+
+def plot_per_frame(
+    path: PathLike,
+    curves: Mapping[str, Mapping[str, object]],
+    metrics: Sequence[str] = ("mse", "ssim"),
+    title: str | None = None,
+    bands: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+) -> None:
+    """Plot metrics against the predicted frame index, one subplot per metric.
+
+    Args:
+        path: output image (format from the suffix, e.g. ``.png``, ``.pdf``).
+        curves: method name -> metric name -> per-frame values (a list of ``T``
+            floats, or a ``FrameMetrics.compute()`` entry with a ``"per_frame"`` key).
+            Methods lacking a metric are skipped in that subplot.
+        metrics: metric names, one subplot each, left to right.
+        title: optional figure title.
+        bands: optional method -> metric -> per-frame standard deviation; drawn as a
+            shaded band ``value ± std`` around the matching line.
+
+    The x axis is the predicted frame index ``1 .. T``.
+
+    Raises:
+        ValueError: if no method provides one of ``metrics``, or a band's length
+            differs from its curve's.
+    """
+    if not metrics:
+        raise ValueError("at least one metric is required")
+    figure = Figure(figsize=(4.2 * len(metrics), 3.4), dpi=100, layout="constrained")
+    axes_list = figure.subplots(1, len(metrics), squeeze=False)[0]
+    for axes, metric in zip(axes_list, metrics):
+        plotted = 0
+        for method, method_curves in curves.items():
+            if metric not in method_curves:
+                continue
+            values = _per_frame_values(method_curves[metric])
+            frames = np.arange(1, len(values) + 1)
+            (line,) = axes.plot(frames, values, marker="o", markersize=3, label=method)
+            band = None if bands is None else bands.get(method, {}).get(metric)
+            if band is not None:
+                spread = _per_frame_values(band)
+                if spread.shape != values.shape:
+                    raise ValueError(
+                        f"band for {method!r}/{metric!r} has {len(spread)} values, curve has {len(values)}"
+                    )
+                axes.fill_between(
+                    frames, values - spread, values + spread, color=line.get_color(), alpha=0.2
+                )
+            plotted += 1
+        if plotted == 0:
+            raise ValueError(f"no curve provides metric {metric!r}")
+        axes.set_xlabel("predicted frame")
+        axes.set_ylabel(_METRIC_AXIS_LABELS.get(metric, metric), fontsize=8)
+        axes.set_title(metric)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    axes_list[0].legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    _save_figure(figure, path)
+
+
+def plot_transfer_gates(
+    path: PathLike,
+    gates: Mapping[str, ArrayLike] | ArrayLike,
+    source_names: Sequence[str] | None = None,
+    input_len: int | None = None,
+    title: str | None = None,
+) -> None:
+    """Plot the mean transfer-gate value of each source network over time, one subplot per layer.
+
+    Args:
+        path: output image (format from the suffix).
+        gates: layer name -> ``(sources, steps)`` values (nested lists, array or
+            tensor), or one ``(layers, sources, steps)`` array (layers named
+            ``"layer 1"``, ...).  Values are gate activations averaged over batch,
+            channels and pixels (in ``[0, 1]`` for sigmoid gates).
+        source_names: one name per source (default ``"source 1"``, ...).
+        input_len: number of input (observed) steps; a dashed vertical line is drawn
+            between step ``input_len`` and ``input_len + 1``, where prediction starts.
+        title: optional figure title.
+
+    The x axis is the recurrent time step ``1 .. steps``.  The y axis spans ``[0, 1]``
+    when all values lie in it.
+    """
+    if isinstance(gates, Mapping):
+        layers = {name: _as_float_array(values) for name, values in gates.items()}
+    else:
+        stacked = _as_float_array(gates)
+        if stacked.ndim != 3:
+            raise ValueError(f"gates array must be (layers, sources, steps), got shape {stacked.shape}")
+        layers = {f"layer {index + 1}": values for index, values in enumerate(stacked)}
+    if not layers:
+        raise ValueError("at least one layer is required")
+    for name, values in layers.items():
+        if values.ndim != 2:
+            raise ValueError(f"gates of layer {name!r} must be (sources, steps), got shape {values.shape}")
+    source_counts = {values.shape[0] for values in layers.values()}
+    if len(source_counts) > 1:
+        raise ValueError(f"all layers must have the same number of sources, got {sorted(source_counts)}")
+    source_count = source_counts.pop()
+    if source_names is None:
+        source_names = [f"source {index + 1}" for index in range(source_count)]
+    if len(source_names) != source_count:
+        raise ValueError(f"{len(source_names)} source names for {source_count} sources")
+
+    columns = min(4, len(layers))
+    rows = math.ceil(len(layers) / columns)
+    figure = Figure(figsize=(3.6 * columns, 3.0 * rows), dpi=100, layout="constrained")
+    axes_grid = figure.subplots(rows, columns, squeeze=False, sharey=True)
+    within_unit_interval = all(
+        values.size == 0 or (values.min() >= 0.0 and values.max() <= 1.0) for values in layers.values()
+    )
+    for axes, (layer_name, values) in zip(axes_grid.flat, layers.items()):
+        steps = np.arange(1, values.shape[1] + 1)
+        for source_name, source_values in zip(source_names, values):
+            axes.plot(steps, source_values, marker="o", markersize=2.5, label=source_name)
+        if input_len is not None:
+            axes.axvline(input_len + 0.5, color="gray", linestyle="--", linewidth=1, label="end of input")
+        if within_unit_interval:
+            axes.set_ylim(-0.02, 1.02)
+        axes.set_title(layer_name)
+        axes.set_xlabel("time step")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    for axes in axes_grid[:, 0]:
+        axes.set_ylabel("mean gate value")
+    for axes in list(axes_grid.flat)[len(layers) :]:
+        axes.set_visible(False)
+    axes_grid[0, 0].legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    _save_figure(figure, path)

@@ -1,0 +1,296 @@
+"""Tests of transmem.evaluation.metrics: hand-computed values, SSIM reference, accumulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchmetrics
+from skimage.metrics import structural_similarity
+
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from transmem.evaluation.metrics import (
+    FRAME_METRIC_NAMES,
+    PSNR_CAP_DB,
+    FrameMetrics,
+    copy_last_frame_baseline,
+    ssim_per_frame,
+    ssim_window_for,
+)
+
+C1 = (0.01 * 1.0) ** 2  # SSIM stabilisers for data range 1
+C2 = (0.03 * 1.0) ** 2
+
+
+def constant_video(values_per_frame: list[float], batch: int = 2, channels: int = 1, size: int = 16):
+    """(batch, T, channels, size, size) video whose frame t is filled with values_per_frame[t]."""
+    values = torch.tensor(values_per_frame, dtype=torch.float32)
+    return values.view(1, -1, 1, 1, 1).expand(batch, -1, channels, size, size).clone()
+
+
+def scores(pred: torch.Tensor, truth: torch.Tensor) -> dict:
+    metrics = FrameMetrics(horizon=pred.shape[1])
+    metrics.update(pred, truth)
+    return metrics.compute()
+
+
+def test_constant_frames_match_hand_computed_values():
+    size, channels = 16, 3
+    pixels = channels * size * size
+    pred_values, truth_values = [0.7, 0.5, 0.0, 0.25], [0.2, 0.5, 0.1, 1.0]
+    result = scores(
+        constant_video(pred_values, batch=3, channels=channels, size=size),
+        constant_video(truth_values, batch=3, channels=channels, size=size),
+    )
+    for t, (x, y) in enumerate(zip(pred_values, truth_values)):
+        d = abs(x - y)
+        # float32 inputs: 0.7 etc. are not exact, hence the relative tolerance
+        assert result["mse"]["per_frame"][t] == pytest.approx(pixels * d * d, rel=1e-6, abs=1e-9)
+        assert result["mae"]["per_frame"][t] == pytest.approx(pixels * d, rel=1e-6, abs=1e-9)
+        assert result["mse_pixel"]["per_frame"][t] == pytest.approx(d * d, rel=1e-6, abs=1e-12)
+        expected_psnr = PSNR_CAP_DB if d == 0 else 10 * math.log10(1 / (d * d))
+        assert result["psnr"]["per_frame"][t] == pytest.approx(expected_psnr, rel=1e-6)
+        # constant frames: variances and covariance vanish, only the luminance term remains
+        expected_ssim = (2 * x * y + C1) / (x * x + y * y + C1)
+        assert result["ssim"]["per_frame"][t] == pytest.approx(expected_ssim, rel=1e-5)
+    assert result["count"] == 3
+    for name in FRAME_METRIC_NAMES:
+        per_frame = result[name]["per_frame"]
+        assert len(per_frame) == 4
+        assert result[name]["mean"] == pytest.approx(sum(per_frame) / 4, rel=1e-12)
+
+
+def test_mse_is_summed_over_frame_and_averaged_over_sequences():
+    truth = torch.zeros(2, 1, 1, 4, 4)
+    pred = torch.zeros(2, 1, 1, 4, 4)
+    pred[0, 0, 0, 0, 0] = 0.5  # sequence 0: one pixel off by 0.5
+    pred[1] = 0.25  # sequence 1: all 16 pixels off by 0.25
+    result = scores(pred, truth)
+    assert result["mse"]["mean"] == pytest.approx((0.25 + 16 * 0.0625) / 2)
+    assert result["mae"]["mean"] == pytest.approx((0.5 + 16 * 0.25) / 2)
+    assert result["mse_pixel"]["mean"] == pytest.approx((0.25 / 16 + 0.0625) / 2)
+    # PSNR is averaged over sequences, not computed from the averaged MSE
+    expected_psnr = (10 * math.log10(16 / 0.25) + 10 * math.log10(1 / 0.0625)) / 2
+    assert result["psnr"]["mean"] == pytest.approx(expected_psnr)
+
+
+def test_identical_frames_have_capped_psnr_and_unit_ssim():
+    video = torch.rand(2, 3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = scores(video, video.clone())
+    assert result["mse"]["per_frame"] == [0.0, 0.0, 0.0]
+    assert result["psnr"]["per_frame"] == [PSNR_CAP_DB] * 3
+    assert result["ssim"]["per_frame"] == pytest.approx([1.0] * 3, abs=1e-12)
+
+
+def test_predictions_are_clipped_before_scoring():
+    truth = constant_video([1.0, 0.0, 0.5])
+    pred = constant_video([1.5, -0.3, 2.0])
+    result = scores(pred, truth)
+    assert result["mse"]["per_frame"][:2] == [0.0, 0.0]
+    assert result["mse_pixel"]["per_frame"][2] == pytest.approx(0.25)
+    assert result["psnr"]["per_frame"][:2] == [PSNR_CAP_DB] * 2
+
+
+def test_infinite_predictions_are_clipped():
+    truth = constant_video([1.0, 0.0])
+    pred = constant_video([math.inf, -math.inf])
+    assert scores(pred, truth)["mse"]["per_frame"] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("split", [1, 2, 5])
+def test_batch_splitting_does_not_change_results(split):
+    generator = torch.Generator().manual_seed(1)
+    truth = torch.rand(6, 3, 2, 16, 16, generator=generator)
+    pred = (truth + 0.2 * torch.randn(6, 3, 2, 16, 16, generator=generator)).float()
+    whole = scores(pred, truth)
+    pieces = FrameMetrics(horizon=3)
+    pieces.update(pred[:split], truth[:split])
+    pieces.update(pred[split:], truth[split:])
+    parts = pieces.compute()
+    assert parts["count"] == whole["count"] == 6
+    for name in FRAME_METRIC_NAMES:
+        for got, expected in zip(parts[name]["per_frame"], whole[name]["per_frame"]):
+            assert math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12), name
+        assert math.isclose(parts[name]["mean"], whole[name]["mean"], rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_reset_forgets_batches():
+    metrics = FrameMetrics(horizon=1)
+    metrics.update(constant_video([0.0]), constant_video([1.0]))
+    metrics.reset()
+    metrics.update(constant_video([0.5]), constant_video([0.5]))
+    assert metrics.compute()["mse"]["mean"] == 0.0
+    assert metrics.count == 2
+
+
+def test_float32_compute_dtype_gives_close_results():
+    generator = torch.Generator().manual_seed(2)
+    truth = torch.rand(2, 2, 1, 16, 16, generator=generator)
+    pred = torch.rand(2, 2, 1, 16, 16, generator=generator)
+    precise = scores(pred, truth)
+    fast = FrameMetrics(horizon=2, compute_dtype=torch.float32)
+    fast.update(pred, truth)
+    for name in FRAME_METRIC_NAMES:
+        assert fast.compute()[name]["mean"] == pytest.approx(precise[name]["mean"], rel=1e-5, abs=1e-5)
+
+
+def _correlated_frames(seed: int, count: int, channels: int, size: int):
+    generator = torch.Generator().manual_seed(seed)
+    truth = torch.rand(count, channels, size, size, generator=generator, dtype=torch.float64)
+    noise = 0.15 * torch.randn(count, channels, size, size, generator=generator, dtype=torch.float64)
+    pred = (0.8 * truth + 0.1 + noise).clamp(0, 1)
+    return pred, truth
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 32), (3, 32), (1, 8)])
+def test_ssim_matches_scikit_image(channels, size):
+    # Both libraries use a Gaussian window truncated at 3.5 sigma (11 px for sigma 1.5,
+    # 7 px for the 8x8 frames' sigma 0.9) and average the SSIM map over the interior
+    # only, cropping (window - 1) / 2 border pixels.  Their different padding
+    # (torch "reflect" vs scipy "reflect" = symmetric) therefore only touches cropped
+    # pixels, and with float64 inputs the two agree to rounding error.
+    pred, truth = _correlated_frames(seed=channels + size, count=4, channels=channels, size=size)
+    ours = ssim_per_frame(pred, truth)
+    _, sigma = ssim_window_for(size, size)
+    for index in range(pred.shape[0]):
+        reference = structural_similarity(
+            pred[index].numpy(),
+            truth[index].numpy(),
+            gaussian_weights=True,
+            sigma=sigma,
+            use_sample_covariance=False,
+            data_range=1.0,
+            channel_axis=0,
+        )
+        assert float(ours[index]) == pytest.approx(reference, abs=1e-9)
+        assert 0.0 < reference < 1.0  # a meaningful comparison, not a trivial 1 or 0
+
+
+def test_ssim_of_float32_frames_is_close_to_scikit_image():
+    pred, truth = _correlated_frames(seed=3, count=3, channels=1, size=32)
+    ours = ssim_per_frame(pred.float(), truth.float())
+    for index in range(3):
+        reference = structural_similarity(
+            pred[index, 0].numpy(),
+            truth[index, 0].numpy(),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
+        assert float(ours[index]) == pytest.approx(reference, abs=1e-5)
+
+
+def test_reflect_border_is_torchmetrics_whole_map_average():
+    # torchmetrics >= 1.5 averages the whole SSIM map, borders computed on
+    # reflect-padded frames; older versions cropped the border like scikit-image.
+    if tuple(int(part) for part in torchmetrics.__version__.split(".")[:2]) < (1, 5):
+        pytest.skip("torchmetrics < 1.5 crops the border by default")
+    pred, truth = _correlated_frames(seed=7, count=3, channels=3, size=16)
+    whole_map = ssim_per_frame(pred, truth, border="reflect")
+    default = structural_similarity_index_measure(pred, truth, data_range=1.0, reduction="none")
+    assert torch.allclose(whole_map, default, rtol=0, atol=1e-12)
+    # the border pixels make a visible difference on small frames
+    assert not torch.allclose(whole_map, ssim_per_frame(pred, truth), rtol=0, atol=1e-4)
+    metrics = FrameMetrics(horizon=1, ssim_border="reflect")
+    metrics.update(pred.unsqueeze(1), truth.unsqueeze(1))
+    assert metrics.compute()["ssim"]["mean"] == pytest.approx(float(default.mean()), rel=1e-12)
+    with pytest.raises(ValueError):
+        FrameMetrics(horizon=1, ssim_border="same")
+
+
+def test_ssim_window_shrinks_for_small_frames():
+    assert ssim_window_for(16, 16) == (11, 1.5)
+    assert ssim_window_for(64, 11) == (11, 1.5)
+    assert ssim_window_for(10, 32) == (9, pytest.approx(1.2))
+    assert ssim_window_for(8, 8) == (7, pytest.approx(0.9))
+    assert ssim_window_for(3, 5) == (3, pytest.approx(0.3))
+    with pytest.raises(ValueError, match="3x3"):
+        ssim_window_for(2, 16)
+    video = torch.rand(2, 2, 1, 6, 6, generator=torch.Generator().manual_seed(4))
+    assert scores(video, video)["ssim"]["mean"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("pred_shape", "truth_shape", "message"),
+    [
+        ((2, 4, 1, 16, 16), (2, 4, 1, 16, 16), "horizon"),
+        ((2, 3, 1, 16, 16), (2, 3, 1, 16, 8), "differ"),
+        ((3, 1, 16, 16), (3, 1, 16, 16), "batch, time"),
+        ((0, 3, 1, 16, 16), (0, 3, 1, 16, 16), "empty"),
+    ],
+)
+def test_shape_errors(pred_shape, truth_shape, message):
+    with pytest.raises(ValueError, match=message):
+        FrameMetrics(horizon=3).update(torch.zeros(pred_shape), torch.zeros(truth_shape))
+
+
+def test_frame_shape_must_not_change_between_batches():
+    metrics = FrameMetrics(horizon=1)
+    metrics.update(torch.zeros(1, 1, 1, 16, 16), torch.zeros(1, 1, 1, 16, 16))
+    with pytest.raises(ValueError, match="changed"):
+        metrics.update(torch.zeros(1, 1, 3, 16, 16), torch.zeros(1, 1, 3, 16, 16))
+
+
+def test_nan_prediction_and_bad_truth_are_rejected():
+    metrics = FrameMetrics(horizon=1)
+    pred, truth = torch.zeros(1, 1, 1, 16, 16), torch.zeros(1, 1, 1, 16, 16)
+    pred[0, 0, 0, 3, 3] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.update(pred, truth)
+    for bad_value in (1.5, -0.1, math.nan):
+        bad_truth = truth.clone()
+        bad_truth[0, 0, 0, 0, 0] = bad_value
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            metrics.update(torch.zeros_like(truth), bad_truth)
+    assert metrics.count == 0
+
+
+def test_invalid_construction_and_empty_compute():
+    with pytest.raises(ValueError):
+        FrameMetrics(horizon=0)
+    with pytest.raises(RuntimeError):
+        FrameMetrics(horizon=2).compute()
+
+
+def test_copy_last_frame_baseline():
+    inputs = torch.rand(2, 5, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    baseline = copy_last_frame_baseline(inputs, horizon=4)
+    assert baseline.shape == (2, 4, 3, 8, 8)
+    assert torch.equal(baseline, inputs[:, -1:].repeat(1, 4, 1, 1, 1))
+    baseline[0, 0] = 0  # a new tensor, not a view of the inputs
+    assert torch.equal(inputs[0, -1], copy_last_frame_baseline(inputs, 1)[0, 0])
+    with pytest.raises(ValueError):
+        copy_last_frame_baseline(inputs, horizon=0)
+    with pytest.raises(ValueError):
+        copy_last_frame_baseline(inputs[0], horizon=2)
+
+
+def test_baseline_scores_static_video_perfectly():
+    inputs = constant_video([0.3, 0.3], batch=2)
+    truth = constant_video([0.3, 0.3, 0.3], batch=2)
+    result = scores(copy_last_frame_baseline(inputs, 3), truth)
+    assert result["mse"]["mean"] == 0.0
+    assert result["psnr"]["mean"] == PSNR_CAP_DB
+
+
+def test_update_does_not_track_gradients():
+    pred = torch.rand(1, 2, 1, 16, 16, requires_grad=True)
+    metrics = FrameMetrics(horizon=2)
+    metrics.update(pred, torch.rand(1, 2, 1, 16, 16))
+    assert isinstance(metrics.compute()["mse"]["mean"], float)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    generator = torch.Generator().manual_seed(6)
+    truth = torch.rand(2, 2, 1, 16, 16, generator=generator)
+    pred = torch.rand(2, 2, 1, 16, 16, generator=generator)
+    on_cpu = scores(pred, truth)
+    on_gpu = scores(pred.cuda(), truth.cuda())
+    for name in FRAME_METRIC_NAMES:
+        assert on_gpu[name]["per_frame"] == pytest.approx(on_cpu[name]["per_frame"], rel=1e-9)
+    assert np.isfinite(on_gpu["psnr"]["mean"])

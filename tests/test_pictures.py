@@ -1,0 +1,154 @@
+"""Tests of transmem.evaluation.pictures: files are written and read back with the right sizes."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from transmem.evaluation.pictures import (
+    plot_per_frame,
+    plot_transfer_gates,
+    save_gif,
+    save_gif_grid,
+    save_strip_png,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TIME_BAR_PX = 3
+GAP_PX = 2
+
+
+def video(steps: int, channels: int, size: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.rand(steps, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def read_gif(path) -> np.ndarray:
+    assert path.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+    frames = iio.imread(path, index=None)  # (frames, height, width, channels)
+    assert frames.ndim == 4
+    return frames
+
+
+def assert_png(path) -> np.ndarray:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    image = iio.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 20 and image.shape[1] > 20
+    return image
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_strip_png_is_written(tmp_path, channels):
+    path = tmp_path / "nested" / "strip.png"
+    save_strip_png(
+        path,
+        {"input": video(4, channels), "truth": video(3, channels, seed=1), "prediction": video(3, channels)},
+        title="example",
+    )
+    assert_png(path)
+
+
+def test_strip_png_right_alignment_and_mixed_channels(tmp_path):
+    path = tmp_path / "strip.png"
+    save_strip_png(path, {"input": video(5, 1), "prediction": video(2, 3)}, align="right")
+    assert_png(path)
+    with pytest.raises(ValueError):
+        save_strip_png(path, {"input": video(2, 1)}, align="middle")
+
+
+def test_strip_png_rejects_bad_sequences(tmp_path):
+    with pytest.raises(ValueError, match="height and width"):
+        save_strip_png(tmp_path / "x.png", {"a": video(2, 1, size=16), "b": video(2, 1, size=8)})
+    with pytest.raises(ValueError, match="C in"):
+        save_strip_png(tmp_path / "x.png", {"a": torch.rand(2, 2, 8, 8)})
+    with pytest.raises(ValueError):
+        save_strip_png(tmp_path / "x.png", {})
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_gif_has_one_frame_per_step(tmp_path, channels):
+    path = tmp_path / "movie.gif"
+    scale = 2
+    rows = {"truth": video(5, channels), "prediction": video(5, channels, seed=1), "short": video(2, 1)}
+    save_gif(path, rows, fps=5, scale=scale)
+    frames = read_gif(path)
+    assert frames.shape[0] == 5
+    expected_width = len(rows) * (16 * scale + GAP_PX) - GAP_PX
+    assert frames.shape[2] == expected_width
+    assert frames.shape[1] > 16 * scale + TIME_BAR_PX  # header above the frames
+    assert iio.immeta(path)["duration"] == 200  # ms per frame
+
+
+def test_gif_of_constant_sequences_keeps_every_frame(tmp_path):
+    # identical consecutive pictures would be merged by Pillow without the time bar
+    path = tmp_path / "still.gif"
+    save_gif(path, {"truth": torch.zeros(4, 1, 8, 8), "blank": torch.zeros(1, 1, 8, 8)}, pad="blank")
+    assert read_gif(path).shape[0] == 4
+    with pytest.raises(ValueError):
+        save_gif(path, {"truth": torch.zeros(4, 1, 8, 8)}, pad="repeat")
+    with pytest.raises(ValueError):
+        save_gif(path, {"truth": torch.zeros(4, 1, 8, 8)}, fps=0)
+
+
+def test_gif_accepts_tensors_requiring_grad(tmp_path):
+    prediction = video(3, 1).requires_grad_()
+    save_gif(tmp_path / "grad.gif", {"prediction": prediction * 1.5})  # out-of-range values clipped
+    assert read_gif(tmp_path / "grad.gif").shape[0] == 3
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_gif_grid_layout(tmp_path, channels):
+    path = tmp_path / "grid.gif"
+    sequences, steps, size = 3, 4, 8
+    grid = {
+        "truth": torch.rand(sequences, steps, channels, size, size),
+        "tmu": torch.rand(sequences, steps, channels, size, size),
+        "copy last": torch.rand(sequences, 1, 1, size, size),
+    }
+    save_gif_grid(path, grid, fps=4)
+    frames = read_gif(path)
+    assert frames.shape[0] == steps
+    assert frames.shape[1] == len(grid) * (size + GAP_PX) - GAP_PX + TIME_BAR_PX
+    assert frames.shape[2] > sequences * (size + GAP_PX) - GAP_PX  # label margin on the left
+
+
+def test_gif_grid_rejects_inconsistent_entries(tmp_path):
+    with pytest.raises(ValueError, match="same number"):
+        save_gif_grid(tmp_path / "g.gif", {"a": torch.rand(2, 3, 1, 8, 8), "b": torch.rand(3, 3, 1, 8, 8)})
+    with pytest.raises(ValueError, match="S, T, C, H, W"):
+        save_gif_grid(tmp_path / "g.gif", {"a": torch.rand(3, 1, 8, 8)})
+
+
+def test_plot_per_frame(tmp_path):
+    path = tmp_path / "plots" / "per_frame.png"
+    curves = {
+        "tmu": {"mse": [30.0, 40.0, 50.0], "ssim": [0.95, 0.9, 0.85]},
+        "predrnn": {"mse": {"per_frame": [35.0, 45.0, 60.0], "mean": 46.7}, "ssim": [0.94, 0.88, 0.8]},
+        "copy last": {"mse": [80.0, 90.0, 100.0]},  # no ssim: skipped in that subplot
+    }
+    bands = {"tmu": {"mse": [1.0, 2.0, 3.0]}}
+    plot_per_frame(path, curves, metrics=("mse", "ssim"), title="Moving MNIST", bands=bands)
+    assert_png(path)
+    with pytest.raises(ValueError, match="psnr"):
+        plot_per_frame(path, curves, metrics=("psnr",))
+    with pytest.raises(ValueError, match="band"):
+        plot_per_frame(path, curves, bands={"tmu": {"mse": [1.0]}})
+
+
+def test_plot_transfer_gates(tmp_path):
+    path = tmp_path / "gates.png"
+    gates = {
+        "layer 1": [[0.1, 0.2, 0.3, 0.4, 0.5], [0.9, 0.8, 0.7, 0.6, 0.5]],
+        "layer 2": torch.rand(2, 5),
+        "layer 3": np.full((2, 5), 0.5),
+    }
+    plot_transfer_gates(path, gates, source_names=["kth", "human3.6m"], input_len=3, title="gates")
+    assert_png(path)
+    array_path = tmp_path / "gates_array.png"
+    plot_transfer_gates(array_path, np.random.default_rng(0).random((5, 3, 6)), input_len=2)
+    assert_png(array_path)
+    with pytest.raises(ValueError, match="source names"):
+        plot_transfer_gates(path, gates, source_names=["only one"])
+    with pytest.raises(ValueError, match="sources, steps"):
+        plot_transfer_gates(path, {"layer 1": [0.1, 0.2]})

@@ -1,0 +1,137 @@
+"""Training loop: scheduled sampling, batch order, exact resume, run folders, divergence."""
+
+import math
+import pickle
+
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from transmem.config import TrainConfig
+from transmem.run import load_model
+from transmem.training.checkpoint import CheckpointError, latest_good_checkpoint, list_checkpoints, load_checkpoint
+from transmem.training.loop import TrainingDiverged, train
+from transmem.training.rundir import RunConflictError
+from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
+
+
+def test_standard_schedule_decays_linearly_to_zero():
+    train_cfg = TrainConfig(iterations=100, sampling="standard", sampling_stop=0.5)
+    assert sampling_probabilities(train_cfg, 0) == (1.0, 1.0)
+    assert sampling_probabilities(train_cfg, 25) == (1.0, 0.5)
+    assert sampling_probabilities(train_cfg, 50) == (1.0, 0.0)
+    assert sampling_probabilities(train_cfg, 99) == (1.0, 0.0)
+
+
+def test_reverse_schedule_rises_on_inputs_and_falls_on_predictions():
+    train_cfg = TrainConfig(iterations=100, sampling="reverse", reverse_start=0.2, sampling_stop=0.7)
+    assert sampling_probabilities(train_cfg, 10) == (0.5, 0.5)
+    mid_in, mid_out = sampling_probabilities(train_cfg, 45)
+    assert mid_in == pytest.approx(1 - 0.5 * math.exp(-25 / 10))
+    assert mid_out == pytest.approx(0.25)
+    assert sampling_probabilities(train_cfg, 70) == (1.0, 0.0)
+
+
+def test_teacher_mask_probabilities_per_phase():
+    generator = torch.Generator().manual_seed(0)
+    mask = teacher_mask(4000, 10, 4, 0.8, 0.3, generator)
+    assert mask.shape == (4000, 8) and mask.dtype == torch.bool
+    # steps 1..3 are input steps (columns 0..2), 4..8 predicted (columns 3..7)
+    assert mask[:, :3].float().mean().item() == pytest.approx(0.8, abs=0.02)
+    assert mask[:, 3:].float().mean().item() == pytest.approx(0.3, abs=0.02)
+    assert teacher_mask(3, 10, 4, 1.0, 0.0, generator)[:, :3].all()
+    assert not teacher_mask(3, 10, 4, 1.0, 0.0, generator)[:, 3:].any()
+
+
+def test_batch_order_is_deterministic_and_walks_epochs():
+    assert batch_indices(3, 4, 0, True, 0) == [12, 13, 14, 15]
+    epoch = [i for it in range(5) for i in batch_indices(it, 2, 10, False, seed=7)]
+    assert sorted(epoch) == list(range(10))
+    assert batch_indices(6, 2, 10, False, 7) == batch_indices(6, 2, 10, False, 7)
+    assert [i for it in range(5, 10) for i in batch_indices(it, 2, 10, False, 7)] != epoch
+
+
+@pytest.mark.parametrize("backbone, sampling", [("convlstm", "standard"), ("predrnn_v2", "reverse")])
+def test_exact_resume_gives_identical_weights(tmp_path, backbone, sampling):
+    config = tiny_config(model={"backbone": backbone, "hidden": [8, 8]}, train={"sampling": sampling, "time_reversal": True})
+    straight = train(config, tmp_path / "straight", progress=False)
+    paused = train(config, tmp_path / "resumed", progress=False, stop_at=2)
+    assert paused.iterations == 2
+    resumed = train(config, tmp_path / "resumed", progress=False)
+    assert resumed.resumed_from == 2 and resumed.iterations == 6
+    a = load_model(tmp_path / "straight").model.state_dict()
+    b = load_model(tmp_path / "resumed").model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert straight.val == resumed.val
+
+
+def test_run_folder_contents_and_finished_run_is_not_retrained(tmp_path):
+    config = tiny_config()
+    train(config, tmp_path / "run", progress=False)
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.toml", "checkpoints", "model.safetensors", "train.csv", "val.csv"} <= names
+    assert len(list_checkpoints(tmp_path / "run" / "checkpoints")) == 2  # at 3 and 6
+    rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,loss,prediction") and len(rows) == 4
+    again = train(config, tmp_path / "run", progress=False)
+    assert again.resumed_from == 6 and again.val == {}
+
+
+def test_different_config_in_same_folder_is_refused_unless_forced(tmp_path):
+    train(tiny_config(), tmp_path / "run", progress=False)
+    with pytest.raises(RunConflictError, match=r"finished run of a different config \(differs in train\.lr\)"):
+        train(tiny_config(train={"lr": 1e-2}), tmp_path / "run", progress=False)
+    train(tiny_config(train={"lr": 1e-2}), tmp_path / "run", progress=False, force=True)
+    previous = [p.name for p in (tmp_path / "run").iterdir() if ".previous-" in p.name]
+    assert any(name.startswith("model.safetensors.previous-") for name in previous)
+    assert any(name.startswith("checkpoints.previous-") for name in previous)
+
+
+def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path):
+    train(tiny_config(), tmp_path / "run", progress=False)
+    folder = tmp_path / "run" / "checkpoints"
+    newest = list_checkpoints(folder)[-1]
+    newest.write_bytes(newest.read_bytes()[:100])
+    path, state = latest_good_checkpoint(folder)
+    assert path.name == "ckpt-00000003.pt" and state["iteration"] == 3
+    with pytest.raises(CheckpointError, match="ckpt-00000006.pt"):
+        load_checkpoint(newest)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_crafted_pickle_is_refused(tmp_path):
+    path = tmp_path / "ckpt-00000001.pt"
+    torch.save({"format": "transmem-checkpoint-1", "payload": _Exploit()}, path)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(path)
+    plain = tmp_path / "plain.pt"
+    with open(plain, "wb") as handle:
+        pickle.dump({"format": "transmem-checkpoint-1", "x": _Exploit()}, handle)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(plain)
+
+
+def test_divergence_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    import transmem.training.loop as loop
+
+    calls = []
+    original = loop._load_batch
+
+    def poisoned(dataset, indices, device):
+        calls.append(1)
+        frames = original(dataset, indices, device)
+        return frames * float("nan") if len(calls) == 5 else frames
+
+    monkeypatch.setattr(loop, "_load_batch", poisoned)
+    config = tiny_config(train={"iterations": 40, "checkpoint_every": 1})
+    with pytest.raises(TrainingDiverged, match="loss became (nan|inf)") as info:
+        train(config, tmp_path / "run", progress=False)
+    assert "last good checkpoint is kept" in str(info.value)
+    found = latest_good_checkpoint(tmp_path / "run" / "checkpoints")
+    assert found is not None and found[1]["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in found[1]["model"].values())
