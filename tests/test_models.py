@@ -208,3 +208,32 @@ def test_tmu_layer_must_exist_and_stlstm_needs_equal_hidden():
         RecurrentPredictor("convlstm", 1, [4, 4], transfer_layout={2: {"source_channels": [4]}})
     with pytest.raises(ValueError, match="hidden sizes must be equal"):
         RecurrentPredictor("predrnn", 1, [4, 8])
+
+
+# ----------------------------------------------------------------------------- Knowledge Flow
+
+
+def test_knowledge_flow_mixer_equation_and_fade_out():
+    from transmem.models.knowledge_flow import KnowledgeFlowMixer
+
+    torch.manual_seed(0)
+    mixer = KnowledgeFlowMixer(4, [4, 2])
+    mixer.flow_logits.data = torch.tensor([0.5, -0.2, 0.1])
+    hidden, t1, t2 = torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6), torch.randn(1, 2, 3, 3)
+    w = torch.softmax(mixer.flow_logits, 0)[1:] * 0.8
+    expected = (1 - w.sum()) * hidden + w[0] * mixer.adapters[0](t1)
+    expected = expected + w[1] * F.interpolate(mixer.adapters[1](t2), size=(6, 6), mode="bilinear", align_corners=False)
+    assert torch.allclose(mixer(hidden, [t1, t2], 0.8), expected, atol=1e-6)
+    assert torch.equal(mixer(hidden, [t1, t2], 0.0), hidden)
+
+
+def test_knowledge_flow_layers_change_training_rollout_only_while_teachers_flow():
+    torch.manual_seed(0)
+    layout = {0: {"kind": "kflow", "source_channels": [8], "source_sizes": [None]}}
+    model = RecurrentPredictor("convlstm", 1, [8, 8], 3, 4, transfer_layout=layout)
+    assert model.memory_transfer_layers == [] and "0" in model.flow
+    frames = _frames()
+    teacher = {0: [torch.randn(2, 5, 8, 4, 4)]}
+    plain = model(frames).predictions
+    assert torch.equal(model(frames, teacher_hidden=teacher, flow_scale=0.0).predictions, plain)
+    assert not torch.allclose(model(frames, teacher_hidden=teacher, flow_scale=1.0).predictions, plain)

@@ -19,6 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
+from transmem.config import ConfigError
+
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 
@@ -56,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--num", type=int, default=4, help="number of sequences")
     preview.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     data_commands.add_parser("list", help="list the registered datasets")
+
+    bench = commands.add_parser("benchmark", help="run (or resume) a transfer benchmark suite")
+    bench.add_argument("suite", help="digits | far | video")
+    bench.add_argument("--profile", default="quick", help="quick | full")
+    bench.add_argument("--out", required=True, help="benchmark folder (resumed if it exists)")
+    bench.add_argument("--methods", nargs="*", help="only these methods (default: all of the suite)")
+    bench.add_argument("--no-progress", action="store_true")
 
     zoo = commands.add_parser("zoo", help="source zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
@@ -179,7 +188,18 @@ def _zoo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "data": _data, "zoo": _zoo}
+def _benchmark(args) -> int:
+    from transmem.benchmark import PROFILES, SUITES, run_benchmark
+
+    if args.suite not in SUITES:
+        raise ConfigError(f"benchmark: unknown suite {args.suite!r}; known: {', '.join(SUITES)}")
+    if args.profile not in PROFILES:
+        raise ConfigError(f"benchmark: unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
+    run_benchmark(args.suite, args.profile, args.out, args.methods, progress=not args.no_progress)
+    return 0
+
+
+COMMANDS = {"benchmark": _benchmark, "train": _train, "evaluate": _evaluate, "predict": _predict, "data": _data, "zoo": _zoo}
 
 
 def main(argv: list[str] | None = None) -> int:

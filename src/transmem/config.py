@@ -157,12 +157,13 @@ class TransferConfig:
     bank: str = "auto"  # auto (cached for a finite training set, else live) | cached | live
     distill_weight: float = 0.1
     cache_dir: str = ""  # "" = <run>/memory_bank
+    flow_stop: float = 0.5  # kflow: fraction of training after which teachers no longer flow in
 
     def validate(self) -> None:
-        if self.method not in ("none", "tmu", "distill", "finetune", "kflow"):
-            raise ConfigError(
-                f"transfer.method: expected none, tmu, distill, finetune or kflow, got {self.method!r}"
-            )
+        from transmem.transfer.methods import METHODS
+
+        if self.method not in METHODS:
+            raise ConfigError(f"transfer.method: unknown method {self.method!r}; known: {', '.join(METHODS)}")
         if self.bank not in ("auto", "cached", "live"):
             raise ConfigError(f"transfer.bank: expected 'auto', 'cached' or 'live', got {self.bank!r}")
         if self.distill_weight < 0:
@@ -171,6 +172,8 @@ class TransferConfig:
             raise ConfigError(f"transfer.sources: method {self.method!r} needs at least one source")
         if self.method == "finetune" and len(self.sources) != 1:
             raise ConfigError("transfer.sources: finetune takes exactly one source")
+        if not 0.0 <= self.flow_stop <= 1.0:
+            raise ConfigError(f"transfer.flow_stop: must be a fraction in [0, 1], got {self.flow_stop}")
         if not self.layers:
             raise ConfigError("transfer.layers: needs at least one layer")
         for layer in self.layers:
@@ -198,7 +201,7 @@ class RunConfig:
                 raise ConfigError(
                     f"transfer.layers: layer {layer} does not exist (model has {len(self.model.hidden)} layers)"
                 )
-        if self.train.time_reversal and self.transfer.method in ("tmu", "distill", "kflow") and self.transfer.bank == "cached":
+        if self.train.time_reversal and self.transfer.method in ("tmu", "distill") and self.transfer.bank == "cached":
             raise ConfigError(
                 "train.time_reversal: the cached memory bank holds forward-time sequences; use transfer.bank = 'live'"
             )

@@ -13,7 +13,9 @@ Registered datasets (:data:`DATASETS`):
   ``array_file`` (``.npy`` / ``.npz`` / HDF5).
 
 For file-backed datasets ``train_size = 0`` means all available sequences, and a size larger
-than what the split holds is capped to it (``len(dataset)`` tells the real size).
+than what the split holds is capped to it (``len(dataset)`` tells the real size) -- except
+``natural_video``, whose sequences are random crops: extra sequences revisit windows with
+other crops.
 """
 
 from .base import NOMINAL_ONLINE_SIZE, SPLITS, DatasetSpec, SequenceDataset

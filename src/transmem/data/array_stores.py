@@ -93,6 +93,18 @@ class ArrayStore(StoredSequences):
     def values(self):
         return self.array
 
+    def __getstate__(self) -> dict:
+        """Pickle a memory-mapped .npy by path (for spawned DataLoader workers), not by value."""
+        state = self.__dict__.copy()
+        if isinstance(self.array, np.memmap):
+            state["array"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.array is None:
+            self.array = _load_npy(self.path)
+
 
 class Hdf5Store(ArrayStore):
     """A ``NTHW`` or ``NTHWC`` dataset of an HDF5 file, reopened for every read."""

@@ -99,12 +99,12 @@ def simulate(position: np.ndarray, velocity: np.ndarray, radii: np.ndarray, fram
             position = np.where(below, 2 * low - position, np.where(above, 2 * high - position, position))
             velocity = np.where(below, np.abs(velocity), np.where(above, -np.abs(velocity), velocity))
             if len(first):
-                _collide(position, velocity, radii, mass, first, second)
+                collide_pairs(position, velocity, radii, mass, first, second)
         out[frame] = position
     return out
 
 
-def _collide(position, velocity, radii, mass, first, second) -> None:
+def collide_pairs(position, velocity, radii, mass, first, second) -> None:
     """Resolve, in place, every overlapping pair of discs that is approaching."""
     offset = position[second] - position[first]
     distance = np.hypot(offset[:, 0], offset[:, 1])

@@ -79,8 +79,9 @@ def check_fraction_ranges(options: Any, names: tuple[str, ...]) -> None:
     ranges = {}
     for name in names:
         value = getattr(options, name)
-        if len(value) != 2:
-            raise ConfigError(f"data.options.{name}: expected [start, stop], got {value!r}")
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if len(value) != 2 or not numbers:
+            raise ConfigError(f"data.options.{name}: expected [start, stop] fractions, got {value!r}")
         start, stop = (float(v) for v in value)
         if not 0.0 <= start <= stop <= 1.0:
             raise ConfigError(f"data.options.{name}: need 0 <= start <= stop <= 1, got {value!r}")

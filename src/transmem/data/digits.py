@@ -19,7 +19,8 @@ uses the test digits. All of it is a function of (seed, split, index).
 Speed (measured on the shared 2-core build machine, default options: 64x64 frames, 20
 frames, 2 digits): a batch of 8 sequences, ``dataset.batch(range(8 * k, 8 * k + 8))``, takes
 2.5 ms (median of 100 batches after a warm-up; ~0.3 ms per sequence, tensor stacking
-included). The one-off load of the digit table takes ~0.1 s per process.
+included; min 2.3 ms). With other jobs competing for the two cores the median rose to
+~40 ms. The one-off load of the digit table takes ~0.1 s per process.
 """
 
 from __future__ import annotations
@@ -170,6 +171,14 @@ class MovingDigits(SequenceDataset):
             xs = (corner[:, 1, None] + offsets)[:, None, :]  # (T, 1, side)
             canvas[time, ys, xs] = np.maximum(canvas[time, ys, xs], self.digits[row])
         return canvas[:, None]
+
+    def __getstate__(self) -> dict:
+        """Pickle without the 15 MB digit table (reloaded from the csv cache on unpickling)."""
+        return {**self.__dict__, "digits": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.digits = scaled_digits(self.csv_path, self.side)
 
     def identity(self) -> dict:
         return {**super().identity(), "digits_file": file_stamp(self.csv_path), "split_seed": DIGIT_SPLIT_SEED}

@@ -50,13 +50,12 @@ def validate_frames(array, name: str, *, ndim: int | None = None):
         return array.astype(np.float32) / np.float32(255.0)
     if array.dtype.type not in _FLOAT_DTYPES:
         raise DataError(f"{name}: unsupported dtype {array.dtype} (expected uint8 or float in [0, 1])")
-    values = np.asarray(array, dtype=np.float32)
-    if not np.isfinite(values).all():
+    if not np.isfinite(array).all():
         raise DataError(f"{name}: contains NaN or infinite values")
-    low, high = float(values.min()), float(values.max())
-    if low < 0.0 or high > 1.0:
-        raise DataError(f"{name}: float values must lie in [0, 1], found range [{low:g}, {high:g}]")
-    return values
+    low, high = array.min(), array.max()  # checked in the stored precision, before rounding
+    if low < 0 or high > 1:
+        raise DataError(f"{name}: float values must lie in [0, 1], found range [{float(low):g}, {float(high):g}]")
+    return np.asarray(array, dtype=np.float32)
 
 
 def _validate_tensor(tensor: torch.Tensor, name: str) -> torch.Tensor:
@@ -64,13 +63,12 @@ def _validate_tensor(tensor: torch.Tensor, name: str) -> torch.Tensor:
         return tensor.to(torch.float32) / 255.0
     if tensor.dtype not in _TORCH_FLOATS:
         raise DataError(f"{name}: unsupported dtype {tensor.dtype} (expected uint8 or float in [0, 1])")
-    values = tensor.to(torch.float32)
-    if not torch.isfinite(values).all():
+    if not torch.isfinite(tensor).all():
         raise DataError(f"{name}: contains NaN or infinite values")
-    low, high = float(values.min()), float(values.max())
-    if low < 0.0 or high > 1.0:
-        raise DataError(f"{name}: float values must lie in [0, 1], found range [{low:g}, {high:g}]")
-    return values
+    low, high = tensor.min(), tensor.max()  # checked in the stored precision, before rounding
+    if low < 0 or high > 1:
+        raise DataError(f"{name}: float values must lie in [0, 1], found range [{float(low):g}, {float(high):g}]")
+    return tensor.to(torch.float32)
 
 
 def check_value_range(array: np.ndarray, name: str, chunk: int = 1 << 24) -> None:
@@ -89,10 +87,10 @@ def check_value_range(array: np.ndarray, name: str, chunk: int = 1 << 24) -> Non
         block = np.asarray(array[start : start + step])
         if not np.isfinite(block).all():
             raise DataError(f"{name}: contains NaN or infinite values (in rows {start}..{start + len(block) - 1})")
-        low, high = float(block.min()), float(block.max())
-        if low < 0.0 or high > 1.0:
+        low, high = block.min(), block.max()
+        if low < 0 or high > 1:
             raise DataError(
-                f"{name}: float values must lie in [0, 1], found range [{low:g}, {high:g}] "
+                f"{name}: float values must lie in [0, 1], found range [{float(low):g}, {float(high):g}] "
                 f"(in rows {start}..{start + len(block) - 1})"
             )
 

@@ -14,9 +14,9 @@ Sequence ``i`` is a window (the split's windows in time order, an evenly spaced 
 fewer are asked for) and a crop that is a function of (seed, split, i): a square whose side
 is a uniform fraction in [``min_crop``, 1] of the shorter side, at a uniform position,
 mirrored left-right with probability 1/2 if ``flip``, resized to ``frame_size`` (bilinear,
-antialiased). Train may ask for more sequences than windows (``train_size`` larger than the
-window count revisits windows with other crops; 0 = one crop per window); val and test
-are capped at one sequence per window.
+antialiased). The clips are short, so a split may ask for more sequences than it has
+windows: sequence ``i`` then uses window ``i mod windows`` with its own crop (always inside
+the split's time span). ``train_size = 0`` means one crop per window.
 """
 
 from __future__ import annotations
@@ -84,10 +84,9 @@ class NaturalVideo(SequenceDataset):
         self.spans = time_spans(len(self.frames), length, options.val_fraction, options.test_fraction)
         self.starts = window_starts(*self.spans[split], length, options.stride)
         source = f"{self.path} ({len(self.frames)} frames, {split} frames {self.spans[split]})"
-        capped = finite_size(data, split, len(self.starts), source)
+        capped = finite_size(data, split, len(self.starts), source)  # raises if there is no window
         self.order = evenly_spaced(len(self.starts), capped)
-        requested = requested_size(data, split)
-        self.size = requested if split == "train" and requested > capped else capped
+        self.size = max(capped, requested_size(data, split))
 
     def frame_range(self, index: int) -> tuple[int, int]:
         """First and stop frame (in the decoded clip) of the window of sequence ``index``."""

@@ -218,7 +218,8 @@ def build_video_folder(data: DataConfig, options: VideoFolderOptions, split: str
             return time_spans(frames, data.total_len, options.val_fraction, options.test_fraction)[split]
 
         windows = windows_of(paths, data, options.stride, span)
-        source = f"{root} ({split} time spans of {len(paths)} videos)"
+        example = probe_video(paths[0])
+        source = f"{root} ({split} time spans of {len(paths)} videos, e.g. frames {span(example.frames)} of {paths[0].name})"
     return VideoWindows("video_folder", data, options, split, windows, source)
 
 

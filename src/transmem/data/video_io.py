@@ -125,13 +125,18 @@ def window_starts(first: int, stop: int, length: int, stride: int) -> list[int]:
 def time_spans(frames: int, length: int, val_fraction: float, test_fraction: float) -> dict[str, tuple[int, int]]:
     """Disjoint frame spans ``{split: (first, stop)}``: train, then val, then test, in time.
 
-    A gap of ``length`` unused frames separates train from val and val from test, so no
-    window straddles two splits and neighbouring windows of different splits do not share
-    frames. The usable frames (``frames - 2 * length``) are shared out by the fractions.
+    A gap of ``length`` unused frames separates train from val and val from test (one gap if
+    ``val_fraction`` is 0), so no window straddles two splits and windows of different
+    splits never share frames. The usable frames (all but the gaps) are shared out by the
+    fractions; test, and val if its fraction is positive, get at least ``length`` frames
+    (one window) when the video is long enough, train gets the rest.
     """
-    usable = max(0, frames - 2 * length)
-    train_stop = round(usable * (1.0 - val_fraction - test_fraction))
-    val_first = train_stop + length
-    val_stop = val_first + round(usable * val_fraction)
-    test_first = val_stop + length
-    return {"train": (0, train_stop), "val": (val_first, val_stop), "test": (test_first, max(test_first, frames))}
+    gaps = 2 if val_fraction > 0 else 1
+    usable = max(0, frames - gaps * length)
+    test_frames = max(length, round(usable * test_fraction))
+    val_frames = max(length, round(usable * val_fraction)) if val_fraction > 0 else 0
+    test_first = max(0, frames - test_frames)
+    val_stop = max(0, test_first - length) if val_fraction > 0 else test_first
+    val_first = max(0, val_stop - val_frames)
+    train_stop = max(0, val_first - length) if val_fraction > 0 else max(0, test_first - length)
+    return {"train": (0, train_stop), "val": (val_first, val_stop), "test": (test_first, frames)}

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transmem.models.cells import CELLS
+from transmem.models.knowledge_flow import KnowledgeFlowMixer
 from transmem.models.tmu import TransferableMemory
 
 
@@ -48,6 +49,7 @@ class Rollout:
     predictions: Tensor  # (B, T-1, C, H, W): predictions of frames 1 .. T-1
     inputs: Tensor | None = None  # (B, T-1, C, H, W): frames fed at steps 0 .. T-2
     memories: dict[int, Tensor] = field(default_factory=dict)  # layer -> (B, T-1, hidden, h, w), C_t
+    hiddens: dict[int, Tensor] = field(default_factory=dict)  # layer -> (B, T-1, hidden, h, w), H_t
     distilled: dict[int, Tensor] = field(default_factory=dict)  # TMU layer -> (B, T-1, N, hidden, h, w)
     gate_means: dict[int, Tensor] = field(default_factory=dict)  # TMU layer -> (B, T-1, N)
     decoupling: list[tuple[Tensor, Tensor]] = field(default_factory=list)  # (adapted delta C, delta M)
@@ -83,9 +85,11 @@ class RecurrentPredictor(nn.Module):
         kernel: convolution kernel size (odd).
         patch: patch size p (frame size must be divisible by it).
         norm: ``"none"`` or ``"group"`` (GroupNorm(1, C) after convolutions; any frame size).
-        transfer_layout: for a TMU (or distill) target, ``{layer: {"source_channels": [...],
-            "source_sizes": [[h, w] | None, ...], "use_gates": bool}}``. Plain JSON so the
-            architecture can be rebuilt from a checkpoint with no source present.
+        transfer_layout: for a transfer target, ``{layer: {"kind": "tmu" | "kflow",
+            "source_channels": [...], "source_sizes": [[h, w] | None, ...], "use_gates": bool}}``:
+            ``tmu`` layers get a :class:`TransferableMemory` (``use_gates = False``: the
+            distill ablation), ``kflow`` layers a :class:`KnowledgeFlowMixer`. Plain JSON so
+            the architecture can be rebuilt from a checkpoint with no source present.
     """
 
     def __init__(
@@ -116,11 +120,14 @@ class RecurrentPredictor(nn.Module):
             raise ValueError(f"{backbone}: ST-LSTM layers share the spatiotemporal memory, so all hidden sizes must be equal")
         patch_channels = channels * patch * patch
         cells = []
+        self.flow = nn.ModuleDict()
         for layer, hidden_channels in enumerate(self.hidden):
             in_channels = patch_channels if layer == 0 else self.hidden[layer - 1]
             transfer = None
-            if layer in self.transfer_layout:
-                layout = self.transfer_layout[layer]
+            layout = self.transfer_layout.get(layer)
+            if layout is not None and layout.get("kind", "tmu") == "kflow":
+                self.flow[str(layer)] = KnowledgeFlowMixer(hidden_channels, list(layout["source_channels"]))
+            elif layout is not None:
                 sizes = [tuple(s) if s is not None else None for s in layout.get("source_sizes") or []]
                 transfer = TransferableMemory(
                     hidden_channels, list(layout["source_channels"]), sizes or None, layout.get("use_gates", True)
@@ -139,6 +146,11 @@ class RecurrentPredictor(nn.Module):
     def transfer_unit(self, layer: int) -> TransferableMemory:
         return self.cells[layer].transfer
 
+    @property
+    def memory_transfer_layers(self) -> list[int]:
+        """Layers with a :class:`TransferableMemory` (TMU or distill)."""
+        return [layer for layer, cell in enumerate(self.cells) if cell.transfer is not None]
+
     def forward(
         self,
         frames: Tensor,
@@ -147,6 +159,8 @@ class RecurrentPredictor(nn.Module):
         record_layers: tuple[int, ...] | list[int] = (),
         return_inputs: bool = False,
         collect_decoupling: bool = False,
+        teacher_hidden: dict[int, list[Tensor]] | None = None,
+        flow_scale: float = 0.0,
     ) -> Rollout:
         """Roll the predictor over ``frames``.
 
@@ -155,9 +169,13 @@ class RecurrentPredictor(nn.Module):
                 (e.g. the future at test time) may hold anything finite.
             teacher_mask: ``(B, T-2)`` bool; ``teacher_mask[:, t-1]`` True feeds the true
                 frame t at step t, False the model's own prediction. None: always truth.
-            record_layers: layers whose cell memory ``C_t`` is returned in ``memories``.
+            record_layers: layers whose cell memory ``C_t`` and hidden state ``H_t`` are
+                returned in ``memories`` and ``hiddens``.
             return_inputs: also return the frames actually fed (for a live memory bank).
             collect_decoupling: return PredRNN-V2's adapted memory increments.
+            teacher_hidden: Knowledge Flow only, ``{layer: [(B, T-1, c_n, h_n, w_n) per
+                teacher]}``: teachers' hidden states mixed into the ``kflow`` layers.
+            flow_scale: Knowledge Flow teacher-weight scale in [0, 1] (0: no teacher).
         """
         if frames.dim() != 5:
             raise ValueError(f"frames must be (B, T, C, H, W), got shape {tuple(frames.shape)}")
@@ -182,8 +200,10 @@ class RecurrentPredictor(nn.Module):
 
         predictions, fed = [], []
         memories = {layer: [] for layer in record_layers}
-        distilled = {layer: [] for layer in self.transfer_layout}
-        gate_means = {layer: [] for layer in self.transfer_layout if self.transfer_layout[layer].get("use_gates", True)}
+        hiddens = {layer: [] for layer in record_layers}
+        distilled = {layer: [] for layer in self.memory_transfer_layers}
+        gate_means = {layer: [] for layer in self.memory_transfer_layers if self.cells[layer].transfer.use_gates}
+        flowing = {int(k): mixer for k, mixer in self.flow.items()} if teacher_hidden is not None and flow_scale > 0 else {}
         decoupling: list[tuple[Tensor, Tensor]] = []
         if teacher_mask is not None:
             mask = teacher_mask.to(torch.bool).view(batch, total - 2, 1, 1, 1)
@@ -198,10 +218,13 @@ class RecurrentPredictor(nn.Module):
                 fed.append(x)
             for layer, cell in enumerate(self.cells):
                 out = cell(x, hidden_states[layer], memory_states[layer], spatial)
+                if layer in flowing:
+                    out.hidden = flowing[layer](out.hidden, [h[:, t] for h in teacher_hidden[layer]], flow_scale)
                 hidden_states[layer], memory_states[layer], spatial = out.hidden, out.memory, out.spatial
                 x = out.hidden
                 if layer in memories:
                     memories[layer].append(out.memory)
+                    hiddens[layer].append(out.hidden)
                 if out.distilled is not None:
                     distilled[layer].append(out.distilled)
                 if out.gate_means is not None:
@@ -215,6 +238,7 @@ class RecurrentPredictor(nn.Module):
             predictions=unpatchify(torch.stack(predictions, dim=1), self.patch),
             inputs=unpatchify(torch.stack(fed, dim=1), self.patch) if return_inputs else None,
             memories={layer: torch.stack(v, dim=1) for layer, v in memories.items()},
+            hiddens={layer: torch.stack(v, dim=1) for layer, v in hiddens.items()},
             distilled={layer: torch.stack(v, dim=1) for layer, v in distilled.items()},
             gate_means={layer: torch.stack(v, dim=1) for layer, v in gate_means.items()},
             decoupling=decoupling,

@@ -129,8 +129,6 @@ def train(
     train_set = build_dataset(config.data, "train")
     val_set = build_dataset(config.data, "val") if config.data.val_size > 0 else None
 
-    if config.transfer.method not in METHODS:
-        raise NotImplementedError(f"transfer.method = {config.transfer.method!r} is not available yet")
     method = METHODS[config.transfer.method](config, run_dir, device)
     model = method.build_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
@@ -160,7 +158,8 @@ def train(
     method.prepare(model, train_set, progress and ctx.is_main)
     forward_model = model
     if ctx.enabled:
-        forward_model = torch.nn.parallel.DistributedDataParallel(model)
+        # Knowledge Flow mixers are unused once the teachers have faded out.
+        forward_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=len(model.flow) > 0)
 
     train_log = _CsvLog(run_dir / TRAIN_LOG, LOG_FIELDS, start) if ctx.is_main else None
     writer = _tensorboard(run_dir) if config.train.tensorboard and ctx.is_main else None

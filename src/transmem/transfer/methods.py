@@ -10,6 +10,8 @@ the prediction MSE. The loss itself is always assembled by the training loop.
 - ``tmu``: Transferable Memory Units in ``transfer.layers``; loss adds
   ``distill_weight * mean_{layers, sources} MSE(project(D^n), C^{n,l})``.
 - ``distill``: the same distillers and hint loss without transfer gates (C_t = C'_t).
+- ``kflow``: Knowledge Flow; teachers' hidden states (on the true frames) are mixed into
+  ``transfer.layers`` with learned weights scaled from 1 to 0 by ``transfer.flow_stop``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,21 @@ class FinetuneMethod(ScratchMethod):
             raise SourceError(f"source {self.source.path}: weights do not fit the target ({str(error)[:200]})") from None
 
 
+def memory_layouts(sources, layers: list[int], config: RunConfig, **fields) -> dict:
+    """Per target layer: each source's memory channels and spatial size (None = target's)."""
+    frame_size = config.data.frame_size
+    target_side = frame_size // config.model.patch
+    layout = {}
+    for layer in layers:
+        channels, sizes = [], []
+        for source in sources:
+            c, (h, w) = source.memory_layout(layer, frame_size)
+            channels.append(c)
+            sizes.append(None if (h, w) == (target_side, target_side) else [h, w])
+        layout[layer] = {"source_channels": channels, "source_sizes": sizes, **fields}
+    return layout
+
+
 class TransferableMemoryMethod(ScratchMethod):
     """TMU target distilling the sources' memories (``tmu``; ``distill`` without gates)."""
 
@@ -89,17 +106,7 @@ class TransferableMemoryMethod(ScratchMethod):
         self.bank = None
 
     def transfer_layout(self) -> dict:
-        layout = {}
-        frame_size = self.config.data.frame_size
-        target_side = frame_size // self.config.model.patch
-        for layer in self.layers:
-            channels, sizes = [], []
-            for source in self.sources:
-                c, (h, w) = source.memory_layout(layer, frame_size)
-                channels.append(c)
-                sizes.append(None if (h, w) == (target_side, target_side) else [h, w])
-            layout[layer] = {"source_channels": channels, "source_sizes": sizes, "use_gates": self.use_gates}
-        return layout
+        return memory_layouts(self.sources, self.layers, self.config, kind="tmu", use_gates=self.use_gates)
 
     def bank_mode(self, train_dataset) -> str:
         mode = self.config.transfer.bank
@@ -130,6 +137,31 @@ class DistillOnlyMethod(TransferableMemoryMethod):
     use_gates = False
 
 
+class KnowledgeFlowMethod(ScratchMethod):
+    """Knowledge Flow: teachers' hidden states flow into the target, then fade out."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
+        super().__init__(config, run_dir, device)
+        self.layers = list(config.transfer.layers)
+        self.sources = load_zoo(config.transfer.sources, config, self.layers, device)
+
+    def transfer_layout(self) -> dict:
+        return memory_layouts(self.sources, self.layers, self.config, kind="kflow")
+
+    def flow_scale(self, iteration: int) -> float:
+        stop = self.config.transfer.flow_stop * self.config.train.iterations
+        return max(0.0, 1.0 - iteration / stop) if stop > 0 else 0.0
+
+    def forward_kwargs(self, frames: Tensor, iteration: int) -> dict:
+        scale = self.flow_scale(iteration)
+        if scale == 0.0:
+            return {}
+        with torch.no_grad():
+            rollouts = [source.model(frames, None, record_layers=self.layers) for source in self.sources]
+        teacher_hidden = {layer: [r.hiddens[layer] for r in rollouts] for layer in self.layers}
+        return {"teacher_hidden": teacher_hidden, "flow_scale": scale}
+
+
 def distillation_loss(model: RecurrentPredictor, rollout: Rollout, bank: list[dict[int, Tensor]]) -> Tensor:
     """Mean over layers and sources of ``MSE(project(D^n_t), C^{n,l}_t)`` over all steps.
 
@@ -150,4 +182,5 @@ METHODS: dict[str, type[ScratchMethod]] = {
     "finetune": FinetuneMethod,
     "tmu": TransferableMemoryMethod,
     "distill": DistillOnlyMethod,
+    "kflow": KnowledgeFlowMethod,
 }

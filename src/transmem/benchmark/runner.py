@@ -1,0 +1,254 @@
+"""``transmem benchmark SUITE --profile quick|full --out DIR``.
+
+Trains the suite's sources (or reuses them), every method for every seed of the profile,
+evaluates each on the fixed test set and writes into DIR::
+
+    sources/<name>/                     source runs (each with metrics.json when it has a test set)
+    runs/<method>/seed<k>/              target runs
+    memory_bank/                        the cached memory banks, shared by the TMU runs
+    results.md, results.csv, results.json
+    per_frame.png                       per-frame MSE and SSIM, mean over seeds (band: std)
+    predictions.gif                     truth and every method on the same test sequences
+    transfer_gates.png                  mean transfer gate per source over time (TMU, seed 0)
+
+It is resumable: a finished run (``model.safetensors`` + ``metrics.json``) is skipped and an
+interrupted one resumes from its last checkpoint. Nothing in DIR is ever deleted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import subprocess
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+
+from transmem.benchmark.suites import PROFILES, SUITES, Profile, Suite
+from transmem.config import RunConfig, load_config
+from transmem.data import DataError, build_dataset
+from transmem.evaluation.evaluate import evaluate_run
+from transmem.evaluation.pictures import plot_per_frame, plot_transfer_gates, save_gif_grid
+from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
+from transmem.run import MODEL_FILE, load_model
+from transmem.training.loop import TRAIN_LOG, train
+
+METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
+
+
+def configs_root() -> Path:
+    return Path(str(files("transmem") / "configs"))
+
+
+def train_seconds(run_dir: Path) -> float:
+    """Wall time of training, summed from the logged seconds per iteration."""
+    path = run_dir / TRAIN_LOG
+    if not path.exists():
+        return float("nan")
+    total, previous = 0.0, 0
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            iteration = int(row["iteration"])
+            total += float(row["seconds_per_iteration"]) * (iteration - previous)
+            previous = iteration
+    return total
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / MODEL_FILE).exists() and (run_dir / "metrics.json").exists()
+
+
+def _run(config: RunConfig, run_dir: Path, progress: bool, log) -> dict | None:
+    """Train (or resume) and evaluate one run; return its metrics (None without a test set)."""
+    if not _finished(run_dir):
+        started = time.time()
+        train(config, run_dir, progress=progress)
+        try:
+            evaluate_run(run_dir)
+        except DataError as error:
+            log(f"  {run_dir.name}: no test metrics ({error})")
+            return None
+        log(f"  {run_dir}: done in {time.time() - started:.0f} s")
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def plan_runs(suite: Suite, profile: Profile, out: Path, methods: list[str] | None = None) -> list[dict]:
+    """Every target run of the benchmark: ``{"method", "seed", "config_file", "overrides", "run_dir"}``."""
+    chosen = methods or list(suite.methods)
+    unknown = [m for m in chosen if m not in suite.methods]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; suite {suite.name} has {list(suite.methods)}")
+    source_dirs = {name: out / "sources" / name for name in suite.sources}
+    all_sources = "[" + ", ".join(json.dumps(str(p)) for p in source_dirs.values()) + "]"
+    plan = []
+    for seed in profile.seeds:
+        for method in chosen:
+            base = [*profile.target_overrides, f"train.seed={seed}", f"transfer.cache_dir={json.dumps(str(out / 'memory_bank'))}"]
+            variants = (
+                {f"finetune_{name}": [f"transfer.sources=[{json.dumps(str(path))}]"] for name, path in source_dirs.items()}
+                if method == "finetune"
+                else {method: [] if method == "scratch" else [f"transfer.sources={all_sources}"]}
+            )
+            for name, extra in variants.items():
+                plan.append(
+                    {
+                        "method": name,
+                        "seed": seed,
+                        "config_file": suite.methods[method],
+                        "overrides": base + extra,
+                        "run_dir": out / "runs" / name / f"seed{seed}",
+                    }
+                )
+    return plan
+
+
+def run_benchmark(
+    suite_name: str,
+    profile_name: str,
+    out: str | Path,
+    methods: list[str] | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Run (or resume) a whole suite and write its tables and pictures. Returns the results."""
+    if suite_name not in SUITES:
+        raise ValueError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
+    if profile_name not in PROFILES:
+        raise ValueError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}")
+    suite, profile = SUITES[suite_name], PROFILES[profile_name]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = configs_root()
+    started = time.time()
+
+    log(f"benchmark {suite.name} ({profile_name}): {suite.description}")
+    source_metrics = {}
+    for name, config_file in suite.sources.items():
+        log(f"source {name}")
+        config = load_config(root / config_file, list(profile.source_overrides))
+        source_metrics[name] = _run(config, out / "sources" / name, progress, log)
+
+    rows, per_run = [], []
+    for entry in plan_runs(suite, profile, out, methods):
+        log(f"{entry['method']} seed {entry['seed']}")
+        config = load_config(root / entry["config_file"], entry["overrides"])
+        metrics = _run(config, entry["run_dir"], progress, log)
+        row = {"method": entry["method"], "seed": entry["seed"]}
+        row.update({name: metrics[name]["mean"] for name in METRICS})
+        row["train_seconds"] = round(train_seconds(entry["run_dir"]), 1)
+        rows.append(row)
+        per_run.append({**entry, "metrics": metrics, "run_dir": str(entry["run_dir"])})
+
+    results = write_results(suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started)
+    log(results["table"])
+    log(f"wrote {out / 'results.md'}, results.csv, results.json, per_frame.png, predictions.gif")
+    return results
+
+
+def write_results(suite, profile_name, profile, out: Path, rows, per_run, source_metrics, seconds) -> dict:
+    summary = summarize_runs(rows)
+    baseline = per_run[0]["metrics"]["copy_last_frame"] if per_run else None
+    table = markdown_results_table(summary, metrics=("mse", "mae", "ssim", "psnr"), baseline=baseline)
+    write_results_csv(out / "results.csv", rows)
+    results = {
+        "suite": suite.name,
+        "profile": profile_name,
+        "rows": rows,
+        "summary": summary,
+        "baseline_copy_last_frame": {k: baseline[k]["mean"] for k in METRICS} if baseline else None,
+        "sources": {k: ({m: v[m]["mean"] for m in METRICS} if v else None) for k, v in source_metrics.items()},
+        "environment": environment(),
+        "session_seconds": round(seconds, 1),
+        "table": table,
+    }
+    write_results_json(out / "results.json", results)
+    _write_pictures(out, per_run, profile)
+    (out / "results.md").write_text(_markdown(suite, profile_name, profile, results))
+    return results
+
+
+def _write_pictures(out: Path, per_run: list[dict], profile: Profile) -> None:
+    if not per_run:
+        return
+    curves, bands = {}, {}
+    for method in dict.fromkeys(r["method"] for r in per_run):
+        runs = [r["metrics"] for r in per_run if r["method"] == method]
+        curves[method], bands[method] = {}, {}
+        for metric in ("mse", "ssim"):
+            values = torch.tensor([m[metric]["per_frame"] for m in runs], dtype=torch.float64)
+            curves[method][metric] = values.mean(0).tolist()
+            bands[method][metric] = (values.std(0) if len(runs) > 1 else torch.zeros(values.shape[1])).tolist()
+    curves["copy last frame"] = {m: per_run[0]["metrics"]["copy_last_frame"][m]["per_frame"] for m in ("mse", "ssim")}
+    plot_per_frame(out / "per_frame.png", curves, metrics=("mse", "ssim"), bands=bands)
+
+    first_seed = [r for r in per_run if r["seed"] == per_run[0]["seed"]]
+    config = load_model(first_seed[0]["run_dir"]).config
+    test = build_dataset(config.data, "test")
+    count = min(profile.gif_sequences, len(test))
+    frames = torch.stack([test[i] for i in range(count)])
+    grid = {"truth": frames}
+    input_len = config.data.input_len
+    for run in first_seed:
+        model = load_model(run["run_dir"]).model.eval()
+        predicted = model.predict(frames[:, :input_len], config.data.total_len - input_len).clamp(0, 1)
+        grid[run["method"]] = torch.cat([frames[:, :input_len], predicted], dim=1)
+    save_gif_grid(out / "predictions.gif", grid, fps=4, scale=2)
+
+    gated = [r for r in first_seed if r["metrics"].get("transfer_gates") and r["method"] == "tmu"]
+    if gated:
+        metrics = gated[0]["metrics"]
+        names = [Path(s).name for s in metrics.get("sources", [])] or None
+        layers = {f"layer {int(k) + 1}": v for k, v in metrics["transfer_gates"].items()}
+        plot_transfer_gates(out / "transfer_gates.png", layers, names, input_len=metrics["input_len"])
+
+
+def environment() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "commit": commit or "unknown",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or platform.system()}",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) -> str:
+    env = results["environment"]
+    lines = [
+        f"# Benchmark `{suite.name}` ({profile_name} profile)",
+        "",
+        suite.description + ".",
+        "",
+        f"Profile: {profile.notes}. Every method has the same budget; mean ± std over seeds; best per column in bold.",
+        "MSE and MAE are summed over a frame's pixels, averaged over test sequences and over the predicted frames.",
+        "",
+        results["table"],
+        "",
+        "Training wall time per run (s): "
+        + ", ".join(f"{r['method']} (seed {r['seed']}) {r['train_seconds']}" for r in results["rows"]),
+        "",
+        "Sources on their own test sets: "
+        + ", ".join(
+            f"{name}: mse {m['mse']:.2f}, ssim {m['ssim']:.3f}" if m else f"{name}: no test set"
+            for name, m in results["sources"].items()
+        ),
+        "",
+        f"Reproduce: `transmem benchmark {suite.name} --profile {profile_name} --out DIR` "
+        f"(commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; "
+        f"this session {results['session_seconds']:.0f} s).",
+        "",
+        "![per-frame metrics](per_frame.png)",
+        "",
+        "![predictions](predictions.gif)",
+        "",
+    ]
+    if any(r["method"] == "tmu" for r in results["rows"]):
+        lines += ["![transfer gates](transfer_gates.png)", ""]
+    return "\n".join(lines)

