@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", default="quick", help="quick | full")
     bench.add_argument("--out", required=True, help="benchmark folder (resumed if it exists)")
     bench.add_argument("--methods", nargs="*", help="only these methods (default: all of the suite)")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of every run")
     bench.add_argument("--no-progress", action="store_true")
 
     zoo = commands.add_parser("zoo", help="source zoo")
@@ -195,7 +196,7 @@ def _benchmark(args) -> int:
         raise ConfigError(f"benchmark: unknown suite {args.suite!r}; known: {', '.join(SUITES)}")
     if args.profile not in PROFILES:
         raise ConfigError(f"benchmark: unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
-    run_benchmark(args.suite, args.profile, args.out, args.methods, progress=not args.no_progress)
+    run_benchmark(args.suite, args.profile, args.out, args.methods, progress=not args.no_progress, overrides=args.overrides)
     return 0
 
 

@@ -75,7 +75,9 @@ def _run(config: RunConfig, run_dir: Path, progress: bool, log) -> dict | None:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def plan_runs(suite: Suite, profile: Profile, out: Path, methods: list[str] | None = None) -> list[dict]:
+def plan_runs(
+    suite: Suite, profile: Profile, out: Path, methods: list[str] | None = None, overrides: list[str] | None = None
+) -> list[dict]:
     """Every target run of the benchmark: ``{"method", "seed", "config_file", "overrides", "run_dir"}``."""
     chosen = methods or list(suite.methods)
     unknown = [m for m in chosen if m not in suite.methods]
@@ -86,7 +88,7 @@ def plan_runs(suite: Suite, profile: Profile, out: Path, methods: list[str] | No
     plan = []
     for seed in profile.seeds:
         for method in chosen:
-            base = [*profile.target_overrides, f"train.seed={seed}", f"transfer.cache_dir={json.dumps(str(out / 'memory_bank'))}"]
+            base = [*profile.target_overrides, *(overrides or []), f"train.seed={seed}", f"transfer.cache_dir={json.dumps(str(out / 'memory_bank'))}"]
             variants = (
                 {f"finetune_{name}": [f"transfer.sources=[{json.dumps(str(path))}]"] for name, path in source_dirs.items()}
                 if method == "finetune"
@@ -112,8 +114,13 @@ def run_benchmark(
     methods: list[str] | None = None,
     progress: bool = True,
     log=print,
+    overrides: list[str] | None = None,
 ) -> dict:
-    """Run (or resume) a whole suite and write its tables and pictures. Returns the results."""
+    """Run (or resume) a whole suite and write its tables and pictures. Returns the results.
+
+    ``overrides`` (``section.key=value``) apply to every source and target after the
+    profile's own, e.g. to shrink a suite for a test.
+    """
     if suite_name not in SUITES:
         raise ValueError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
     if profile_name not in PROFILES:
@@ -128,11 +135,11 @@ def run_benchmark(
     source_metrics = {}
     for name, config_file in suite.sources.items():
         log(f"source {name}")
-        config = load_config(root / config_file, list(profile.source_overrides))
+        config = load_config(root / config_file, [*profile.source_overrides, *(overrides or [])])
         source_metrics[name] = _run(config, out / "sources" / name, progress, log)
 
     rows, per_run = [], []
-    for entry in plan_runs(suite, profile, out, methods):
+    for entry in plan_runs(suite, profile, out, methods, overrides):
         log(f"{entry['method']} seed {entry['seed']}")
         config = load_config(root / entry["config_file"], entry["overrides"])
         metrics = _run(config, entry["run_dir"], progress, log)

@@ -1,0 +1,100 @@
+"""The transfer benchmark: every method runs, the suite resumes, tables are right."""
+
+import csv
+import json
+
+import pytest
+
+from transmem.benchmark import PROFILES, SUITES, plan_runs, run_benchmark, write_results
+from transmem.cli import main
+
+TINY = [
+    "data.frame_size=16",
+    "data.input_len=3",
+    "data.total_len=6",
+    "data.train_size=8",
+    "data.val_size=0",
+    "data.test_size=4",
+    "data.batch_size=2",
+    "model.hidden=[8, 8]",
+    "train.iterations=2",
+    "train.checkpoint_every=1",
+    "train.log_every=1",
+    "eval.batch_size=4",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_benchmark(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    results = run_benchmark("digits", "quick", out, progress=False, log=lambda *_: None, overrides=TINY)
+    return out, results
+
+
+def test_every_method_runs_and_results_are_written(tiny_benchmark):
+    out, results = tiny_benchmark
+    methods = [row["method"] for row in results["rows"]]
+    assert methods == ["scratch", "finetune_digits1", "finetune_digits2", "distill", "tmu_nodistill", "kflow", "tmu"]
+    for name in ("results.md", "results.csv", "results.json", "per_frame.png", "predictions.gif", "transfer_gates.png"):
+        assert (out / name).stat().st_size > 0, name
+    table = (out / "results.md").read_text()
+    assert all(method in table for method in methods) and "copy last frame" in table
+    with open(out / "results.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(methods)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["environment"]["torch"] and saved["sources"]["digits1"]["mse"] > 0
+    # the TMU runs share one cached memory bank folder per (sources, dataset, layers)
+    assert len([p for p in (out / "memory_bank").iterdir() if p.is_dir()]) == 1
+
+
+def test_finished_runs_are_skipped_and_interrupted_runs_resume(tiny_benchmark):
+    out, _ = tiny_benchmark
+    finished = out / "runs" / "scratch" / "seed0" / "model.safetensors"
+    stamp = finished.stat().st_mtime_ns
+    interrupted = out / "runs" / "tmu" / "seed0"
+    (interrupted / "metrics.json").unlink()
+    (interrupted / "model.safetensors").unlink()
+    run_benchmark("digits", "quick", out, progress=False, log=lambda *_: None, overrides=TINY)
+    assert finished.stat().st_mtime_ns == stamp
+    assert (interrupted / "metrics.json").exists() and (interrupted / "model.safetensors").exists()
+    rows = [r for r in csv.DictReader(open(interrupted / "train.csv"))]
+    assert [int(r["iteration"]) for r in rows] == [1, 2]  # resumed from its checkpoint, no repeated rows
+
+
+def test_table_marks_best_per_column_on_fake_runs(tmp_path):
+    def metrics(mse, ssim):
+        frame = lambda v: {"per_frame": [v, v], "mean": v}  # noqa: E731
+        return {"mse": frame(mse), "mae": frame(mse), "mse_pixel": frame(mse / 256), "ssim": frame(ssim), "psnr": frame(20.0 + ssim)}
+
+    rows, per_run = [], []
+    for method, seed, mse, ssim in [("scratch", 0, 50.0, 0.6), ("scratch", 1, 54.0, 0.62), ("tmu", 0, 40.0, 0.7), ("tmu", 1, 42.0, 0.71)]:
+        m = metrics(mse, ssim)
+        m["copy_last_frame"] = metrics(90.0, 0.5)
+        rows.append({"method": method, "seed": seed, **{k: m[k]["mean"] for k in ("mse", "mae", "mse_pixel", "ssim", "psnr")}, "train_seconds": 1.0})
+        per_run.append({"method": method, "seed": seed, "metrics": m, "run_dir": str(tmp_path)})
+    import transmem.benchmark.runner as runner
+
+    runner_pictures = runner._write_pictures
+    runner._write_pictures = lambda *a, **k: None  # pictures need real runs; tested above
+    try:
+        results = write_results(SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {"digits1": None}, 1.0)
+    finally:
+        runner._write_pictures = runner_pictures
+    lines = {line.split("|")[1].strip(): line for line in results["table"].splitlines()[2:]}
+    assert "**41 ± 1.414**" in lines["tmu"] or "**41.00 ± 1.414**" in lines["tmu"]
+    assert "**" not in lines["scratch"].split("|")[3]  # mse column: scratch is not best
+    assert "**" not in lines["copy last frame"]
+
+
+def test_plan_covers_every_seed_and_finetune_source(tmp_path):
+    plan = plan_runs(SUITES["far"], PROFILES["full"], tmp_path)
+    methods = {p["method"] for p in plan}
+    assert {"finetune_balls", "finetune_advection", "finetune_video", "tmu", "kflow", "scratch"} <= methods
+    assert len(plan) == 3 * (len(SUITES["far"].methods) - 1 + len(SUITES["far"].sources))
+    with pytest.raises(ValueError, match="unknown method"):
+        plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["nope"])
+
+
+def test_cli_rejects_unknown_suite(capsys):
+    assert main(["benchmark", "nope", "--out", "x"]) == 2
+    assert "unknown suite 'nope'" in capsys.readouterr().err
