@@ -176,7 +176,7 @@ def _zoo(args) -> int:
     if not rows:
         print(f"{args.folder}: no sources found")
         return 0
-    header = f"{'name':24s} {'backbone':11s} {'hidden':12s} {'dataset':20s} {'frame':>5s} {'test mse':>9s} {'ssim':>6s}"
+    header = f"{'name':24s} {'backbone':11s} {'hidden':12s} {'frame':>5s} {'test mse':>9s} {'ssim':>6s}  dataset"
     print(header)
     for row in rows:
         if "error" in row:
@@ -184,8 +184,8 @@ def _zoo(args) -> int:
             continue
         mse = f"{row['test_mse']:.2f}" if row["test_mse"] is not None else "-"
         ssim = f"{row['test_ssim']:.3f}" if row["test_ssim"] is not None else "-"
-        dataset = row["dataset"] + "".join(f" {k}={v}" for k, v in row["options"].items())[:20]
-        print(f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {dataset[:20]:20s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}")
+        dataset = row["dataset"] + "".join(f" {k}={v}" for k, v in row["options"].items())
+        print(f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}  {dataset}")
     return 0
 
 
