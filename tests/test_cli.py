@@ -1,0 +1,55 @@
+"""The transmem command: train / evaluate / data commands end to end on tiny shapes."""
+
+import json
+
+import numpy as np
+from imageio import v3 as iio
+
+from tests.conftest import tiny_raw
+from transmem.cli import main
+
+import tomli_w
+
+
+def _write_config(path, **sections):
+    path.write_text(tomli_w.dumps(tiny_raw(**sections)))
+    return path
+
+
+def test_train_evaluate_predict_round_trip(tmp_path, capsys):
+    config = _write_config(tmp_path / "c.toml")
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress", "--set", "train.iterations=4"]) == 0
+    assert "trained" in capsys.readouterr().out
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress", "--set", "train.iterations=4"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "m.json")]) == 0
+    table = capsys.readouterr().out
+    assert "mse" in table and "copy" in table
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert len(metrics["mse"]["per_frame"]) == 3 and metrics["model"]["count"] == 4
+    frames = (np.random.default_rng(0).random((6, 16, 16)) * 255).astype(np.uint8)
+    np.save(tmp_path / "frames.npy", frames)
+    assert main(["predict", str(tmp_path / "run"), "--input", str(tmp_path / "frames.npy"), "--out", str(tmp_path / "pred")]) == 0
+    prediction = np.load(tmp_path / "pred" / "prediction.npy")
+    assert prediction.shape == (1, 3, 1, 16, 16) and prediction.min() >= 0 and prediction.max() <= 1
+    assert (tmp_path / "pred" / "strip_0.png").exists() and (tmp_path / "pred" / "prediction_0.gif").exists()
+
+
+def test_unknown_key_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
+    config = _write_config(tmp_path / "c.toml")
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--set", "train.lrr=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("transmem: error: train.lrr: unknown key") and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_list_and_preview(tmp_path, capsys):
+    assert main(["data", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "moving_digits" in listing and "kth" in listing
+    out = tmp_path / "digits.gif"
+    assert main(["data", "preview", "moving_digits", "--out", str(out), "--num", "2", "--set", "data.frame_size=32", "--set", "data.total_len=6", "--set", "data.input_len=3"]) == 0
+    frames = iio.imread(out, index=None)
+    assert frames.shape[0] == 6 and frames.shape[1] >= 32
+    assert main(["data", "preview", "nope", "--out", str(out)]) == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
