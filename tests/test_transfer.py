@@ -419,13 +419,15 @@ def test_zoo_list_describes_each_source(zoo, tmp_path, capsys):
     for name, (backbone, hidden) in expected.items():
         fields = lines[name].split()
         assert fields[1] == backbone and fields[2] == hidden, lines[name]
-        assert "moving_digits" in lines[name] and " 16 " in lines[name]
+        # columns: name backbone hidden frame mse ssim dataset options...
+        assert fields[3] == "16" and fields[6] == "moving_digits", lines[name]
+        assert f"num_digits={1 if name != 'digits2' else 2}" in lines[name]
         if name == "small":
-            assert fields[-2:] == ["-", "-"]
+            assert fields[4:6] == ["-", "-"]
         else:
             metrics = json.loads((folder / name / "metrics.json").read_text())
-            assert fields[-2] == f"{metrics['mse']['mean']:.2f}"
-            assert fields[-1] == f"{metrics['ssim']['mean']:.3f}"
+            assert fields[4] == f"{metrics['mse']['mean']:.2f}"
+            assert fields[5] == f"{metrics['ssim']['mean']:.3f}"
     assert "unusable" in lines["junk.pt"] and str(folder / "junk.pt") in lines["junk.pt"]
 
 

@@ -7,8 +7,9 @@
     transmem zoo list DIR
 
 Expected failures (bad config, bad data, unusable checkpoints or sources, a run folder
-holding another run) print one line ``transmem: error: ...`` and exit with status 2;
-nothing is written or deleted.
+holding another run, a path that cannot be read or written) print one line
+``transmem: error: ...`` and exit with status 2; nothing is written or deleted. A diverged
+run exits with 3, Ctrl-C with 130 (rerunning the same command resumes).
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from transmem.config import ConfigError
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+def _one_line(error: BaseException, limit: int = 1000) -> str:
+    """The error's message on one line (inner line breaks become spaces), at most ``limit`` chars."""
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,6 +137,8 @@ def _predict(args) -> int:
     from transmem.evaluation.pictures import save_gif, save_strip_png
     from transmem.run import load
 
+    if args.horizon is not None and args.horizon < 1:
+        raise ConfigError(f"--horizon: must be at least 1, got {args.horizon}")
     predictor = load(args.run)
     data = predictor.config.data
     frames = _read_frames(args.input)
@@ -212,12 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainingDiverged as error:
-        print(f"transmem: error: {error}", file=sys.stderr)
+        print(f"transmem: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_DIVERGED
-    except EXPECTED_ERRORS as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"transmem: error: {message}", file=sys.stderr)
+    except (*EXPECTED_ERRORS, OSError) as error:  # OSError: unreadable/unwritable path, disk full
+        print(f"transmem: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("transmem: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         from transmem.training.distributed import shutdown_distributed
 

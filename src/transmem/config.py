@@ -11,6 +11,7 @@ The resolved configuration is saved next to every run as ``config.toml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -86,7 +87,7 @@ class ModelConfig:
         if not self.hidden:
             raise ConfigError("model.hidden: needs at least one layer")
         for h in self.hidden:
-            if not isinstance(h, int) or h < 1:
+            if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h < 2**31:
                 raise ConfigError(f"model.hidden: every layer size must be a positive integer, got {h!r}")
         _positive(self, "kernel", "patch")
         if self.kernel % 2 == 0:
@@ -170,6 +171,9 @@ class TransferConfig:
             raise ConfigError("transfer.distill_weight: must be >= 0")
         if self.method != "none" and not self.sources:
             raise ConfigError(f"transfer.sources: method {self.method!r} needs at least one source")
+        for source in self.sources:
+            if not isinstance(source, str) or not source:
+                raise ConfigError(f"transfer.sources: every source is a path (a non-empty string), got {source!r}")
         if self.method == "finetune" and len(self.sources) != 1:
             raise ConfigError("transfer.sources: finetune takes exactly one source")
         if not 0.0 <= self.flow_stop <= 1.0:
@@ -177,7 +181,7 @@ class TransferConfig:
         if not self.layers:
             raise ConfigError("transfer.layers: needs at least one layer")
         for layer in self.layers:
-            if not isinstance(layer, int) or layer < 0:
+            if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < 2**31:
                 raise ConfigError(f"transfer.layers: layers are non-negative integers, got {layer!r}")
 
 
@@ -255,11 +259,16 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**63:
+                raise ConfigError(f"{where}: integer out of range (64 bits)")
             return value
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value) if isinstance(value, float) or abs(value) < 2**63 else math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: must be a finite number, got {number}")
+            return number
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if annotation is str:
         if isinstance(value, str):
@@ -311,7 +320,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text}: key must look like section.key")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:  # TOMLDecodeError, or an integer literal of over 4300 digits
         value = raw.strip()
     return path, value
 
@@ -343,7 +352,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"{path}: config file not found")
     try:
         raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
+    except (ValueError, UnicodeDecodeError) as error:  # TOMLDecodeError, huge integers, bad UTF-8
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
     return config_from_dict(raw, overrides)
 

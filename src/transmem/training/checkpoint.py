@@ -5,8 +5,9 @@ with ``torch.load(..., weights_only=True)``: a crafted pickle that would run cod
 Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed
 over the final name, so a kill at any moment leaves either the old or the new file. The
 SHA-256 of every checkpoint is recorded in ``manifest.json``; the last ``keep`` are kept.
-Resuming takes the newest checkpoint whose checksum matches and falls back to older ones,
-naming the corrupted file.
+Each checkpoint also carries a SHA-256 of its own content (``payload_sha256``), so a copy
+outside its run folder is verified too. Resuming takes the newest checkpoint whose checksums
+match and falls back to older ones, naming the corrupted file.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "transmem-checkpoint-1"
 MANIFEST = "manifest.json"
+PAYLOAD_KEY = "payload_sha256"
 
 
 class CheckpointError(ValueError):
@@ -43,11 +45,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (tmp file, flush, fsync, rename, fsync dir)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:  # disk full, no such folder, Ctrl-C: leave no partial file
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename == str(tmp):  # name the file asked for
+            raise type(error)(error.errno, error.strerror, str(path)) from None
+        raise
     _fsync_dir(path.parent)
 
 
@@ -73,18 +81,48 @@ def save_checkpoint(folder: Path, iteration: int, state: dict[str, Any], keep: i
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buffer)
+    state = {"format": FORMAT, **state}
+    state[PAYLOAD_KEY] = payload_digest(state)
+    torch.save(state, buffer)
     data = buffer.getvalue()
     path = folder / f"ckpt-{iteration:08d}.pt"
     atomic_write_bytes(path, data)
     manifest = _read_manifest(folder)
     manifest[path.name] = hashlib.sha256(data).hexdigest()
-    names = sorted(manifest)
-    for old in names[:-keep]:
+    # Rotate by what is on disk, not by the manifest: a kill between the rename above and the
+    # manifest write leaves a checkpoint the manifest does not list, which must not be kept
+    # forever. Newer files than this one (only possible if they failed to load) are left alone.
+    older = [p.name for p in list_checkpoints(folder) if p.name <= path.name]
+    for old in older[:-keep]:
         (folder / old).unlink(missing_ok=True)
-        manifest.pop(old)
+    manifest = {name: digest for name, digest in manifest.items() if (folder / name).is_file()}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return path
+
+
+def payload_digest(state: Any) -> str:
+    """SHA-256 of a checkpoint's content (every key, value and tensor byte), key order free."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in state.items() if k != PAYLOAD_KEY} if isinstance(state, dict) else state)
+    return digest.hexdigest()
+
+
+def _feed(digest, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}:".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}:".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"V{value!r};".encode())
 
 
 def _read_manifest(folder: Path) -> dict[str, str]:
@@ -93,7 +131,7 @@ def _read_manifest(folder: Path) -> dict[str, str]:
         return {}
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (ValueError, OSError):  # bad JSON, bad UTF-8 or unreadable
         log.warning("%s is corrupted; checkpoints will be verified by loading", path)
         return {}
     return manifest if isinstance(manifest, dict) else {}
@@ -104,6 +142,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", expect
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if expected_sha256 is None:  # given a file directly: use the manifest next to it, if any
+        expected_sha256 = _read_manifest(path.parent).get(path.name)
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
         raise CheckpointError(f"{path}: checksum mismatch (truncated or corrupted checkpoint)")
     try:
@@ -115,6 +155,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", expect
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})"[:400]) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a transmem checkpoint")
+    recorded = state.pop(PAYLOAD_KEY, None)  # absent in checkpoints written before it existed
+    if recorded is not None and recorded != payload_digest(state):
+        raise CheckpointError(f"{path}: content checksum mismatch (corrupted checkpoint)")
     return state
 
 

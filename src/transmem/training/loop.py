@@ -15,6 +15,7 @@ One function, :func:`train`, trains (or resumes) a run in a run folder:
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import time
 from dataclasses import dataclass
@@ -29,9 +30,9 @@ from transmem.config import RunConfig
 from transmem.data import build_dataset
 from transmem.models import RecurrentPredictor
 from transmem.run import CHECKPOINT_DIR, MODEL_FILE, save_model
-from transmem.training.checkpoint import latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
+from transmem.training.checkpoint import atomic_write_text, latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
 from transmem.training.distributed import DistributedContext, init_distributed
-from transmem.training.rundir import prepare_run_dir
+from transmem.training.rundir import check_run_dir, prepare_run_dir
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.transfer.methods import METHODS
 
@@ -82,19 +83,37 @@ def _load_batch(dataset, indices: list[int], device: torch.device) -> Tensor:
     return torch.stack([dataset[i] for i in indices]).to(device, non_blocking=True)
 
 
+def _read_rows(path: Path, below: int) -> list[dict]:
+    """Complete rows of a CSV log with iteration < ``below``; a line torn by a kill is dropped."""
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if None in row or None in row.values():  # too few or too many fields: torn line
+                continue
+            try:
+                if int(row["iteration"]) < below:
+                    rows.append(row)
+            except (KeyError, ValueError):
+                continue
+    return rows
+
+
+def _rewrite_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+
+
 class _CsvLog:
     """Append-only CSV; on resume, rows past the resumed iteration (lost work) are dropped."""
 
     def __init__(self, path: Path, fields: list[str], resume_iteration: int) -> None:
         self.path, self.fields = path, fields
-        rows = []
-        if path.exists():
-            with open(path, newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if int(r.get("iteration", 0) or 0) <= resume_iteration]
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+        _rewrite_csv(path, fields, _read_rows(path, resume_iteration + 1))
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="") as handle:
@@ -115,13 +134,10 @@ def train(
     ctx = init_distributed(device)
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
-    if ctx.is_main:
-        prepare_run_dir(config, run_dir, force)
-    ctx.barrier()
+    # Everything that can refuse the command (run-folder conflict, data, sources, source
+    # architecture) is checked before anything is written: a refused command changes nothing.
+    replacing = check_run_dir(config, run_dir, force)
     checkpoints = run_dir / CHECKPOINT_DIR
-    if ctx.is_main:
-        remove_stale_temporaries(checkpoints)
-        remove_stale_temporaries(run_dir)
 
     torch.manual_seed(config.train.seed)
     if config.train.deterministic:
@@ -136,20 +152,25 @@ def train(
     generator = torch.Generator().manual_seed(config.train.seed + 1)
 
     start = 0
-    found = latest_good_checkpoint(checkpoints, map_location=device)
+    found = None if replacing else latest_good_checkpoint(checkpoints, map_location=device)
     if found is not None:
         path, state = found
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["rng"]["sampling"])
-        torch.set_rng_state(state["rng"]["torch"])
+        generator.set_state(state["rng"]["sampling"].cpu())
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         start = int(state["iteration"])
         if ctx.is_main:
             log.info("resuming %s from %s (iteration %d)", run_dir, path.name, start)
     else:
         method.initialize(model)
+    if ctx.is_main:
+        prepare_run_dir(config, run_dir, force)
+        remove_stale_temporaries(checkpoints)
+        remove_stale_temporaries(run_dir)
+    ctx.barrier()
 
     total = config.train.iterations
     if start >= total and (run_dir / MODEL_FILE).exists():
@@ -268,12 +289,9 @@ def _validate(model: RecurrentPredictor, dataset, config: RunConfig, run_dir: Pa
     means = {name: result["model"][name]["mean"] for name in ("mse", "mae", "ssim", "psnr")}
     fields = ["iteration", "mse", "mae", "ssim", "psnr"]
     path = run_dir / VAL_LOG
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerow({"iteration": iteration, **{k: f"{v:.6g}" for k, v in means.items()}})
+    # Rows at or past this iteration come from work lost to a kill; replace them.
+    rows = _read_rows(path, iteration) + [{"iteration": iteration, **{k: f"{v:.6g}" for k, v in means.items()}}]
+    _rewrite_csv(path, fields, rows)
     return means
 
 

@@ -16,7 +16,10 @@ from transmem.config import ConfigError, RunConfig, load_config
 from transmem.training.checkpoint import atomic_write_text
 
 CONFIG_FILE = "config.toml"
-RUN_FILES = ("config.toml", "checkpoints", "model.safetensors", "train.csv", "val.csv", "metrics.json", "memory_bank")
+RUN_FILES = (
+    "config.toml", "checkpoints", "model.safetensors", "train.csv", "val.csv", "metrics.json", "memory_bank",
+    "tensorboard", "transfer_gates.png",
+)
 
 
 class RunConflictError(RuntimeError):
@@ -39,29 +42,47 @@ def config_differences(old: RunConfig, new: RunConfig) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def prepare_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> None:
-    """Create ``run_dir`` or check that it holds this very run; save the resolved config."""
+def check_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> bool:
+    """Refuse ``run_dir`` if it holds another run (unless ``force``); write nothing.
+
+    Returns True if ``prepare_run_dir`` will set an old run aside (``force`` and a
+    different config), i.e. the folder's checkpoints must not be resumed.
+    """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunConflictError(f"{run_dir}: exists and is not a folder")
     saved = run_dir / CONFIG_FILE
-    if saved.exists():
-        try:
-            differences = config_differences(load_config(saved), config)
-        except ConfigError as error:
-            differences = [f"(unreadable saved config: {error})"]
-        if differences:
-            finished = (run_dir / "model.safetensors").exists()
-            state = "a finished" if finished else "an unfinished"
-            if not force:
-                shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
-                raise RunConflictError(
-                    f"{run_dir}: holds {state} run of a different config (differs in {shown}); "
-                    f"choose another --out or pass --force to keep the old files renamed *.previous-<time>"
-                )
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            for name in RUN_FILES:
-                if (run_dir / name).exists():
-                    (run_dir / name).rename(run_dir / f"{name}.previous-{stamp}")
+    if not saved.exists():
+        return False
+    try:
+        differences = config_differences(load_config(saved), config)
+    except ConfigError as error:
+        differences = [f"(unreadable saved config: {error})"]
+    if not differences:
+        return False
+    if not force:
+        finished = (run_dir / "model.safetensors").exists()
+        state = "a finished" if finished else "an unfinished"
+        shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
+        raise RunConflictError(
+            f"{run_dir}: holds {state} run of a different config (differs in {shown}); "
+            f"choose another --out or pass --force to keep the old files renamed *.previous-<time>"
+        )
+    return True
+
+
+def prepare_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> None:
+    """Create ``run_dir`` or check that it holds this very run; save the resolved config."""
+    run_dir = Path(run_dir)
+    if check_run_dir(config, run_dir, force):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        suffix, n = f".previous-{stamp}", 1
+        # Never rename onto an earlier set-aside run (a rename over a file would delete it).
+        while any((run_dir / f"{name}{suffix}").exists() for name in RUN_FILES):
+            n += 1
+            suffix = f".previous-{stamp}-{n}"
+        for name in RUN_FILES:
+            if (run_dir / name).exists():
+                (run_dir / name).rename(run_dir / f"{name}{suffix}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved, config.to_toml())
+    atomic_write_text(run_dir / CONFIG_FILE, config.to_toml())
