@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of every run")
     bench.add_argument("--no-progress", action="store_true")
 
+    speed = commands.add_parser("speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios")
+    from transmem.speed import add_arguments as speed_arguments
+
+    speed_arguments(speed)
+
     zoo = commands.add_parser("zoo", help="source zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_list = zoo_commands.add_parser("list", help="describe the sources in a folder")
@@ -88,6 +94,8 @@ def _train(args) -> int:
 
     config = load_config(args.config, args.overrides)
     result = train(config, args.out, force=args.force, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 reports
     if result.resumed_from >= result.iterations and not result.val:
         print(f"{args.out}: already finished ({result.iterations} iterations); nothing to do")
         return 0
@@ -210,7 +218,13 @@ def _benchmark(args) -> int:
     return 0
 
 
-COMMANDS = {"benchmark": _benchmark, "train": _train, "evaluate": _evaluate, "predict": _predict, "data": _data, "zoo": _zoo}
+def _speed(args) -> int:
+    from transmem.speed import run
+
+    return run(args)
+
+
+COMMANDS = {"benchmark": _benchmark, "speed": _speed, "train": _train, "evaluate": _evaluate, "predict": _predict, "data": _data, "zoo": _zoo}
 
 
 def main(argv: list[str] | None = None) -> int:

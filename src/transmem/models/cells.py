@@ -69,16 +69,13 @@ class ConvLSTMCell(nn.Module):
     def forward(self, x: Tensor, hidden: Tensor, memory: Tensor, spatial: Tensor | None = None) -> CellOutput:
         gates = self.gate_conv(torch.cat([x, hidden], dim=1))
         k = self.hidden_channels
-        i = torch.sigmoid(gates[:, :k])
-        f = torch.sigmoid(gates[:, k : 2 * k] + FORGET_BIAS)
-        g = torch.tanh(gates[:, 2 * k : 3 * k])
-        o = torch.sigmoid(gates[:, 3 * k : 4 * k])
-        candidate = f * memory + i * g
-        hidden = o * torch.tanh(candidate)
+        # One split (its backward is one cat) instead of slices (each backward zero-fills a full-size gradient).
+        i, f, g, o, transfer_preactivation = gates.split([k, k, k, k, gates.shape[1] - 4 * k], dim=1)
+        candidate = torch.sigmoid(f + FORGET_BIAS) * memory + torch.sigmoid(i) * torch.tanh(g)
+        hidden = torch.sigmoid(o) * torch.tanh(candidate)
         if self.transfer is None:
             return CellOutput(hidden=hidden, memory=candidate)
-        transfer_preactivation = gates[:, 4 * k :] if self.transfer.use_gates else None
-        memory, distilled, gate_means = self.transfer(candidate, transfer_preactivation)
+        memory, distilled, gate_means = self.transfer(candidate, transfer_preactivation if self.transfer.use_gates else None)
         return CellOutput(hidden=hidden, memory=memory, distilled=distilled, gate_means=gate_means)
 
 
@@ -122,18 +119,22 @@ class SpatioTemporalLSTMCell(nn.Module):
         xs = self.conv_x(x)
         hs = self.conv_h(hidden)
         ms = self.conv_m(spatial)
-        i = torch.sigmoid(xs[:, :k] + hs[:, :k])
-        f = torch.sigmoid(xs[:, k : 2 * k] + hs[:, k : 2 * k] + FORGET_BIAS)
-        g = torch.tanh(xs[:, 2 * k : 3 * k] + hs[:, 2 * k : 3 * k])
+        # splits rather than slices: one cat in the backward instead of a zero-filled gradient per slice
+        x_i, x_f, x_g, x_is, x_fs, x_gs, x_o, x_transfer = xs.split([k] * 7 + [xs.shape[1] - 7 * k], dim=1)
+        h_i, h_f, h_g, h_o, h_transfer = hs.split([k] * 4 + [hs.shape[1] - 4 * k], dim=1)
+        m_i, m_f, m_g = ms.split(k, dim=1)
+        i = torch.sigmoid(x_i + h_i)
+        f = torch.sigmoid(x_f + h_f + FORGET_BIAS)
+        g = torch.tanh(x_g + h_g)
         delta_memory = i * g
         candidate = f * memory + delta_memory
-        i_s = torch.sigmoid(xs[:, 3 * k : 4 * k] + ms[:, :k])
-        f_s = torch.sigmoid(xs[:, 4 * k : 5 * k] + ms[:, k : 2 * k] + FORGET_BIAS)
-        g_s = torch.tanh(xs[:, 5 * k : 6 * k] + ms[:, 2 * k : 3 * k])
+        i_s = torch.sigmoid(x_is + m_i)
+        f_s = torch.sigmoid(x_fs + m_f + FORGET_BIAS)
+        g_s = torch.tanh(x_gs + m_g)
         delta_spatial = i_s * g_s
         spatial = f_s * spatial + delta_spatial
         both = torch.cat([candidate, spatial], dim=1)
-        o = torch.sigmoid(xs[:, 6 * k : 7 * k] + hs[:, 3 * k : 4 * k] + self.conv_o(both))
+        o = torch.sigmoid(x_o + h_o + self.conv_o(both))
         hidden = o * torch.tanh(self.conv_last(both))
         out = CellOutput(
             hidden=hidden,
@@ -143,7 +144,7 @@ class SpatioTemporalLSTMCell(nn.Module):
             delta_spatial=delta_spatial,
         )
         if self.transfer is not None:
-            preactivation = xs[:, 7 * k :] + hs[:, 4 * k :] if self.transfer.use_gates else None
+            preactivation = x_transfer + h_transfer if self.transfer.use_gates else None
             out.memory, out.distilled, out.gate_means = self.transfer(candidate, preactivation)
         return out
 

@@ -83,7 +83,7 @@ class TransferableMemory(nn.Module):
             distilled: ``D_t`` for every source, ``(B, N, hidden, h, w)``.
             gate_means: mean transfer gate per source, ``(B, N)`` (None without gates).
         """
-        distilled = torch.stack([distiller(candidate) for distiller in self.distillers], dim=1)
+        distilled = self.distill(candidate)
         if not self.use_gates:
             return candidate, distilled, None
         batch = candidate.shape[0]
@@ -91,6 +91,24 @@ class TransferableMemory(nn.Module):
         mixed = gates * distilled + (1.0 - gates) * candidate.unsqueeze(1)
         memory = candidate + mixed.sum(dim=1)
         return memory, distilled, gates.mean(dim=(2, 3, 4))
+
+    def distill(self, candidate: Tensor) -> Tensor:
+        """``D^n_t`` for every source, ``(B, N, hidden, h, w)``.
+
+        The N distillers run as one 1x1 convolution (their weights stacked) followed by one
+        GroupNorm with N groups, which normalizes each source's block exactly like N
+        separate GroupNorm(1) layers.
+        """
+        convs = [distiller[0] for distiller in self.distillers]
+        norms = [distiller[1] for distiller in self.distillers]
+        weight = torch.cat([conv.weight for conv in convs]) if self.num_sources > 1 else convs[0].weight
+        out = F.conv2d(candidate, weight)
+        if self.num_sources > 1:
+            affine = torch.cat([n.weight for n in norms]), torch.cat([n.bias for n in norms])
+        else:
+            affine = norms[0].weight, norms[0].bias
+        out = F.group_norm(out, self.num_sources, *affine, norms[0].eps)
+        return out.view(candidate.shape[0], self.num_sources, *candidate.shape[1:])
 
     def project(self, distilled: Tensor, source: int) -> Tensor:
         """Map distilled memories of one source into that source's memory layout.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -45,7 +46,8 @@ def init_distributed(device: torch.device) -> DistributedContext:
         return DistributedContext()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        # Long timeout: ranks wait at a barrier while rank 0 builds a cached memory bank.
+        dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
     return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

@@ -1,0 +1,714 @@
+"""``transmem speed``: training-step and inference speed, memory and efficiency, with ratios.
+
+Measures, in one run and on this machine, for the small configuration (ConvLSTM 2 x 32,
+3x3 kernels) and the paper's (4 x 64, 5x5), both with batch 8, 64x64 frames, patch 4 and
+10 + 10 frames:
+
+- training step time of the plain ConvLSTM, of a TMU target with a *live* memory bank (2
+  frozen sources re-run every step) and with a *cached* bank (the sources' memories read
+  from float16 memory-mapped files, :class:`~transmem.transfer.memory_bank.CachedMemoryBank`);
+- inference throughput (sequences per second) of the backbone and of the TMU target, which
+  needs no source at inference;
+- peak resident memory of each training variant, each in a fresh process;
+- achieved GFLOP/s of the whole training step next to the GFLOP/s of the same convolutions
+  run alone at the same shapes (the machine's practical ceiling);
+- the ratios behind the targets of the speed issue, each marked PASS or FAIL.
+
+The step is the training loop's (:func:`transmem.training.loop.train`): the transfer method
+builds the model, prepares its bank and adds its loss terms exactly as in training; the
+sources are random-init networks of the target's architecture (their weights do not change
+the cost) and the training sequences are random frames held in memory (no data generation
+in the timed step, the same for every variant). Times are medians after warm-up with the
+inter-quartile range; variants are timed in interleaved rounds so that a machine whose load
+drifts affects them alike. No number is asserted by the tests: re-run on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # torch is imported where it is used: `transmem --help` stays fast
+    import torch
+    from torch import Tensor
+
+NUM_SOURCES = 2
+BANK_SIZE_BATCHES = 4  # cached bank over 4 batches of training sequences
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """The shapes of one benchmark configuration."""
+
+    name: str
+    hidden: tuple[int, ...]
+    kernel: int
+    batch: int = 8
+    frame_size: int = 64
+    patch: int = 4
+    input_len: int = 10
+    total_len: int = 20
+    channels: int = 1
+
+    def describe(self) -> str:
+        return (
+            f"ConvLSTM {len(self.hidden)} x {self.hidden[0]}, {self.kernel}x{self.kernel}, batch {self.batch}, "
+            f"{self.frame_size}x{self.frame_size} frames, patch {self.patch}, "
+            f"{self.input_len}+{self.total_len - self.input_len} frames, {NUM_SOURCES} sources"
+        )
+
+    def run_config(self, method: str = "none", sources: list[str] | None = None, bank: str = "cached", cache_dir: str = ""):
+        from transmem.config import config_from_dict
+
+        raw = {
+            "data": {
+                "frame_size": self.frame_size,
+                "channels": self.channels,
+                "input_len": self.input_len,
+                "total_len": self.total_len,
+                "train_size": self.batch * BANK_SIZE_BATCHES,
+                "val_size": 0,
+                "test_size": 1,
+                "batch_size": self.batch,
+            },
+            "model": {"backbone": "convlstm", "hidden": list(self.hidden), "kernel": self.kernel, "patch": self.patch},
+            "train": {"device": "cpu", "time_reversal": False},
+            "eval": {"batch_size": self.batch},
+            "transfer": {"method": method, "sources": list(sources or []), "layers": [0], "bank": bank, "cache_dir": cache_dir},
+        }
+        return config_from_dict(raw)
+
+
+CONFIGS = {
+    "small": SpeedConfig("small", (32, 32), 3),
+    "paper": SpeedConfig("paper", (64, 64, 64, 64), 5),
+    # the tests' configuration: seconds, not minutes
+    "tiny": SpeedConfig("tiny", (8,), 3, batch=2, frame_size=16, input_len=3, total_len=6),
+}
+
+TRAIN_VARIANTS = ("plain", "live", "cached")
+VARIANT_LABELS = {"plain": "plain ConvLSTM", "live": "TMU, live bank", "cached": "TMU, cached bank"}
+
+
+# ----------------------------------------------------------------------------- FLOP counting
+
+
+def conv_flops(in_channels: int, out_channels: int, kernel: int, height: int, width: int, batch: int = 1) -> int:
+    """Forward FLOPs of one 2-D convolution (stride 1, same padding): ``2 Cin Cout k^2 H W B``.
+
+    Multiply and add count as two operations; the bias is not counted. The backward pass
+    (gradients of the input and of the weights) costs about twice this.
+    """
+    return 2 * in_channels * out_channels * kernel * kernel * height * width * batch
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """One convolution run ``count`` times per training step, with or without its backward."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel: int
+    count: int  # calls per training step
+    backward: bool  # trained (forward + backward) or frozen (forward only)
+
+    def flops(self, batch: int, height: int, width: int) -> int:
+        forward = conv_flops(self.in_channels, self.out_channels, self.kernel, height, width, batch)
+        return self.count * forward * (3 if self.backward else 1)
+
+
+def _conv_module(module) -> "torch.nn.Conv2d":
+    import torch
+
+    return module if isinstance(module, torch.nn.Conv2d) else next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def model_convs(model, steps: int, backward: bool, prefix: str = "") -> list[ConvShape]:
+    """The convolutions of a ConvLSTM/TMU predictor rolled over ``steps`` steps."""
+    shapes = []
+    for layer, cell in enumerate(model.cells):
+        conv = _conv_module(cell.gate_conv)
+        shapes.append(ConvShape(f"{prefix}layer {layer} gates", conv.in_channels, conv.out_channels, conv.kernel_size[0], steps, backward))
+        if cell.transfer is not None:
+            # the N distillers run as one 1x1 convolution with N * hidden outputs
+            hidden = cell.transfer.hidden_channels
+            n = cell.transfer.num_sources
+            shapes.append(ConvShape(f"{prefix}layer {layer} distillers", hidden, n * hidden, 1, steps, backward))
+    out = model.output
+    shapes.append(ConvShape(f"{prefix}output", out.in_channels, out.out_channels, 1, steps, backward))
+    return shapes
+
+
+def step_convs(spec: SpeedConfig, variant: str) -> list[ConvShape]:
+    """Every convolution of one training step of ``variant`` (plain, live or cached).
+
+    The target's convolutions run forward and backward at each of the T - 1 steps; a live
+    bank adds each source's forward pass over the same T - 1 steps.
+    """
+    from transmem.models import build_predictor
+
+    config = spec.run_config()
+    steps = spec.total_len - 1
+    target = build_predictor(config.model, spec.channels, None if variant == "plain" else _tmu_layout(spec))
+    shapes = model_convs(target, steps, backward=True)
+    if variant == "live":
+        source = build_predictor(config.model, spec.channels)
+        for n in range(NUM_SOURCES):
+            shapes += model_convs(source, steps, backward=False, prefix=f"source {n} ")
+    return shapes
+
+
+def total_flops(spec: SpeedConfig, shapes: list[ConvShape]) -> int:
+    side = spec.frame_size // spec.patch
+    return sum(s.flops(spec.batch, side, side) for s in shapes)
+
+
+def _tmu_layout(spec: SpeedConfig) -> dict:
+    return {0: {"kind": "tmu", "source_channels": [spec.hidden[0]] * NUM_SOURCES, "source_sizes": [None] * NUM_SOURCES, "use_gates": True}}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class Timing:
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def quartiles(self) -> tuple[float, float]:
+        if len(self.seconds) < 2:
+            return self.seconds[0], self.seconds[0]
+        q1, _, q3 = statistics.quantiles(self.seconds, n=4, method="inclusive")
+        return q1, q3
+
+    def summary(self) -> dict:
+        q1, q3 = self.quartiles
+        return {"median": self.median, "q1": q1, "q3": q3, "min": min(self.seconds), "max": max(self.seconds), "n": len(self.seconds)}
+
+
+def measure_interleaved(functions: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, Timing]:
+    """Time each function ``repeats`` times after ``warmup`` calls, in interleaved rounds."""
+    for fn in functions.values():
+        for _ in range(warmup):
+            fn()
+    timings = {name: Timing() for name in functions}
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            timings[name].seconds.append(time.perf_counter() - start)
+    return timings
+
+
+# ----------------------------------------------------------------------------- the workload
+
+
+class RandomSequences:
+    """A finite training set of random frames held in memory (``(T, C, H, W)`` items)."""
+
+    online = False
+
+    def __init__(self, spec: SpeedConfig, size: int, seed: int = 0) -> None:
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        shape = (size, spec.total_len, spec.channels, spec.frame_size, spec.frame_size)
+        self.frames = torch.rand(shape, generator=generator)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.frames[index]
+
+    def fingerprint(self) -> str:
+        return f"speed-random-{tuple(self.frames.shape)}-{self.seed}"
+
+
+def make_sources(spec: SpeedConfig, folder: Path) -> list[str]:
+    """Save ``NUM_SOURCES`` random-init sources of the target's architecture in ``folder``."""
+    import torch
+
+    from transmem.models import build_predictor
+    from transmem.run import MODEL_FILE, save_model
+
+    config = spec.run_config()
+    paths = []
+    for n in range(NUM_SOURCES):
+        path = folder / f"source{n}"
+        if not (path / MODEL_FILE).exists():
+            torch.manual_seed(100 + n)
+            path.mkdir(parents=True, exist_ok=True)
+            save_model(build_predictor(config.model, spec.channels), config, path / MODEL_FILE)
+        paths.append(str(path))
+    return paths
+
+
+@dataclass
+class Workload:
+    """A training-step closure and what it trains."""
+
+    step: Callable[[], None]
+    model: "torch.nn.Module"
+    method: object
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
+
+
+def build_workload(
+    spec: SpeedConfig, variant: str, folder: Path, precision: str = "float32", compile_model: bool = False
+) -> Workload:
+    """One training step of ``variant`` as the training loop runs it (see module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
+    from transmem.training.sampling import batch_indices, teacher_mask
+    from transmem.transfer.methods import METHODS
+
+    if variant == "plain":
+        config = spec.run_config()
+    else:
+        sources = make_sources(spec, folder)
+        config = spec.run_config("tmu", sources, variant, str(folder / "bank"))
+    torch.manual_seed(config.train.seed)
+    if config.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    dataset = RandomSequences(spec, config.data.train_size)
+    method = METHODS[config.transfer.method](config, folder / "run", torch.device("cpu"))
+    model = method.build_model()
+    method.initialize(model)
+    method.prepare(model, dataset, progress=False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    forward_model = torch.compile(model) if compile_model else model
+    generator = torch.Generator().manual_seed(1)
+    data = config.data
+    counter = {"iteration": 0}
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else _nothing()
+
+    def step() -> None:
+        iteration = counter["iteration"]
+        counter["iteration"] += 1
+        indices = batch_indices(iteration, data.batch_size, len(dataset), False, data.seed)
+        mask = teacher_mask(data.batch_size, data.total_len, data.input_len, 1.0, 0.5, generator)
+        frames = torch.stack([dataset[i] for i in indices])
+        with autocast():
+            rollout = forward_model(frames, mask, **method.forward_kwargs(frames, iteration))
+            loss = F.mse_loss(rollout.predictions.float(), frames[:, 1:])
+            for weight, value in method.losses(model, indices, rollout).values():
+                if weight > 0:
+                    loss = loss + weight * value.float()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"speed: non-finite loss in the {variant} step")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return Workload(step, model, method)
+
+
+def build_inference(spec: SpeedConfig, tmu: bool) -> Callable[[], Tensor]:
+    """Predict T_out frames from T_in for one batch, with no source loaded."""
+    import torch
+
+    from transmem.models import build_predictor
+
+    torch.manual_seed(0)
+    model = build_predictor(spec.run_config().model, spec.channels, _tmu_layout(spec) if tmu else None).eval()
+    inputs = torch.rand(spec.batch, spec.input_len, spec.channels, spec.frame_size, spec.frame_size)
+    horizon = spec.total_len - spec.input_len
+    return lambda: model.predict(inputs, horizon)
+
+
+def conv_alone_seconds(spec: SpeedConfig, shapes: list[ConvShape], warmup: int, repeats: int) -> Timing:
+    """Time the step's convolutions alone at the same shapes (forward, + backward if trained).
+
+    Every distinct shape is timed on its own (median of ``repeats``) and weighted by how
+    often the step runs it; the returned timing is the sum per repeat.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    side = spec.frame_size // spec.patch
+    distinct: dict[tuple, int] = {}
+    for s in shapes:
+        key = (s.in_channels, s.out_channels, s.kernel, s.backward)
+        distinct[key] = distinct.get(key, 0) + s.count
+    functions, weights = {}, {}
+    generator = torch.Generator().manual_seed(0)
+    for (cin, cout, kernel, backward), count in distinct.items():
+        x = torch.randn(spec.batch, cin, side, side, generator=generator, requires_grad=backward)
+        weight = torch.randn(cout, cin, kernel, kernel, generator=generator, requires_grad=backward) * 0.05
+        weight = weight.detach().requires_grad_(backward)
+        bias = torch.zeros(cout, requires_grad=backward)
+        grad = torch.randn(spec.batch, cout, side, side, generator=generator)
+
+        def run(x=x, weight=weight, bias=bias, grad=grad, kernel=kernel, backward=backward):
+            if backward:
+                out = F.conv2d(x, weight, bias, padding=kernel // 2)
+                torch.autograd.grad(out, (x, weight, bias), grad)
+            else:
+                with torch.no_grad():
+                    F.conv2d(x, weight, bias, padding=kernel // 2)
+
+        name = f"{cin}-{cout}-{kernel}-{backward}"
+        functions[name], weights[name] = run, count
+    timings = measure_interleaved(functions, warmup, repeats)
+    total = Timing([sum(weights[n] * timings[n].seconds[r] for n in functions) for r in range(repeats)])
+    return total
+
+
+# ----------------------------------------------------------------------------- peak memory
+
+
+def _status_kb() -> dict[str, int]:
+    """Memory fields of ``/proc/self/status`` in kB (empty off Linux)."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile") and value.strip().endswith("kB"):
+            fields[name] = int(value.split()[0])
+    return fields
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class _AnonymousPeak:
+    """Samples the process's anonymous resident memory (heap, tensors) every millisecond.
+
+    The kernel keeps a peak only of the whole RSS, which also counts the pages of mapped
+    files (the cached bank's memmap, shared libraries): page cache that the kernel may drop.
+    """
+
+    def __init__(self, interval: float = 0.001) -> None:
+        import threading
+
+        self.interval, self.peak = interval, _status_kb().get("RssAnon", 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, _status_kb().get("RssAnon", 0))
+
+    def __enter__(self) -> "_AnonymousPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _status_kb().get("RssAnon", 0))
+
+
+def memory_worker(payload: dict) -> dict:
+    """In a fresh process: set up one training variant, run steps, report its memory.
+
+    Linux: the peak RSS during the steps (VmHWM, reset before them) and the peak anonymous
+    RSS (sampled), each also as growth over the resident memory before the steps. Elsewhere
+    only ``ru_maxrss`` (whole process, an upper bound: it survives exec from a bigger parent).
+    """
+    import torch
+
+    spec = SpeedConfig(**{**payload["spec"], "hidden": tuple(payload["spec"]["hidden"])})
+    if payload.get("threads"):
+        torch.set_num_threads(payload["threads"])
+    workload = build_workload(spec, payload["variant"], Path(payload["folder"]))
+    before = _status_kb()
+    if not before or not _reset_peak():
+        for _ in range(payload["steps"]):
+            workload.step()
+        return {"peak_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)}
+    with _AnonymousPeak() as anonymous:
+        for _ in range(payload["steps"]):
+            workload.step()
+    after = _status_kb()
+    mb = 1 / 1024
+    return {
+        "peak_process_mb": max(before["VmHWM"], after["VmHWM"]) * mb,
+        "rss_before_steps_mb": before["VmRSS"] * mb,
+        "peak_steps_mb": after["VmHWM"] * mb,
+        "step_growth_mb": (after["VmHWM"] - before["VmRSS"]) * mb,
+        "anon_before_steps_mb": before["RssAnon"] * mb,
+        "peak_anon_steps_mb": anonymous.peak * mb,
+        "anon_growth_mb": (anonymous.peak - before["RssAnon"]) * mb,
+        "file_rss_after_mb": after["RssFile"] * mb,
+        "file_rss_growth_mb": (after["RssFile"] - before["RssFile"]) * mb,
+    }
+
+
+def measure_memory(spec: SpeedConfig, variant: str, folder: Path, steps: int, threads: int | None) -> dict:
+    payload = {"spec": asdict(spec), "variant": variant, "folder": str(folder), "steps": steps, "threads": threads}
+    code = "import json, sys; from transmem.speed import memory_worker; print(json.dumps(memory_worker(json.loads(sys.argv[1]))))"
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(payload)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"speed: memory measurement of {variant} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class Check:
+    name: str
+    value: float
+    target: str  # e.g. "<= 1.25"
+
+    @property
+    def passed(self) -> bool:
+        op, bound = self.target.split()
+        return self.value <= float(bound) if op == "<=" else self.value >= float(bound)
+
+
+def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str], None]) -> dict:
+    """Every measurement of one configuration (a JSON-able dict)."""
+    warmup, repeats = args.warmup, args.repeats
+    side = spec.frame_size // spec.patch
+    result: dict = {"config": asdict(spec), "description": spec.describe(), "train": {}, "inference": {}, "memory": {}}
+
+    log(f"[{spec.name}] building the variants (sources, cached bank) ...")
+    workloads = {variant: build_workload(spec, variant, folder) for variant in TRAIN_VARIANTS}
+    log(f"[{spec.name}] timing training steps ({warmup} warm-up, {repeats} repeats, interleaved) ...")
+    steps = measure_interleaved({v: w.step for v, w in workloads.items()}, warmup, repeats)
+    del workloads
+    for variant, timing in steps.items():
+        shapes = step_convs(spec, variant)
+        result["train"][variant] = {**timing.summary(), "conv_gflop": total_flops(spec, shapes) / 1e9}
+
+    log(f"[{spec.name}] timing the step's convolutions alone ...")
+    for variant in TRAIN_VARIANTS:
+        shapes = step_convs(spec, variant)
+        alone = conv_alone_seconds(spec, shapes, max(1, warmup), repeats)
+        entry = result["train"][variant]
+        entry["conv_alone"] = alone.summary()
+        entry["step_gflops"] = entry["conv_gflop"] / entry["median"]
+        entry["conv_alone_gflops"] = entry["conv_gflop"] / alone.median
+        entry["conv_shapes"] = [
+            {**asdict(s), "gflop": s.flops(spec.batch, side, side) / 1e9} for s in shapes
+        ]
+
+    log(f"[{spec.name}] timing inference ...")
+    inference = measure_interleaved({"backbone": build_inference(spec, False), "tmu": build_inference(spec, True)}, warmup, repeats)
+    for name, timing in inference.items():
+        result["inference"][name] = {**timing.summary(), "sequences_per_second": spec.batch / timing.median}
+
+    extra = []
+    if args.precision == "bf16":
+        extra.append(("bf16", "bf16", False))
+    if args.compile:
+        extra.append(("compile", "float32", True))
+    if args.precision == "bf16" and args.compile:
+        extra.append(("bf16+compile", "bf16", True))
+    result["options"] = {}
+    baselines = {variant: build_workload(spec, variant, folder) for variant in ("plain", "cached")} if extra else {}
+    for label, precision, compiled in extra:
+        log(f"[{spec.name}] timing the step with {label} ...")
+        for variant, baseline in baselines.items():
+            workload = build_workload(spec, variant, folder, precision, compiled)
+            started = time.perf_counter()
+            workload.step()  # compiles, if asked
+            first = time.perf_counter() - started
+            # interleaved with a float32 eager step of the same variant, so both see the same load
+            timing = measure_interleaved({"float32": baseline.step, label: workload.step}, warmup, repeats)
+            speedup = timing["float32"].median / timing[label].median
+            result["options"][f"{variant} {label}"] = {**timing[label].summary(), "first_step": first, "speedup": speedup}
+    del baselines
+
+    if not args.no_memory:
+        log(f"[{spec.name}] peak memory, one fresh process per variant ...")
+        for variant in TRAIN_VARIANTS:
+            result["memory"][variant] = measure_memory(spec, variant, folder, args.memory_steps, args.threads)
+
+    train, inf = result["train"], result["inference"]
+    checks = [
+        Check("TMU cached / plain step time", train["cached"]["median"] / train["plain"]["median"], "<= 1.25"),
+        Check("TMU live / cached step time", train["live"]["median"] / train["cached"]["median"], ">= 1.8"),
+        Check("plain step / its convs alone, GFLOP/s", train["plain"]["step_gflops"] / train["plain"]["conv_alone_gflops"], ">= 0.6"),
+        Check("cached step / its convs alone, GFLOP/s", train["cached"]["step_gflops"] / train["cached"]["conv_alone_gflops"], ">= 0.6"),
+        Check("TMU / backbone inference time", inf["tmu"]["median"] / inf["backbone"]["median"], "<= 1.15"),
+    ]
+    memory = result["memory"]
+    if memory:
+        # the steps' own growth of the anonymous memory (Linux), else whole-process peaks
+        key = "anon_growth_mb" if "anon_growth_mb" in memory["cached"] else "peak_process_mb"
+        label = "step heap growth" if key == "anon_growth_mb" else "process peak"
+        checks.append(Check(f"cached / live peak memory ({label})", memory["cached"][key] / memory["live"][key], "<= 1.0"))
+    result["checks"] = [{"name": c.name, "value": c.value, "target": c.target, "passed": c.passed} for c in checks]
+    return result
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 10 else f"{seconds:.2f} s"
+
+
+def _spread(entry: dict, scale: Callable[[float], str] = _ms) -> str:
+    return f"IQR {scale(entry['q1'])} - {scale(entry['q3'])}, range {scale(entry['min'])} - {scale(entry['max'])}"
+
+
+def machine_line(threads: int) -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {threads} threads, Python {platform.python_version()}"
+
+
+def format_table(result: dict, repeats: int, warmup: int) -> str:
+    lines = [f"== {result['config']['name']}: {result['description']}"]
+    lines.append(f"   medians of {repeats} after {warmup} warm-up, spread = inter-quartile range (IQR) and min - max")
+    row = "  {:<44s} {:>16s}   {}"
+    lines.append(row.format("measurement", "median", "spread"))
+    for variant, entry in result["train"].items():
+        lines.append(row.format(f"train step, {VARIANT_LABELS[variant]}", _ms(entry["median"]), _spread(entry)))
+    for name, entry in result["inference"].items():
+        label = "ConvLSTM" if name == "backbone" else "TMU (no source loaded)"
+        rate = f"{entry['sequences_per_second']:.1f} seq/s"
+        lines.append(row.format(f"inference, {label}", rate, f"{_ms(entry['median'])} per batch, " + _spread(entry)))
+    for variant, entry in result["train"].items():
+        lines.append(
+            row.format(
+                f"GFLOP/s, {VARIANT_LABELS[variant]}",
+                f"{entry['step_gflops']:.1f}",
+                f"{entry['conv_gflop']:.3g} GFLOP of convolutions per step; the same convolutions alone "
+                f"{entry['conv_alone_gflops']:.1f} GFLOP/s ({_ms(entry['conv_alone']['median'])})",
+            )
+        )
+    for name, entry in result.get("options", {}).items():
+        lines.append(
+            row.format(
+                f"train step, {name}",
+                _ms(entry["median"]),
+                f"speedup x{entry['speedup']:.2f} over float32 eager; first step {_ms(entry['first_step'])}; " + _spread(entry),
+            )
+        )
+    for variant, entry in result["memory"].items():
+        if "anon_growth_mb" in entry:
+            value = f"+{entry['anon_growth_mb']:.0f} MB"
+            detail = (
+                f"heap (anonymous RSS, sampled every ms) peak {entry['peak_anon_steps_mb']:.0f} MB over "
+                f"{entry['anon_before_steps_mb']:.0f} MB before the steps; whole RSS peak {entry['peak_steps_mb']:.0f} MB "
+                f"(+{entry['step_growth_mb']:.0f} MB, mapped files +{entry['file_rss_growth_mb']:.0f} MB)"
+            )
+        else:
+            value, detail = f"{entry['peak_process_mb']:.0f} MB", "whole process peak (ru_maxrss)"
+        lines.append(row.format(f"step memory, {VARIANT_LABELS[variant]}", value, detail))
+    lines.append("  ratios (targets of the speed issue):")
+    for check in result["checks"]:
+        status = "PASS" if check["passed"] else "FAIL"
+        lines.append(f"    {check['name']:<48s} {check['value']:7.2f}   target {check['target']:<7s} {status}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="both", choices=["small", "paper", "both"], help="configuration(s) to measure")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 10, --quick 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (default 2, --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="few repeats: a rough table in a short time")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bf16"], help="also time the step under bf16 autocast")
+    parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--memory-steps", type=int, default=None, help="training steps per peak-memory process (default 3, --quick 2)")
+    parser.add_argument("--json", help="also write every measurement to this JSON file")
+    parser.add_argument("--workdir", help="folder for the sources and the cached bank (default: a temporary folder)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 if a target fails")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: a tiny configuration
+
+
+def run(args) -> int:
+    import torch
+
+    from transmem.config import ConfigError
+
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 10
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 2
+    if args.memory_steps is None:
+        args.memory_steps = 2 if args.quick else 3
+    if args.repeats < 1 or args.warmup < 0 or args.memory_steps < 1 or (args.threads is not None and args.threads < 1):
+        raise ConfigError("speed: --repeats, --memory-steps and --threads must be >= 1, --warmup >= 0")
+    names = ["tiny"] if args.tiny else (["small", "paper"] if args.config == "both" else [args.config])
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    # the workloads set process-wide torch state as the training loop does; put it back afterwards
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        header = f"transmem speed: {machine_line(torch.get_num_threads())}; float32 unless stated"
+        results = []
+        with tempfile.TemporaryDirectory(prefix="transmem-speed-") as tmp:
+            root = Path(args.workdir) if args.workdir else Path(tmp)
+            for name in names:
+                folder = root / name
+                folder.mkdir(parents=True, exist_ok=True)
+                results.append(benchmark_config(CONFIGS[name], args, folder, log))
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+    print(header)
+    for result in results:
+        print(format_table(result, args.repeats, args.warmup))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": header, "results": results}, indent=1))
+    failed = [c for r in results for c in r["checks"] if not c["passed"]]
+    return 1 if args.strict and failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - ``python -m transmem.speed``
+    parser = argparse.ArgumentParser(prog="transmem speed", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""``transmem speed``: the table, its ratios and the FLOP counting (no timing is asserted)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from transmem import speed
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    speed.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_conv_flops_by_hand():
+    # 2 * Cin * Cout * k * k * H * W * B
+    assert speed.conv_flops(48, 128, 3, 16, 16, 8) == 2 * 48 * 128 * 9 * 16 * 16 * 8 == 226_492_416
+    assert speed.conv_flops(32, 16, 1, 16, 16) == 262_144
+
+
+def test_step_flops_of_the_small_configuration_by_hand():
+    spec = speed.CONFIGS["small"]  # ConvLSTM 2 x 32, 3x3, batch 8, 64x64 frames, patch 4 -> 16x16, 19 steps
+    hw_b = 16 * 16 * 8
+    layer0 = 2 * (16 + 32) * (4 * 32) * 9 * hw_b  # gates of [x (16 patch channels), H]
+    layer1 = 2 * (32 + 32) * (4 * 32) * 9 * hw_b
+    output = 2 * 32 * 16 * hw_b  # 1x1, back to 16 patch channels
+    plain = 19 * 3 * (layer0 + layer1 + output)  # forward + backward (2x forward), 19 steps
+    assert speed.total_flops(spec, speed.step_convs(spec, "plain")) == plain
+
+    tmu_layer0 = 2 * (16 + 32) * (6 * 32) * 9 * hw_b  # 4 + N = 6 gate groups for N = 2 sources
+    distillers = 2 * 32 * (2 * 32) * hw_b  # two 1x1 distillers
+    cached = 19 * 3 * (tmu_layer0 + distillers + layer1 + output)
+    assert speed.total_flops(spec, speed.step_convs(spec, "cached")) == cached
+
+    sources = 2 * 19 * (layer0 + layer1 + output)  # two frozen sources, forward only
+    assert speed.total_flops(spec, speed.step_convs(spec, "live")) == cached + sources
+
+
+def test_paper_configuration_shapes():
+    spec = speed.CONFIGS["paper"]
+    assert (spec.hidden, spec.kernel, spec.batch, spec.frame_size, spec.patch) == ((64, 64, 64, 64), 5, 8, 64, 4)
+    assert (spec.input_len, spec.total_len) == (10, 20)
+    shapes = speed.step_convs(spec, "plain")
+    assert [(s.in_channels, s.out_channels, s.kernel) for s in shapes] == [(80, 256, 5), (128, 256, 5), (128, 256, 5), (128, 256, 5), (64, 16, 1)]
+
+
+def test_check_marks_pass_and_fail():
+    assert speed.Check("a", 1.2, "<= 1.25").passed
+    assert not speed.Check("a", 1.3, "<= 1.25").passed
+    assert speed.Check("b", 1.9, ">= 1.8").passed
+    assert not speed.Check("b", 1.5, ">= 1.8").passed
+
+
+def test_timing_statistics():
+    timing = speed.Timing([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert timing.median == 3.0
+    assert timing.quartiles == (2.0, 4.0)
+    assert timing.summary()["min"] == 1.0 and timing.summary()["max"] == 5.0
+
+
+@pytest.mark.slow
+def test_run_prints_every_row_and_ratio(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    args = _parse("--tiny", "--repeats", "2", "--warmup", "1", "--memory-steps", "1", "--precision", "bf16", "--json", str(out))
+    assert speed.run(args) == 0
+    table = capsys.readouterr().out
+    for row in (
+        "train step, plain ConvLSTM",
+        "train step, TMU, live bank",
+        "train step, TMU, cached bank",
+        "inference, ConvLSTM",
+        "inference, TMU (no source loaded)",
+        "GFLOP/s, plain ConvLSTM",
+        "GFLOP/s, TMU, cached bank",
+        "step memory, TMU, live bank",
+        "step memory, TMU, cached bank",
+        "train step, plain bf16",
+        "train step, cached bf16",
+        "TMU cached / plain step time",
+        "TMU live / cached step time",
+        "plain step / its convs alone, GFLOP/s",
+        "cached step / its convs alone, GFLOP/s",
+        "TMU / backbone inference time",
+        "cached / live peak memory",
+    ):
+        assert row in table, row
+    assert table.count("PASS") + table.count("FAIL") == 6
+    assert "IQR" in table and "seq/s" in table
+    saved = json.loads(out.read_text())
+    (result,) = saved["results"]
+    assert len(result["checks"]) == 6
+    assert set(result["train"]) == {"plain", "live", "cached"}
+    for entry in result["train"].values():
+        assert entry["n"] == 2 and entry["median"] > 0 and entry["conv_alone_gflops"] > 0
+    assert all(entry["peak_process_mb"] > 0 for entry in result["memory"].values())
+
+
+def test_strict_exit_status_follows_the_checks(monkeypatch, tmp_path, capsys):
+    def fake(spec, args, folder, log):
+        return {
+            "config": {"name": spec.name}, "description": "", "train": {}, "inference": {}, "memory": {},
+            "checks": [{"name": "x", "value": 2.0, "target": "<= 1.25", "passed": False}],
+        }  # fmt: skip
+
+    monkeypatch.setattr(speed, "benchmark_config", fake)
+    assert speed.run(_parse("--tiny", "--quick")) == 0
+    assert speed.run(_parse("--tiny", "--quick", "--strict")) == 1
+    assert "FAIL" in capsys.readouterr().out
