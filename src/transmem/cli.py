@@ -243,11 +243,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("transmem: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         from transmem.training.distributed import shutdown_distributed
 
         shutdown_distributed()
+    # Interrupted. Exit here: CPython remembers a KeyboardInterrupt raised inside some
+    # extension code paths even once handled, and would end the process "killed by SIGINT"
+    # (status -2) instead of 130. Everything transmem writes is already atomic and closed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover
