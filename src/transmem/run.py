@@ -147,23 +147,19 @@ class Predictor:
         """Predict ``horizon`` frames (default: the run's T_out) after ``frames``.
 
         Args:
-            frames: ``(B, T_in, C, H, W)`` float in [0, 1] (a numpy array is accepted).
+            frames: ``(B, T_in, C, H, W)`` float in [0, 1] or uint8 (a numpy array is accepted).
         Returns:
             ``(B, horizon, C, H, W)`` float32, clipped to [0, 1].
         """
-        from transmem.data import DataError
+        from transmem.data import DataError, validate_frames
 
-        frames = torch.as_tensor(frames, dtype=torch.float32)
+        frames = validate_frames(torch.as_tensor(frames), "frames")  # uint8 scaled; NaN, inf, range refused
         if frames.dim() != 5:
             raise DataError(f"frames must be (B, T_in, C, H, W), got shape {tuple(frames.shape)}")
         if frames.shape[2] != self.model.channels:
             raise DataError(f"frames have {frames.shape[2]} channels, the model takes {self.model.channels}")
         if frames.shape[-1] % self.model.patch or frames.shape[-2] % self.model.patch:
             raise DataError(f"frame size {tuple(frames.shape[-2:])} is not divisible by the patch size {self.model.patch}")
-        if not torch.isfinite(frames).all():
-            raise DataError("frames contain NaN or inf")
-        if frames.min() < 0 or frames.max() > 1:
-            raise DataError(f"frames must be in [0, 1], got range [{frames.min():.3g}, {frames.max():.3g}]")
         if horizon is None:
             horizon = self.config.data.total_len - self.config.data.input_len
         out = self.model.predict(frames.to(self.device), horizon)
