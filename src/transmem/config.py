@@ -119,7 +119,7 @@ class TrainConfig:
     val_every: int = 0  # 0 = only at the end
     deterministic: bool = True
     tensorboard: bool = False
-    data_workers: int = 0  # DataLoader worker processes generating batches ahead of the step
+    precision: str = "float32"  # float32 | bf16 (autocast of the training step; opt-in)
 
     def validate(self) -> None:
         _positive(self, "iterations", "log_every", "checkpoint_every", "keep_checkpoints")
@@ -133,7 +133,9 @@ class TrainConfig:
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"train.{key}: must be a fraction in [0, 1], got {value}")
-        _non_negative(self, "grad_clip", "lr_step", "val_every", "data_workers")
+        _non_negative(self, "grad_clip", "lr_step", "val_every")
+        if self.precision not in ("float32", "bf16"):
+            raise ConfigError(f"train.precision: expected 'float32' or 'bf16', got {self.precision!r}")
         if self.sampling == "reverse" and self.reverse_start > self.sampling_stop:
             raise ConfigError("train.reverse_start: must not exceed train.sampling_stop")
 

@@ -213,17 +213,19 @@ def train(
             frames = torch.where(flip, frames.flip(1), frames)
 
         forward_kwargs = method.forward_kwargs(frames, iteration)
-        rollout = forward_model(frames, mask.to(device), collect_decoupling=model.uses_decoupling, **forward_kwargs)
-        prediction = F.mse_loss(rollout.predictions, frames[:, 1:])
-        loss = prediction
-        terms = {"prediction": prediction}
-        for name, (weight, value) in method.losses(model, indices, rollout).items():
-            terms[name] = value
-            if weight > 0:
-                loss = loss + weight * value
-        if model.uses_decoupling:
-            terms["decouple"] = decoupling_loss(rollout.decoupling)
-            loss = loss + config.model.decouple_weight * terms["decouple"]
+        # bf16 autocast (opt-in): convolutions in bfloat16, losses in float32 (autocast's fp32 list).
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16"):
+            rollout = forward_model(frames, mask.to(device), collect_decoupling=model.uses_decoupling, **forward_kwargs)
+            prediction = F.mse_loss(rollout.predictions, frames[:, 1:])
+            loss = prediction
+            terms = {"prediction": prediction}
+            for name, (weight, value) in method.losses(model, indices, rollout).items():
+                terms[name] = value
+                if weight > 0:
+                    loss = loss + weight * value
+            if model.uses_decoupling:
+                terms["decouple"] = decoupling_loss(rollout.decoupling)
+                loss = loss + config.model.decouple_weight * terms["decouple"]
         if not torch.isfinite(loss):
             bar.close()
             raise TrainingDiverged(
