@@ -43,6 +43,7 @@ def test_every_method_runs_and_results_are_written(tiny_benchmark):
         assert len(list(csv.DictReader(handle))) == len(methods)
     saved = json.loads((out / "results.json").read_text())
     assert saved["environment"]["torch"] and saved["sources"]["digits1"]["mse"] > 0
+    assert "Time to quality" in table  # no validation split in this tiny run: every entry is "-"
     # the TMU runs share one cached memory bank folder per (sources, dataset, layers)
     assert len([p for p in (out / "memory_bank").iterdir() if p.is_dir()]) == 1
 
@@ -98,3 +99,17 @@ def test_plan_covers_every_seed_and_finetune_source(tmp_path):
 def test_cli_rejects_unknown_suite(capsys):
     assert main(["benchmark", "nope", "--out", "x"]) == 2
     assert "unknown suite 'nope'" in capsys.readouterr().err
+
+
+def test_time_to_quality_reads_validation_and_training_logs(tmp_path):
+    from transmem.benchmark.runner import time_to_quality, train_seconds
+
+    (tmp_path / "train.csv").write_text(
+        "iteration,loss,seconds_per_iteration\n10,1,0.5\n20,1,0.25\n30,1,1.0\n"
+    )
+    (tmp_path / "val.csv").write_text("iteration,mse,mae,ssim,psnr\n10,90,0,0,0\n20,70,0,0,0\n30,60,0,0,0\n")
+    assert train_seconds(tmp_path) == 10 * 0.5 + 10 * 0.25 + 10 * 1.0
+    assert time_to_quality(tmp_path, 75.0) == (20.0, 7.5)
+    assert time_to_quality(tmp_path, 90.0) == (10.0, 5.0)
+    iterations, seconds = time_to_quality(tmp_path, 50.0)
+    assert iterations != iterations and seconds != seconds  # NaN: never reached

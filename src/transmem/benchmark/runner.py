@@ -34,7 +34,7 @@ from transmem.evaluation.evaluate import evaluate_run
 from transmem.evaluation.pictures import plot_per_frame, plot_transfer_gates, save_gif_grid
 from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
 from transmem.run import MODEL_FILE, load_model
-from transmem.training.loop import TRAIN_LOG, train
+from transmem.training.loop import TRAIN_LOG, VAL_LOG, train
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 
@@ -43,8 +43,8 @@ def configs_root() -> Path:
     return Path(str(files("transmem") / "configs"))
 
 
-def train_seconds(run_dir: Path) -> float:
-    """Wall time of training, summed from the logged seconds per iteration."""
+def train_seconds(run_dir: Path, until: int | None = None) -> float:
+    """Wall time of training (up to iteration ``until``), summed from the logged seconds per iteration."""
     path = run_dir / TRAIN_LOG
     if not path.exists():
         return float("nan")
@@ -52,9 +52,31 @@ def train_seconds(run_dir: Path) -> float:
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             iteration = int(row["iteration"])
+            if until is not None and iteration > until:
+                break
             total += float(row["seconds_per_iteration"]) * (iteration - previous)
             previous = iteration
     return total
+
+
+def validation_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """``(iteration, validation mse)`` rows of a run's val.csv, in order."""
+    path = run_dir / VAL_LOG
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [(int(r["iteration"]), float(r["mse"])) for r in csv.DictReader(handle)]
+
+
+def time_to_quality(run_dir: Path, target_mse: float) -> tuple[float, float]:
+    """Iterations and training seconds until the validation MSE first reaches ``target_mse``.
+
+    ``(nan, nan)`` if it never does (or the run logged no validation curve).
+    """
+    for iteration, mse in validation_curve(run_dir):
+        if mse <= target_mse:
+            return float(iteration), round(train_seconds(run_dir, iteration), 1)
+    return float("nan"), float("nan")
 
 
 def _finished(run_dir: Path) -> bool:
@@ -149,6 +171,15 @@ def run_benchmark(
         rows.append(row)
         per_run.append({**entry, "metrics": metrics, "run_dir": str(entry["run_dir"])})
 
+    # Time to quality: when each run's validation MSE first reaches the final validation
+    # MSE of training from scratch with the same seed.
+    scratch_final = {
+        r["seed"]: curve[-1][1] for r in per_run if r["method"] == "scratch" and (curve := validation_curve(Path(r["run_dir"])))
+    }
+    for row, run in zip(rows, per_run):
+        target = scratch_final.get(row["seed"], float("nan"))
+        row["iterations_to_scratch"], row["seconds_to_scratch"] = time_to_quality(Path(run["run_dir"]), target)
+
     results = write_results(suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started)
     log(results["table"])
     log(f"wrote {out / 'results.md'}, results.csv, results.json, per_frame.png, predictions.gif")
@@ -226,6 +257,13 @@ def environment() -> dict:
     }
 
 
+def _time_to_quality_text(row: dict) -> str:
+    iterations, seconds = row.get("iterations_to_scratch"), row.get("seconds_to_scratch")
+    if iterations is None or iterations != iterations:  # missing or NaN
+        return f"{row['method']} (seed {row['seed']}) -"
+    return f"{row['method']} (seed {row['seed']}) {int(iterations)} it / {seconds} s"
+
+
 def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) -> str:
     env = results["environment"]
     lines = [
@@ -240,6 +278,10 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         "",
         "Training wall time per run (s): "
         + ", ".join(f"{r['method']} (seed {r['seed']}) {r['train_seconds']}" for r in results["rows"]),
+        "",
+        "Time to quality (iterations and seconds until the validation MSE first reaches the final validation MSE "
+        "of scratch with the same seed; '-' = never): "
+        + ", ".join(_time_to_quality_text(r) for r in results["rows"]),
         "",
         "Sources on their own test sets: "
         + ", ".join(

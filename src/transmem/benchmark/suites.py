@@ -81,6 +81,7 @@ PROFILES: dict[str, Profile] = {
         target_overrides=(
             "train.iterations=300",
             "train.checkpoint_every=100",
+            "train.val_every=50",
             "data.train_size=400",
             "data.val_size=50",
             "data.test_size=100",
@@ -91,7 +92,7 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         seeds=(0, 1, 2),
         source_overrides=("train.iterations=6000", "train.checkpoint_every=250"),
-        target_overrides=("train.iterations=1500", "train.checkpoint_every=250"),
+        target_overrides=("train.iterations=1500", "train.checkpoint_every=250", "train.val_every=250"),
         gif_sequences=6,
         notes="3 seeds; sources 6000 iterations, targets 1500 iterations on 1000 training sequences",
     ),
