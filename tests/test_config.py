@@ -80,3 +80,10 @@ def test_property_values_accepted_iff_valid(iterations, lr, stop):
     else:
         with pytest.raises(ConfigError, match=r"^train\."):
             config_from_dict(raw)
+
+
+def test_retired_keys_load_from_stored_configs_only(tmp_path):
+    raw = tiny_raw(train={"data_workers": 0})
+    with pytest.raises(ConfigError, match="train.data_workers: unknown key"):
+        config_from_dict(raw)
+    assert config_from_dict(raw, stored=True) == config_from_dict(tiny_raw())

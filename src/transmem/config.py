@@ -340,15 +340,31 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def config_from_dict(raw: dict, overrides: list[str] | None = None) -> RunConfig:
-    raw = apply_overrides(_deep_copy(raw), overrides or [])
+#: Keys that earlier versions wrote into saved configs and that no longer exist. They had
+#: no effect on results, so a stored configuration (a run's config.toml, a model or
+#: checkpoint) holding them still loads; in a user's config file they are unknown keys.
+RETIRED_KEYS: dict[str, tuple[str, ...]] = {"train": ("data_workers",)}
+
+
+def config_from_dict(raw: dict, overrides: list[str] | None = None, *, stored: bool = False) -> RunConfig:
+    """Build and validate a RunConfig; ``stored=True`` drops :data:`RETIRED_KEYS` first."""
+    raw = _deep_copy(raw)
+    if stored:
+        for section, keys in RETIRED_KEYS.items():
+            for key in keys:
+                if isinstance(raw.get(section), dict):
+                    raw[section].pop(key, None)
+    raw = apply_overrides(raw, overrides or [])
     config = build_dataclass(RunConfig, raw)
     config.validate()
     return config
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read, override, type-check and validate a TOML run configuration."""
+def load_config(path: str | Path, overrides: list[str] | None = None, *, stored: bool = False) -> RunConfig:
+    """Read, override, type-check and validate a TOML run configuration.
+
+    ``stored=True`` for a configuration transmem saved itself (see :data:`RETIRED_KEYS`).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -356,7 +372,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raw = tomllib.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as error:  # TOMLDecodeError, huge integers, bad UTF-8
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
-    return config_from_dict(raw, overrides)
+    return config_from_dict(raw, overrides, stored=stored)
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

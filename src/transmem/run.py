@@ -65,7 +65,7 @@ def save_model(model: RecurrentPredictor, config: RunConfig, path: Path, extra: 
 
 def _config_from_toml(text: str, where: Path) -> RunConfig:
     try:
-        return config_from_dict(tomllib.loads(text))
+        return config_from_dict(tomllib.loads(text), stored=True)
     except (tomllib.TOMLDecodeError, ConfigError) as error:
         raise CheckpointError(f"{where}: its stored configuration is invalid ({error})") from None
 

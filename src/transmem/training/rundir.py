@@ -55,7 +55,7 @@ def check_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> bool
     if not saved.exists():
         return False
     try:
-        differences = config_differences(load_config(saved), config)
+        differences = config_differences(load_config(saved, stored=True), config)
     except ConfigError as error:
         differences = [f"(unreadable saved config: {error})"]
     if not differences:
