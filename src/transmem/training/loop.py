@@ -264,6 +264,7 @@ def train(
         if val_set is not None and ctx.is_main and config.train.val_every and done % config.train.val_every == 0 and done < total:
             _validate(model, val_set, config, run_dir, done, device)
             model.train()
+            tick = time.time()  # seconds_per_iteration counts training only, not validation
         if stop_at is not None and done >= stop_at and done < total:
             if ctx.is_main:
                 _save(checkpoints, done, model, optimizer, scheduler, generator, config, method)
