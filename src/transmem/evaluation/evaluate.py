@@ -87,5 +87,6 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     atomic_write_text(out, json.dumps(result, indent=1))
     if result["transfer_gates"]:
         names = [Path(s).name for s in config.transfer.sources]
-        plot_transfer_gates(out.with_name("transfer_gates.png"), result["transfer_gates"], names, input_len=config.data.input_len)
+        layers = {f"layer {int(k) + 1}": v for k, v in result["transfer_gates"].items()}
+        plot_transfer_gates(out.with_name("transfer_gates.png"), layers, names, input_len=config.data.input_len)
     return result
