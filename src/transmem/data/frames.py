@@ -50,11 +50,7 @@ def validate_frames(array, name: str, *, ndim: int | None = None):
         return array.astype(np.float32) / np.float32(255.0)
     if array.dtype.type not in _FLOAT_DTYPES:
         raise DataError(f"{name}: unsupported dtype {array.dtype} (expected uint8 or float in [0, 1])")
-    if not np.isfinite(array).all():
-        raise DataError(f"{name}: contains NaN or infinite values")
-    low, high = array.min(), array.max()  # checked in the stored precision, before rounding
-    if low < 0 or high > 1:
-        raise DataError(f"{name}: float values must lie in [0, 1], found range [{float(low):g}, {float(high):g}]")
+    _check_float_values(bool(np.isfinite(array).all()), array.min, array.max, name)
     return np.asarray(array, dtype=np.float32)
 
 
@@ -63,12 +59,18 @@ def _validate_tensor(tensor: torch.Tensor, name: str) -> torch.Tensor:
         return tensor.to(torch.float32) / 255.0
     if tensor.dtype not in _TORCH_FLOATS:
         raise DataError(f"{name}: unsupported dtype {tensor.dtype} (expected uint8 or float in [0, 1])")
-    if not torch.isfinite(tensor).all():
+    _check_float_values(bool(torch.isfinite(tensor).all()), tensor.min, tensor.max, name)
+    return tensor.to(torch.float32)
+
+
+def _check_float_values(all_finite: bool, minimum, maximum, name: str) -> None:
+    """Refuse NaN/inf, then values outside [0, 1]; ``minimum`` / ``maximum`` are called only
+    for finite data and compare in the stored precision, before any rounding."""
+    if not all_finite:
         raise DataError(f"{name}: contains NaN or infinite values")
-    low, high = tensor.min(), tensor.max()  # checked in the stored precision, before rounding
+    low, high = minimum(), maximum()
     if low < 0 or high > 1:
         raise DataError(f"{name}: float values must lie in [0, 1], found range [{float(low):g}, {float(high):g}]")
-    return tensor.to(torch.float32)
 
 
 def check_value_range(array: np.ndarray, name: str, chunk: int = 1 << 24) -> None:
