@@ -113,3 +113,28 @@ def test_time_to_quality_reads_validation_and_training_logs(tmp_path):
     assert time_to_quality(tmp_path, 90.0) == (10.0, 5.0)
     iterations, seconds = time_to_quality(tmp_path, 50.0)
     assert iterations != iterations and seconds != seconds  # NaN: never reached
+
+
+def test_seeds_option_adds_seeds_to_a_finished_benchmark(tiny_benchmark):
+    out, _ = tiny_benchmark
+    scratch0 = out / "runs" / "scratch" / "seed0" / "model.safetensors"
+    stamp = scratch0.stat().st_mtime_ns
+    results = run_benchmark("digits", "quick", out, ["scratch"], progress=False, log=lambda *_: None, overrides=TINY, seeds=[0, 1])
+    assert [(r["method"], r["seed"]) for r in results["rows"]] == [("scratch", 0), ("scratch", 1)]
+    assert scratch0.stat().st_mtime_ns == stamp  # seed 0 reused, only seed 1 trained
+    assert [(m["method"], m["n"]) for m in results["summary"]] == [("scratch", 2)]
+    assert "2 seeds (0, 1)" in (out / "results.md").read_text()
+    with pytest.raises(ValueError, match="distinct non-negative"):
+        run_benchmark("digits", "quick", out, ["scratch"], progress=False, log=lambda *_: None, overrides=TINY, seeds=[1, 1])
+
+
+def test_environment_names_the_source_commit_from_any_folder(tmp_path, monkeypatch):
+    import subprocess
+    from pathlib import Path
+
+    from transmem.benchmark.runner import environment
+
+    here = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    monkeypatch.chdir(tmp_path)  # not a git repository
+    expected = here.stdout.strip() if here.returncode == 0 else "unknown"
+    assert environment()["commit"] == expected

@@ -150,3 +150,17 @@ def test_bf16_training_runs_resumes_exactly_and_stays_close_to_float32(tmp_path)
     c = load_model(tmp_path / "fp32").model.state_dict()
     assert any(not torch.equal(a[k], c[k]) for k in a)  # bf16 really changed the arithmetic
     assert all(torch.allclose(a[k], c[k], atol=5e-2) for k in a)
+
+
+def test_compiled_training_matches_eager_and_resumes_exactly(tmp_path):
+    config = tiny_config(train={"compile": True})
+    train(config, tmp_path / "compiled", progress=False)
+    train(config, tmp_path / "resumed", progress=False, stop_at=3)
+    train(config, tmp_path / "resumed", progress=False)
+    train(tiny_config(), tmp_path / "eager", progress=False)
+    compiled = load_model(tmp_path / "compiled").model.state_dict()
+    resumed = load_model(tmp_path / "resumed").model.state_dict()
+    eager = load_model(tmp_path / "eager").model.state_dict()
+    assert compiled.keys() == eager.keys()  # no "_orig_mod." prefix in saved weights
+    assert all(torch.equal(compiled[k], resumed[k]) for k in compiled)
+    assert all(torch.allclose(compiled[k], eager[k], atol=1e-5) for k in compiled)

@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", required=True, help="benchmark folder (resumed if it exists)")
     bench.add_argument("--methods", nargs="*", help="only these methods (default: all of the suite)")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of every run")
+    bench.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="target seeds (default: the profile's)")
     bench.add_argument("--no-progress", action="store_true")
 
     speed = commands.add_parser("speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios")
@@ -214,7 +215,7 @@ def _benchmark(args) -> int:
         raise ConfigError(f"benchmark: unknown suite {args.suite!r}; known: {', '.join(SUITES)}")
     if args.profile not in PROFILES:
         raise ConfigError(f"benchmark: unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
-    run_benchmark(args.suite, args.profile, args.out, args.methods, progress=not args.no_progress, overrides=args.overrides)
+    run_benchmark(args.suite, args.profile, args.out, args.methods, progress=not args.no_progress, overrides=args.overrides, seeds=args.seeds)
     return 0
 
 

@@ -120,6 +120,7 @@ class TrainConfig:
     deterministic: bool = True
     tensorboard: bool = False
     precision: str = "float32"  # float32 | bf16 (autocast of the training step; opt-in)
+    compile: bool = False  # torch.compile the training forward (opt-in; first steps pay the compilation)
 
     def validate(self) -> None:
         _positive(self, "iterations", "log_every", "checkpoint_every", "keep_checkpoints")

@@ -22,6 +22,7 @@ import json
 import platform
 import subprocess
 import time
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 
@@ -137,17 +138,23 @@ def run_benchmark(
     progress: bool = True,
     log=print,
     overrides: list[str] | None = None,
+    seeds: list[int] | None = None,
 ) -> dict:
     """Run (or resume) a whole suite and write its tables and pictures. Returns the results.
 
     ``overrides`` (``section.key=value``) apply to every source and target after the
-    profile's own, e.g. to shrink a suite for a test.
+    profile's own, e.g. to shrink a suite for a test. ``seeds`` replaces the profile's
+    target seeds (the sources are the same for every seed).
     """
     if suite_name not in SUITES:
         raise ValueError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
     if profile_name not in PROFILES:
         raise ValueError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}")
     suite, profile = SUITES[suite_name], PROFILES[profile_name]
+    if seeds is not None:
+        if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
+        profile = replace(profile, seeds=tuple(seeds))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = configs_root()
@@ -245,7 +252,10 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile) -> None:
 
 def environment() -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+        # The commit of the transmem source tree (an editable install), wherever DIR is.
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {
@@ -264,6 +274,10 @@ def _time_to_quality_text(row: dict) -> str:
     return f"{row['method']} (seed {row['seed']}) {int(iterations)} it / {seconds} s"
 
 
+def _seeds_text(seeds: tuple[int, ...]) -> str:
+    return f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})"
+
+
 def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) -> str:
     env = results["environment"]
     lines = [
@@ -271,7 +285,8 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         "",
         suite.description + ".",
         "",
-        f"Profile: {profile.notes}. Every method has the same budget; mean ± std over seeds; best per column in bold.",
+        f"Profile: {_seeds_text(profile.seeds)}; {profile.notes}. Every method has the same budget; "
+        "mean ± std over seeds; best per column in bold.",
         "MSE and MAE are summed over a frame's pixels, averaged over test sequences and over the predicted frames.",
         "",
         results["table"],

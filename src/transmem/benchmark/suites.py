@@ -87,13 +87,13 @@ PROFILES: dict[str, Profile] = {
             "data.test_size=100",
         ),
         gif_sequences=4,
-        notes="1 seed; sources 400 iterations, targets 300 iterations on 400 training sequences",
+        notes="sources 400 iterations, targets 300 iterations on 400 training sequences",
     ),
     "full": Profile(
         seeds=(0, 1, 2),
         source_overrides=("train.iterations=6000", "train.checkpoint_every=250"),
         target_overrides=("train.iterations=1500", "train.checkpoint_every=250", "train.val_every=250"),
         gif_sequences=6,
-        notes="3 seeds; sources 6000 iterations, targets 1500 iterations on 1000 training sequences",
+        notes="sources 6000 iterations, targets 1500 iterations on 1000 training sequences",
     ),
 }

@@ -193,6 +193,10 @@ def train(
     if ctx.enabled:
         # Knowledge Flow mixers are unused once the teachers have faded out.
         forward_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=len(model.flow) > 0)
+    if config.train.compile:
+        # Only the training forward is compiled; checkpoints, validation and the saved model
+        # use ``model`` itself, so their state-dict keys do not change.
+        forward_model = torch.compile(forward_model)
 
     train_log = _CsvLog(run_dir / TRAIN_LOG, LOG_FIELDS, start) if ctx.is_main else None
     writer = _tensorboard(run_dir) if config.train.tensorboard and ctx.is_main else None
