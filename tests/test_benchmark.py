@@ -124,7 +124,7 @@ def test_seeds_option_adds_seeds_to_a_finished_benchmark(tiny_benchmark):
     assert scratch0.stat().st_mtime_ns == stamp  # seed 0 reused, only seed 1 trained
     assert [(m["method"], m["n"]) for m in results["summary"]] == [("scratch", 2)]
     assert "2 seeds (0, 1)" in (out / "results.md").read_text()
-    with pytest.raises(ValueError, match="distinct non-negative"):
+    with pytest.raises(ValueError, match="distinct non-negative"):  # a ConfigError: one line from the CLI
         run_benchmark("digits", "quick", out, ["scratch"], progress=False, log=lambda *_: None, overrides=TINY, seeds=[1, 1])
 
 
@@ -138,3 +138,32 @@ def test_environment_names_the_source_commit_from_any_folder(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)  # not a git repository
     expected = here.stdout.strip() if here.returncode == 0 else "unknown"
     assert environment()["commit"] == expected
+
+
+def test_zoo_is_shared_between_suites_and_a_conflicting_source_is_refused(tiny_benchmark, tmp_path, capsys):
+    out, _ = tiny_benchmark
+    zoo = out / "sources"
+    digits2 = zoo / "digits2" / "model.safetensors"
+    stamp = digits2.stat().st_mtime_ns
+    plan = plan_runs(SUITES["video"], PROFILES["quick"], tmp_path, ["tmu"], zoo=zoo)
+    assert f'"{zoo / "digits2"}"' in plan[0]["overrides"][-1]  # the video suite's TMU reads the shared source
+    # same name and config: reused as it is; another config under a taken name: refused, nothing written
+    before = sorted(p.name for p in zoo.iterdir())
+    code = main(["benchmark", "digits", "--out", str(tmp_path / "b"), "--zoo", str(zoo), "--methods", "scratch",
+                 "--no-progress", *[f"--set={o}" for o in TINY], "--set=model.hidden=[4, 4]"])
+    assert code == 2 and "holds a finished run of a different config" in capsys.readouterr().err
+    assert digits2.stat().st_mtime_ns == stamp and sorted(p.name for p in zoo.iterdir()) == before
+
+
+def test_target_overrides_leave_the_sources_alone(tiny_benchmark, tmp_path):
+    out, _ = tiny_benchmark
+    results = run_benchmark(
+        "digits", "quick", tmp_path, ["tmu"], progress=False, log=lambda *_: None, overrides=TINY,
+        zoo=out / "sources", target_overrides=["train.lr=0.002"],
+    )
+    assert [r["method"] for r in results["rows"]] == ["tmu"]
+    from transmem.config import load_config
+
+    assert load_config(tmp_path / "runs" / "tmu" / "seed0" / "config.toml").train.lr == 0.002
+    assert load_config(out / "sources" / "digits1" / "config.toml").train.lr == 0.001
+    assert not (tmp_path / "sources").exists()

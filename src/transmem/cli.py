@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", nargs="*", help="only these methods (default: all of the suite)")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of every run")
     bench.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="target seeds (default: the profile's)")
+    bench.add_argument(
+        "--target-set", dest="target_overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a key of every target run only (after --set)",
+    )
+    bench.add_argument("--zoo", help="folder of the source runs, shared between suites (default: OUT/sources)")
     bench.add_argument("--no-progress", action="store_true")
 
     speed = commands.add_parser("speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios")
@@ -215,7 +220,17 @@ def _benchmark(args) -> int:
         raise ConfigError(f"benchmark: unknown suite {args.suite!r}; known: {', '.join(SUITES)}")
     if args.profile not in PROFILES:
         raise ConfigError(f"benchmark: unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
-    run_benchmark(args.suite, args.profile, args.out, args.methods, progress=not args.no_progress, overrides=args.overrides, seeds=args.seeds)
+    run_benchmark(
+        args.suite,
+        args.profile,
+        args.out,
+        args.methods,
+        progress=not args.no_progress,
+        overrides=args.overrides,
+        seeds=args.seeds,
+        zoo=args.zoo,
+        target_overrides=args.target_overrides,
+    )
     return 0
 
 

@@ -3,7 +3,8 @@
 Trains the suite's sources (or reuses them), every method for every seed of the profile,
 evaluates each on the fixed test set and writes into DIR::
 
-    sources/<name>/                     source runs (each with metrics.json when it has a test set)
+    sources/<name>/                     source runs (each with metrics.json when it has a test set;
+                                        ``--zoo ZOO`` puts them in ZOO/<name>, shared between suites)
     runs/<method>/seed<k>/              target runs
     memory_bank/                        the cached memory banks, shared by the TMU runs
     results.md, results.csv, results.json
@@ -29,13 +30,14 @@ from pathlib import Path
 import torch
 
 from transmem.benchmark.suites import PROFILES, SUITES, Profile, Suite
-from transmem.config import RunConfig, load_config
+from transmem.config import ConfigError, RunConfig, load_config
 from transmem.data import DataError, build_dataset
 from transmem.evaluation.evaluate import evaluate_run
 from transmem.evaluation.pictures import plot_per_frame, plot_transfer_gates, save_gif_grid
 from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
 from transmem.run import MODEL_FILE, load_model
 from transmem.training.loop import TRAIN_LOG, VAL_LOG, train
+from transmem.training.rundir import check_run_dir
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 
@@ -85,7 +87,12 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _run(config: RunConfig, run_dir: Path, progress: bool, log) -> dict | None:
-    """Train (or resume) and evaluate one run; return its metrics (None without a test set)."""
+    """Train (or resume) and evaluate one run; return its metrics (None without a test set).
+
+    A folder holding a run of another config is refused (:class:`RunConflictError`), even
+    a finished one: results are never taken from a run the benchmark did not ask for.
+    """
+    check_run_dir(config, run_dir)
     if not _finished(run_dir):
         started = time.time()
         train(config, run_dir, progress=progress)
@@ -99,14 +106,22 @@ def _run(config: RunConfig, run_dir: Path, progress: bool, log) -> dict | None:
 
 
 def plan_runs(
-    suite: Suite, profile: Profile, out: Path, methods: list[str] | None = None, overrides: list[str] | None = None
+    suite: Suite,
+    profile: Profile,
+    out: Path,
+    methods: list[str] | None = None,
+    overrides: list[str] | None = None,
+    zoo: Path | None = None,
 ) -> list[dict]:
-    """Every target run of the benchmark: ``{"method", "seed", "config_file", "overrides", "run_dir"}``."""
+    """Every target run of the benchmark: ``{"method", "seed", "config_file", "overrides", "run_dir"}``.
+
+    Sources are the run folders ``<zoo>/<name>`` (default zoo: ``out/sources``).
+    """
     chosen = methods or list(suite.methods)
     unknown = [m for m in chosen if m not in suite.methods]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; suite {suite.name} has {list(suite.methods)}")
-    source_dirs = {name: out / "sources" / name for name in suite.sources}
+        raise ConfigError(f"unknown method(s) {unknown}; suite {suite.name} has {list(suite.methods)}")
+    source_dirs = {name: Path(zoo or out / "sources") / name for name in suite.sources}
     all_sources = "[" + ", ".join(json.dumps(str(p)) for p in source_dirs.values()) + "]"
     plan = []
     for seed in profile.seeds:
@@ -139,24 +154,32 @@ def run_benchmark(
     log=print,
     overrides: list[str] | None = None,
     seeds: list[int] | None = None,
+    zoo: str | Path | None = None,
+    target_overrides: list[str] | None = None,
 ) -> dict:
     """Run (or resume) a whole suite and write its tables and pictures. Returns the results.
 
     ``overrides`` (``section.key=value``) apply to every source and target after the
-    profile's own, e.g. to shrink a suite for a test. ``seeds`` replaces the profile's
-    target seeds (the sources are the same for every seed).
+    profile's own, e.g. to shrink a suite for a test; ``target_overrides`` apply to the
+    targets only, after those (e.g. ``train.precision=bf16`` with the float32 sources of an
+    earlier benchmark). ``seeds`` replaces the profile's
+    target seeds (the sources are the same for every seed). ``zoo`` is the folder of the
+    source runs (default ``out/sources``): suites given the same zoo share a source of the
+    same name and config (``digits2`` of ``digits`` and ``video``); a source of the same
+    name but another config is refused, never overwritten.
     """
     if suite_name not in SUITES:
-        raise ValueError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
+        raise ConfigError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
     if profile_name not in PROFILES:
-        raise ValueError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}")
     suite, profile = SUITES[suite_name], PROFILES[profile_name]
     if seeds is not None:
         if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
+            raise ConfigError(f"--seeds: must be distinct non-negative integers, got {seeds}")
         profile = replace(profile, seeds=tuple(seeds))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    zoo = Path(zoo) if zoo is not None else out / "sources"
     root = configs_root()
     started = time.time()
 
@@ -165,10 +188,10 @@ def run_benchmark(
     for name, config_file in suite.sources.items():
         log(f"source {name}")
         config = load_config(root / config_file, [*profile.source_overrides, *(overrides or [])])
-        source_metrics[name] = _run(config, out / "sources" / name, progress, log)
+        source_metrics[name] = _run(config, zoo / name, progress, log)
 
     rows, per_run = [], []
-    for entry in plan_runs(suite, profile, out, methods, overrides):
+    for entry in plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo):
         log(f"{entry['method']} seed {entry['seed']}")
         config = load_config(root / entry["config_file"], entry["overrides"])
         metrics = _run(config, entry["run_dir"], progress, log)
