@@ -119,3 +119,18 @@ def test_tmu_target_with_cached_bank_matches_one_process(runs):
     assert _max_difference(single / "model.safetensors", ddp / "model.safetensors") < TOLERANCE
     (bank,) = (ddp / "memory_bank").iterdir()
     assert '"complete": true' in (bank / "meta.json").read_text()
+
+
+def test_parameters_without_gradient_do_not_stall_ddp(runs):
+    """``distill`` with distillation weight 0: its distillers get no gradient in any step."""
+    tmp = runs["tmp"]
+    config = _config(
+        tmp,
+        "distill0.toml",
+        data={"train_size": 8, "options": {"num_digits": 3}},
+        transfer={"method": "distill", "sources": [str(runs["single"])], "layers": [0], "bank": "cached", "distill_weight": 0.0},
+    )
+    single, ddp = tmp / "distill0_single", tmp / "distill0_ddp"
+    train(load_config(config, []), single, progress=False)
+    _torchrun(config, ddp)
+    assert _max_difference(single / "model.safetensors", ddp / "model.safetensors") < TOLERANCE

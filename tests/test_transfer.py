@@ -227,6 +227,18 @@ def test_cached_and_live_banks_agree_on_true_frames(zoo, tmp_path):
         assert not torch.allclose(other[n][0][:, 3:], from_live[n][0][:, 3:])
 
 
+@pytest.mark.parametrize(
+    "bank, train_size, time_reversal, expected",
+    [("auto", 8, False, "cached"), ("auto", 0, False, "live"), ("auto", 8, True, "live"), ("live", 8, False, "live")],
+)
+def test_auto_bank_is_cached_only_for_finite_forward_time_training(zoo, tmp_path, bank, train_size, time_reversal, expected):
+    # a cached bank holds forward-time memories: played backwards, a sequence would meet
+    # the memories of the opposite frames, so time reversal needs the live bank
+    config = target_config([zoo["digits1"]], data={"train_size": train_size}, train_={"time_reversal": time_reversal}, bank=bank)
+    method = TransferableMemoryMethod(config, tmp_path, torch.device("cpu"))
+    assert method.bank_mode(build_dataset(config.data, "train")) == expected
+
+
 # ----------------------------------------------------------------------------- 4. N sources, heterogeneous
 
 

@@ -191,8 +191,10 @@ def train(
         method.prepare(model, train_set, False)
     forward_model = model
     if ctx.enabled:
-        # Knowledge Flow mixers are unused once the teachers have faded out.
-        forward_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=len(model.flow) > 0)
+        # Parameters without a gradient in some steps: Knowledge Flow mixers once the teachers
+        # have faded out; distillers and projections when the distillation loss is off.
+        unused = len(model.flow) > 0 or (bool(model.memory_transfer_layers) and config.transfer.distill_weight == 0)
+        forward_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused)
     if config.train.compile:
         # Only the training forward is compiled; checkpoints, validation and the saved model
         # use ``model`` itself, so their state-dict keys do not change.

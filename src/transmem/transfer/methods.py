@@ -109,9 +109,16 @@ class TransferableMemoryMethod(ScratchMethod):
         return memory_layouts(self.sources, self.layers, self.config, kind="tmu", use_gates=self.use_gates)
 
     def bank_mode(self, train_dataset) -> str:
+        """``auto`` is ``cached`` for a finite training set read forward in time, else ``live``.
+
+        A cached bank holds each sequence's memories in forward time; with
+        ``train.time_reversal`` half of the batches are played backwards, so only a live
+        bank (sources read what the target reads) stays aligned.
+        """
         mode = self.config.transfer.bank
         if mode == "auto":
-            return "live" if getattr(train_dataset, "online", False) else "cached"
+            finite = not getattr(train_dataset, "online", False)
+            return "cached" if finite and not self.config.train.time_reversal else "live"
         return mode
 
     def prepare(self, model: RecurrentPredictor, train_dataset, progress: bool = True) -> None:
