@@ -29,6 +29,7 @@ def test_defaults_are_valid():
         ({"transfer": {"method": "tmu", "sources": ["a"], "layers": [3]}}, r"transfer\.layers: layer 3 does not exist"),
         ({"data": {"name": "nope"}}, r"data\.name: unknown dataset 'nope'"),
         ({"data": {"options": {"num_digitz": 2}}}, r"data\.options\.num_digitz: unknown key"),
+        ({"transfer": {"method": "distill", "sources": ["a"], "distill_weight": 0.0}}, r"transfer\.distill_weight: must be > 0 for method 'distill'"),
     ],
 )
 def test_bad_configs_fail_with_one_line_naming_the_key(raw, message):

@@ -121,16 +121,21 @@ def test_tmu_target_with_cached_bank_matches_one_process(runs):
     assert '"complete": true' in (bank / "meta.json").read_text()
 
 
+
 def test_parameters_without_gradient_do_not_stall_ddp(runs):
-    """``distill`` with distillation weight 0: its distillers get no gradient in any step."""
+    """TMU with distillation weight 0 and a source of another channel count: the projection
+    onto that source's memory serves only the distillation loss, so it gets no gradient."""
     tmp = runs["tmp"]
+    narrow = tmp / "narrow_source"
+    train(load_config(_config(tmp, "narrow.toml", model={"hidden": [4]}), []), narrow, progress=False)
     config = _config(
         tmp,
-        "distill0.toml",
+        "tmu_nodistill.toml",
         data={"train_size": 8, "options": {"num_digits": 3}},
-        transfer={"method": "distill", "sources": [str(runs["single"])], "layers": [0], "bank": "cached", "distill_weight": 0.0},
+        transfer={"method": "tmu", "sources": [str(narrow)], "layers": [0], "bank": "cached", "distill_weight": 0.0},
     )
-    single, ddp = tmp / "distill0_single", tmp / "distill0_ddp"
+    single, ddp = tmp / "nodistill_single", tmp / "nodistill_ddp"
     train(load_config(config, []), single, progress=False)
+    assert "cells.0.transfer.projections.0.weight" in load_file(str(single / "model.safetensors"))
     _torchrun(config, ddp)
     assert _max_difference(single / "model.safetensors", ddp / "model.safetensors") < TOLERANCE

@@ -172,6 +172,11 @@ class TransferConfig:
             raise ConfigError(f"transfer.bank: expected 'auto', 'cached' or 'live', got {self.bank!r}")
         if self.distill_weight < 0:
             raise ConfigError("transfer.distill_weight: must be >= 0")
+        if self.method == "distill" and self.distill_weight == 0:
+            raise ConfigError(
+                "transfer.distill_weight: must be > 0 for method 'distill' (its distillers learn from the "
+                "distillation loss alone; with weight 0 the run is training from scratch: method = 'none')"
+            )
         if self.method != "none" and not self.sources:
             raise ConfigError(f"transfer.sources: method {self.method!r} needs at least one source")
         for source in self.sources:
