@@ -217,6 +217,8 @@ def markdown_results_table(
 ) -> str:
     """Markdown table of ``mean ± std`` per method (rows) and metric (columns).
 
+    A method with a single run (``n == 1``) shows its value alone.
+
     In each column the best mean among the ``summary`` rows is bold (the lowest,
     or the highest for metrics in ``higher_is_better``); exact ties are all bold.
     The baseline row, if given, comes last and is never marked best.
@@ -249,9 +251,9 @@ def markdown_results_table(
         cells = [str(row["method"]), str(row.get("n", ""))]
         for metric in metrics:
             mean = row.get(f"{metric}_mean")
-            cell = _mean_std_cell(
-                None if mean is None else float(mean), row.get(f"{metric}_std"), digits
-            )
+            # one run has no spread to show: "± 0" would read as a measured zero
+            std = row.get(f"{metric}_std") if row.get("n", 2) != 1 else None
+            cell = _mean_std_cell(None if mean is None else float(mean), std, digits)
             if mean is not None and metric in best and float(mean) == best[metric]:
                 cell = f"**{cell}**"
             cells.append(cell)
