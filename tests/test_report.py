@@ -89,8 +89,8 @@ def test_baseline_is_shown_but_never_best():
 
 def test_ties_are_all_bold_and_missing_values_are_dashes():
     summary = [
-        {"method": "a", "n": 1, "mse_mean": 5.0, "mse_std": 0.0},
-        {"method": "b", "n": 1, "mse_mean": 5.0, "mse_std": 0.0, "psnr_mean": 20.0, "psnr_std": 1.0},
+        {"method": "a", "n": 2, "mse_mean": 5.0, "mse_std": 0.0},
+        {"method": "b", "n": 2, "mse_mean": 5.0, "mse_std": 0.0, "psnr_mean": 20.0, "psnr_std": 1.0},
     ]
     rows = table_cells(markdown_results_table(summary, metrics=("mse", "psnr")))
     assert rows["a"][1].startswith("**") and rows["b"][1].startswith("**")
