@@ -167,3 +167,10 @@ def test_target_overrides_leave_the_sources_alone(tiny_benchmark, tmp_path):
     assert load_config(tmp_path / "runs" / "tmu" / "seed0" / "config.toml").train.lr == 0.002
     assert load_config(out / "sources" / "digits1" / "config.toml").train.lr == 0.001
     assert not (tmp_path / "sources").exists()
+
+
+def test_a_benchmark_resumes_whatever_the_spelling_of_its_folder(tiny_benchmark, monkeypatch):
+    out, _ = tiny_benchmark
+    monkeypatch.chdir(out.parent)
+    results = run_benchmark("digits", "quick", out.name, ["tmu"], progress=False, log=lambda *_: None, overrides=TINY)
+    assert [r["method"] for r in results["rows"]] == ["tmu"]  # found finished, not refused as another config

@@ -177,9 +177,11 @@ def run_benchmark(
         if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
             raise ConfigError(f"--seeds: must be distinct non-negative integers, got {seeds}")
         profile = replace(profile, seeds=tuple(seeds))
-    out = Path(out)
+    # Absolute paths: the runs' configs name the sources and the bank folder, and must not
+    # depend on how DIR was spelled (a resumed benchmark would refuse its own runs).
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    zoo = Path(zoo) if zoo is not None else out / "sources"
+    zoo = Path(zoo).resolve() if zoo is not None else out / "sources"
     root = configs_root()
     started = time.time()
 
