@@ -252,7 +252,7 @@ def markdown_results_table(
         for metric in metrics:
             mean = row.get(f"{metric}_mean")
             # one run has no spread to show: "± 0" would read as a measured zero
-            std = row.get(f"{metric}_std") if row.get("n", 2) != 1 else None
+            std = None if row.get("n") == 1 else row.get(f"{metric}_std")
             cell = _mean_std_cell(None if mean is None else float(mean), std, digits)
             if mean is not None and metric in best and float(mean) == best[metric]:
                 cell = f"**{cell}**"
