@@ -66,11 +66,18 @@ KILL_RUNNER = textwrap.dedent(
     """
     # `python -m transmem ...` that SIGKILLs itself at a chosen moment: KILL_AT=when:prefix:n
     # kills at the n-th os.replace (when = before | after) or Path.unlink (when = unlink)
-    # whose target file name starts with prefix.
-    import os, signal, sys
+    # whose target file name starts with prefix. STEP_PAUSE=s sleeps s seconds after every
+    # optimizer step, so that a kill sent from outside lands within a few iterations of
+    # when it was meant to, however loaded the machine is.
+    import os, signal, sys, time
     from pathlib import Path
 
-    when, prefix, n = os.environ["KILL_AT"].split(":")
+    if os.environ.get("STEP_PAUSE"):
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        pause = float(os.environ["STEP_PAUSE"])
+        register_optimizer_step_post_hook(lambda *_: time.sleep(pause))
+    when, prefix, n = os.environ.get("KILL_AT", "none::0").split(":")
     n, seen = int(n), [0]
     real_replace, real_unlink = os.replace, Path.unlink
 
@@ -131,12 +138,12 @@ def train_command(config: Path, run: Path) -> list[str]:
     return [sys.executable, "-m", "transmem", "-v", "train", str(config), "--out", str(run), "--no-progress"]
 
 
-def start(command: list[str], kill_at: str | None = None) -> subprocess.Popen:
+def start(command: list[str], kill_at: str | None = None, step_pause: float = 0.0) -> subprocess.Popen:
     # One intra-op thread: on a small shared machine OpenMP spinning makes runs 3x slower;
     # every run of a comparison (reference included) uses the same setting.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    if kill_at is not None:
-        env["KILL_AT"] = kill_at
+    if kill_at is not None or step_pause:
+        env.update({"KILL_AT": kill_at or "none::0", "STEP_PAUSE": str(step_pause)})
         command = [command[0], "-c", KILL_RUNNER, *command[3:]]  # instead of "-m transmem"
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -252,7 +259,9 @@ def test_kill_9_at_many_moments_then_rerun_gives_identical_weights(tmp_path):
     kills = []
     for what, kill_at, ready, delay in attempts:
         saved = good_iteration(run) if run.exists() else 0
-        process = start(command, kill_at)
+        # Kills sent from outside are paced (an iteration lasts at least 20 ms): a late poll on
+        # a loaded machine must not let the tiny run finish before the injected kills below.
+        process = start(command, kill_at, step_pause=0.02 if ready is not None else 0.0)
         interrupt = what.startswith("Ctrl-C")
         if ready is not None:
             wait_then_kill(process, ready(), delay, sig=signal.SIGINT if interrupt else signal.SIGKILL)
