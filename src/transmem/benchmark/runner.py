@@ -105,6 +105,11 @@ def _run(config: RunConfig, run_dir: Path, progress: bool, log) -> dict | None:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def zoo_folder(out: Path, zoo: str | Path | None = None) -> Path:
+    """The folder of the source runs: ``zoo`` if given (made absolute), else ``out/sources``."""
+    return Path(zoo).resolve() if zoo is not None else Path(out) / "sources"
+
+
 def plan_runs(
     suite: Suite,
     profile: Profile,
@@ -121,7 +126,7 @@ def plan_runs(
     unknown = [m for m in chosen if m not in suite.methods]
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; suite {suite.name} has {list(suite.methods)}")
-    source_dirs = {name: Path(zoo or out / "sources") / name for name in suite.sources}
+    source_dirs = {name: zoo_folder(out, zoo) / name for name in suite.sources}
     all_sources = "[" + ", ".join(json.dumps(str(p)) for p in source_dirs.values()) + "]"
     plan = []
     for seed in profile.seeds:
@@ -181,7 +186,7 @@ def run_benchmark(
     # depend on how DIR was spelled (a resumed benchmark would refuse its own runs).
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    zoo = Path(zoo).resolve() if zoo is not None else out / "sources"
+    zoo = zoo_folder(out, zoo)
     root = configs_root()
     started = time.time()
 
