@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from transmem.benchmark import PROFILES, SUITES, plan_runs, run_benchmark, write_results
+from transmem.benchmark.runner import plan_runs, run_benchmark, write_results
+from transmem.benchmark.suites import PROFILES, SUITES
 from transmem.cli import main
 
 TINY = [

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from transmem import speed
+from transmem.benchmark import flops, speed, speed_config
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -18,33 +18,33 @@ def _parse(*argv: str) -> argparse.Namespace:
 
 def test_conv_flops_by_hand():
     # 2 * Cin * Cout * k * k * H * W * B
-    assert speed.conv_flops(48, 128, 3, 16, 16, 8) == 2 * 48 * 128 * 9 * 16 * 16 * 8 == 226_492_416
-    assert speed.conv_flops(32, 16, 1, 16, 16) == 262_144
+    assert flops.conv_flops(48, 128, 3, 16, 16, 8) == 2 * 48 * 128 * 9 * 16 * 16 * 8 == 226_492_416
+    assert flops.conv_flops(32, 16, 1, 16, 16) == 262_144
 
 
 def test_step_flops_of_the_small_configuration_by_hand():
-    spec = speed.CONFIGS["small"]  # ConvLSTM 2 x 32, 3x3, batch 8, 64x64 frames, patch 4 -> 16x16, 19 steps
+    spec = speed_config.CONFIGS["small"]  # ConvLSTM 2 x 32, 3x3, batch 8, 64x64 frames, patch 4 -> 16x16, 19 steps
     hw_b = 16 * 16 * 8
     layer0 = 2 * (16 + 32) * (4 * 32) * 9 * hw_b  # gates of [x (16 patch channels), H]
     layer1 = 2 * (32 + 32) * (4 * 32) * 9 * hw_b
     output = 2 * 32 * 16 * hw_b  # 1x1, back to 16 patch channels
     plain = 19 * 3 * (layer0 + layer1 + output)  # forward + backward (2x forward), 19 steps
-    assert speed.total_flops(spec, speed.step_convs(spec, "plain")) == plain
+    assert flops.total_flops(spec, flops.step_convs(spec, "plain")) == plain
 
     tmu_layer0 = 2 * (16 + 32) * (6 * 32) * 9 * hw_b  # 4 + N = 6 gate groups for N = 2 sources
     distillers = 2 * 32 * (2 * 32) * hw_b  # two 1x1 distillers
     cached = 19 * 3 * (tmu_layer0 + distillers + layer1 + output)
-    assert speed.total_flops(spec, speed.step_convs(spec, "cached")) == cached
+    assert flops.total_flops(spec, flops.step_convs(spec, "cached")) == cached
 
     sources = 2 * 19 * (layer0 + layer1 + output)  # two frozen sources, forward only
-    assert speed.total_flops(spec, speed.step_convs(spec, "live")) == cached + sources
+    assert flops.total_flops(spec, flops.step_convs(spec, "live")) == cached + sources
 
 
 def test_paper_configuration_shapes():
-    spec = speed.CONFIGS["paper"]
+    spec = speed_config.CONFIGS["paper"]
     assert (spec.hidden, spec.kernel, spec.batch, spec.frame_size, spec.patch) == ((64, 64, 64, 64), 5, 8, 64, 4)
     assert (spec.input_len, spec.total_len) == (10, 20)
-    shapes = speed.step_convs(spec, "plain")
+    shapes = flops.step_convs(spec, "plain")
     assert [(s.in_channels, s.out_channels, s.kernel) for s in shapes] == [(80, 256, 5), (128, 256, 5), (128, 256, 5), (128, 256, 5), (64, 16, 1)]
 
 

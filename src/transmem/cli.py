@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-progress", action="store_true")
 
     speed = commands.add_parser("speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios")
-    from transmem.speed import add_arguments as speed_arguments
+    from transmem.benchmark.speed import add_arguments as speed_arguments
 
     speed_arguments(speed)
 
@@ -214,7 +214,8 @@ def _zoo(args) -> int:
 
 
 def _benchmark(args) -> int:
-    from transmem.benchmark import PROFILES, SUITES, run_benchmark
+    from transmem.benchmark.runner import run_benchmark
+    from transmem.benchmark.suites import PROFILES, SUITES
 
     if args.suite not in SUITES:
         raise ConfigError(f"benchmark: unknown suite {args.suite!r}; known: {', '.join(SUITES)}")
@@ -235,7 +236,7 @@ def _benchmark(args) -> int:
 
 
 def _speed(args) -> int:
-    from transmem.speed import run
+    from transmem.benchmark.speed import run
 
     return run(args)
 

@@ -21,163 +21,35 @@ the cost) and the training sequences are random frames held in memory (no data g
 in the timed step, the same for every variant). Times are medians after warm-up with the
 inter-quartile range; variants are timed in interleaved rounds so that a machine whose load
 drifts affects them alike. No number is asserted by the tests: re-run on a quiet machine.
+
+The parts: :mod:`~transmem.benchmark.speed_config` (the configurations),
+:mod:`~transmem.benchmark.workload` (the timed training step and inference),
+:mod:`~transmem.benchmark.flops` (FLOP counting) and :mod:`~transmem.benchmark.peak_memory`
+(peak memory, one process per variant). This module times them, checks the ratios, prints
+the table and is the command line (``transmem speed``, ``python -m transmem.benchmark.speed``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-if TYPE_CHECKING:  # torch is imported where it is used: `transmem --help` stays fast
-    import torch
-    from torch import Tensor
-
-NUM_SOURCES = 2
-BANK_SIZE_BATCHES = 4  # cached bank over 4 batches of training sequences
-
-
-@dataclass(frozen=True)
-class SpeedConfig:
-    """The shapes of one benchmark configuration."""
-
-    name: str
-    hidden: tuple[int, ...]
-    kernel: int
-    batch: int = 8
-    frame_size: int = 64
-    patch: int = 4
-    input_len: int = 10
-    total_len: int = 20
-    channels: int = 1
-
-    def describe(self) -> str:
-        return (
-            f"ConvLSTM {len(self.hidden)} x {self.hidden[0]}, {self.kernel}x{self.kernel}, batch {self.batch}, "
-            f"{self.frame_size}x{self.frame_size} frames, patch {self.patch}, "
-            f"{self.input_len}+{self.total_len - self.input_len} frames, {NUM_SOURCES} sources"
-        )
-
-    def run_config(self, method: str = "none", sources: list[str] | None = None, bank: str = "cached", cache_dir: str = ""):
-        from transmem.config import config_from_dict
-
-        raw = {
-            "data": {
-                "frame_size": self.frame_size,
-                "channels": self.channels,
-                "input_len": self.input_len,
-                "total_len": self.total_len,
-                "train_size": self.batch * BANK_SIZE_BATCHES,
-                "val_size": 0,
-                "test_size": 1,
-                "batch_size": self.batch,
-            },
-            "model": {"backbone": "convlstm", "hidden": list(self.hidden), "kernel": self.kernel, "patch": self.patch},
-            "train": {"device": "cpu", "time_reversal": False},
-            "eval": {"batch_size": self.batch},
-            "transfer": {"method": method, "sources": list(sources or []), "layers": [0], "bank": bank, "cache_dir": cache_dir},
-        }
-        return config_from_dict(raw)
-
-
-CONFIGS = {
-    "small": SpeedConfig("small", (32, 32), 3),
-    "paper": SpeedConfig("paper", (64, 64, 64, 64), 5),
-    # the tests' configuration: seconds, not minutes
-    "tiny": SpeedConfig("tiny", (8,), 3, batch=2, frame_size=16, input_len=3, total_len=6),
-}
+from transmem.benchmark.flops import ConvShape, step_convs, total_flops
+from transmem.benchmark.peak_memory import measure_memory
+from transmem.benchmark.speed_config import CONFIGS, SpeedConfig
+from transmem.benchmark.workload import build_inference, build_workload
 
 TRAIN_VARIANTS = ("plain", "live", "cached")
 VARIANT_LABELS = {"plain": "plain ConvLSTM", "live": "TMU, live bank", "cached": "TMU, cached bank"}
-
-
-# ----------------------------------------------------------------------------- FLOP counting
-
-
-def conv_flops(in_channels: int, out_channels: int, kernel: int, height: int, width: int, batch: int = 1) -> int:
-    """Forward FLOPs of one 2-D convolution (stride 1, same padding): ``2 Cin Cout k^2 H W B``.
-
-    Multiply and add count as two operations; the bias is not counted. The backward pass
-    (gradients of the input and of the weights) costs about twice this.
-    """
-    return 2 * in_channels * out_channels * kernel * kernel * height * width * batch
-
-
-@dataclass(frozen=True)
-class ConvShape:
-    """One convolution run ``count`` times per training step, with or without its backward."""
-
-    name: str
-    in_channels: int
-    out_channels: int
-    kernel: int
-    count: int  # calls per training step
-    backward: bool  # trained (forward + backward) or frozen (forward only)
-
-    def flops(self, batch: int, height: int, width: int) -> int:
-        forward = conv_flops(self.in_channels, self.out_channels, self.kernel, height, width, batch)
-        return self.count * forward * (3 if self.backward else 1)
-
-
-def _conv_module(module) -> "torch.nn.Conv2d":
-    import torch
-
-    return module if isinstance(module, torch.nn.Conv2d) else next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
-
-
-def model_convs(model, steps: int, backward: bool, prefix: str = "") -> list[ConvShape]:
-    """The convolutions of a ConvLSTM/TMU predictor rolled over ``steps`` steps."""
-    shapes = []
-    for layer, cell in enumerate(model.cells):
-        conv = _conv_module(cell.gate_conv)
-        shapes.append(ConvShape(f"{prefix}layer {layer} gates", conv.in_channels, conv.out_channels, conv.kernel_size[0], steps, backward))
-        if cell.transfer is not None:
-            # the N distillers run as one 1x1 convolution with N * hidden outputs
-            hidden = cell.transfer.hidden_channels
-            n = cell.transfer.num_sources
-            shapes.append(ConvShape(f"{prefix}layer {layer} distillers", hidden, n * hidden, 1, steps, backward))
-    out = model.output
-    shapes.append(ConvShape(f"{prefix}output", out.in_channels, out.out_channels, 1, steps, backward))
-    return shapes
-
-
-def step_convs(spec: SpeedConfig, variant: str) -> list[ConvShape]:
-    """Every convolution of one training step of ``variant`` (plain, live or cached).
-
-    The target's convolutions run forward and backward at each of the T - 1 steps; a live
-    bank adds each source's forward pass over the same T - 1 steps.
-    """
-    from transmem.models import build_predictor
-
-    config = spec.run_config()
-    steps = spec.total_len - 1
-    target = build_predictor(config.model, spec.channels, None if variant == "plain" else _tmu_layout(spec))
-    shapes = model_convs(target, steps, backward=True)
-    if variant == "live":
-        source = build_predictor(config.model, spec.channels)
-        for n in range(NUM_SOURCES):
-            shapes += model_convs(source, steps, backward=False, prefix=f"source {n} ")
-    return shapes
-
-
-def total_flops(spec: SpeedConfig, shapes: list[ConvShape]) -> int:
-    side = spec.frame_size // spec.patch
-    return sum(s.flops(spec.batch, side, side) for s in shapes)
-
-
-def _tmu_layout(spec: SpeedConfig) -> dict:
-    return {0: {"kind": "tmu", "source_channels": [spec.hidden[0]] * NUM_SOURCES, "source_sizes": [None] * NUM_SOURCES, "use_gates": True}}
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -217,131 +89,6 @@ def measure_interleaved(functions: dict[str, Callable[[], object]], warmup: int,
     return timings
 
 
-# ----------------------------------------------------------------------------- the workload
-
-
-class RandomSequences:
-    """A finite training set of random frames held in memory (``(T, C, H, W)`` items)."""
-
-    online = False
-
-    def __init__(self, spec: SpeedConfig, size: int, seed: int = 0) -> None:
-        import torch
-
-        generator = torch.Generator().manual_seed(seed)
-        shape = (size, spec.total_len, spec.channels, spec.frame_size, spec.frame_size)
-        self.frames = torch.rand(shape, generator=generator)
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return self.frames.shape[0]
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.frames[index]
-
-    def fingerprint(self) -> str:
-        return f"speed-random-{tuple(self.frames.shape)}-{self.seed}"
-
-
-def make_sources(spec: SpeedConfig, folder: Path) -> list[str]:
-    """Save ``NUM_SOURCES`` random-init sources of the target's architecture in ``folder``."""
-    import torch
-
-    from transmem.models import build_predictor
-    from transmem.run import MODEL_FILE, save_model
-
-    config = spec.run_config()
-    paths = []
-    for n in range(NUM_SOURCES):
-        path = folder / f"source{n}"
-        if not (path / MODEL_FILE).exists():
-            torch.manual_seed(100 + n)
-            path.mkdir(parents=True, exist_ok=True)
-            save_model(build_predictor(config.model, spec.channels), config, path / MODEL_FILE)
-        paths.append(str(path))
-    return paths
-
-
-@dataclass
-class Workload:
-    """A training-step closure and what it trains."""
-
-    step: Callable[[], None]
-    model: "torch.nn.Module"
-    method: object
-
-
-@contextlib.contextmanager
-def _nothing():
-    yield
-
-
-def build_workload(
-    spec: SpeedConfig, variant: str, folder: Path, precision: str = "float32", compile_model: bool = False
-) -> Workload:
-    """One training step of ``variant`` as the training loop runs it (see module docstring)."""
-    import torch
-    import torch.nn.functional as F
-
-    from transmem.training.sampling import batch_indices, teacher_mask
-    from transmem.transfer.methods import METHODS
-
-    if variant == "plain":
-        config = spec.run_config()
-    else:
-        sources = make_sources(spec, folder)
-        config = spec.run_config("tmu", sources, variant, str(folder / "bank"))
-    torch.manual_seed(config.train.seed)
-    if config.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    dataset = RandomSequences(spec, config.data.train_size)
-    method = METHODS[config.transfer.method](config, folder / "run", torch.device("cpu"))
-    model = method.build_model()
-    method.initialize(model)
-    method.prepare(model, dataset, progress=False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    forward_model = torch.compile(model) if compile_model else model
-    generator = torch.Generator().manual_seed(1)
-    data = config.data
-    counter = {"iteration": 0}
-
-    def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else _nothing()
-
-    def step() -> None:
-        iteration = counter["iteration"]
-        counter["iteration"] += 1
-        indices = batch_indices(iteration, data.batch_size, len(dataset), False, data.seed)
-        mask = teacher_mask(data.batch_size, data.total_len, data.input_len, 1.0, 0.5, generator)
-        frames = torch.stack([dataset[i] for i in indices])
-        with autocast():
-            rollout = forward_model(frames, mask, **method.forward_kwargs(frames, iteration))
-            loss = F.mse_loss(rollout.predictions.float(), frames[:, 1:])
-            for weight, value in method.losses(model, indices, rollout).values():
-                if weight > 0:
-                    loss = loss + weight * value.float()
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"speed: non-finite loss in the {variant} step")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return Workload(step, model, method)
-
-
-def build_inference(spec: SpeedConfig, tmu: bool) -> Callable[[], Tensor]:
-    """Predict T_out frames from T_in for one batch, with no source loaded."""
-    import torch
-
-    from transmem.models import build_predictor
-
-    torch.manual_seed(0)
-    model = build_predictor(spec.run_config().model, spec.channels, _tmu_layout(spec) if tmu else None).eval()
-    inputs = torch.rand(spec.batch, spec.input_len, spec.channels, spec.frame_size, spec.frame_size)
-    horizon = spec.total_len - spec.input_len
-    return lambda: model.predict(inputs, horizon)
-
-
 def conv_alone_seconds(spec: SpeedConfig, shapes: list[ConvShape], warmup: int, repeats: int) -> Timing:
     """Time the step's convolutions alone at the same shapes (forward, + backward if trained).
 
@@ -378,105 +125,6 @@ def conv_alone_seconds(spec: SpeedConfig, shapes: list[ConvShape], warmup: int, 
     timings = measure_interleaved(functions, warmup, repeats)
     total = Timing([sum(weights[n] * timings[n].seconds[r] for n in functions) for r in range(repeats)])
     return total
-
-
-# ----------------------------------------------------------------------------- peak memory
-
-
-def _status_kb() -> dict[str, int]:
-    """Memory fields of ``/proc/self/status`` in kB (empty off Linux)."""
-    try:
-        lines = Path("/proc/self/status").read_text().splitlines()
-    except OSError:
-        return {}
-    fields = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile") and value.strip().endswith("kB"):
-            fields[name] = int(value.split()[0])
-    return fields
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) of this process (Linux >= 4.0)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-class _AnonymousPeak:
-    """Samples the process's anonymous resident memory (heap, tensors) every millisecond.
-
-    The kernel keeps a peak only of the whole RSS, which also counts the pages of mapped
-    files (the cached bank's memmap, shared libraries): page cache that the kernel may drop.
-    """
-
-    def __init__(self, interval: float = 0.001) -> None:
-        import threading
-
-        self.interval, self.peak = interval, _status_kb().get("RssAnon", 0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, _status_kb().get("RssAnon", 0))
-
-    def __enter__(self) -> "_AnonymousPeak":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _status_kb().get("RssAnon", 0))
-
-
-def memory_worker(payload: dict) -> dict:
-    """In a fresh process: set up one training variant, run steps, report its memory.
-
-    Linux: the peak RSS during the steps (VmHWM, reset before them) and the peak anonymous
-    RSS (sampled), each also as growth over the resident memory before the steps. Elsewhere
-    only ``ru_maxrss`` (whole process, an upper bound: it survives exec from a bigger parent).
-    """
-    import torch
-
-    spec = SpeedConfig(**{**payload["spec"], "hidden": tuple(payload["spec"]["hidden"])})
-    if payload.get("threads"):
-        torch.set_num_threads(payload["threads"])
-    workload = build_workload(spec, payload["variant"], Path(payload["folder"]))
-    before = _status_kb()
-    if not before or not _reset_peak():
-        for _ in range(payload["steps"]):
-            workload.step()
-        return {"peak_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)}
-    with _AnonymousPeak() as anonymous:
-        for _ in range(payload["steps"]):
-            workload.step()
-    after = _status_kb()
-    mb = 1 / 1024
-    return {
-        "peak_process_mb": max(before["VmHWM"], after["VmHWM"]) * mb,
-        "rss_before_steps_mb": before["VmRSS"] * mb,
-        "peak_steps_mb": after["VmHWM"] * mb,
-        "step_growth_mb": (after["VmHWM"] - before["VmRSS"]) * mb,
-        "anon_before_steps_mb": before["RssAnon"] * mb,
-        "peak_anon_steps_mb": anonymous.peak * mb,
-        "anon_growth_mb": (anonymous.peak - before["RssAnon"]) * mb,
-        "file_rss_after_mb": after["RssFile"] * mb,
-        "file_rss_growth_mb": (after["RssFile"] - before["RssFile"]) * mb,
-    }
-
-
-def measure_memory(spec: SpeedConfig, variant: str, folder: Path, steps: int, threads: int | None) -> dict:
-    payload = {"spec": asdict(spec), "variant": variant, "folder": str(folder), "steps": steps, "threads": threads}
-    code = "import json, sys; from transmem.speed import memory_worker; print(json.dumps(memory_worker(json.loads(sys.argv[1]))))"
-    result = subprocess.run([sys.executable, "-c", code, json.dumps(payload)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"speed: memory measurement of {variant} failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -704,7 +352,7 @@ def run(args) -> int:
     return 1 if args.strict and failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - ``python -m transmem.speed``
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - ``python -m transmem.benchmark.speed``
     parser = argparse.ArgumentParser(prog="transmem speed", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -1,0 +1,66 @@
+"""The configurations ``transmem speed`` measures: their shapes and the run config of each.
+
+Shared by the FLOP counting, the workloads, the peak-memory processes and the benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NUM_SOURCES = 2
+BANK_SIZE_BATCHES = 4  # cached bank over 4 batches of training sequences
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """The shapes of one benchmark configuration."""
+
+    name: str
+    hidden: tuple[int, ...]
+    kernel: int
+    batch: int = 8
+    frame_size: int = 64
+    patch: int = 4
+    input_len: int = 10
+    total_len: int = 20
+    channels: int = 1
+
+    def describe(self) -> str:
+        return (
+            f"ConvLSTM {len(self.hidden)} x {self.hidden[0]}, {self.kernel}x{self.kernel}, batch {self.batch}, "
+            f"{self.frame_size}x{self.frame_size} frames, patch {self.patch}, "
+            f"{self.input_len}+{self.total_len - self.input_len} frames, {NUM_SOURCES} sources"
+        )
+
+    def run_config(self, method: str = "none", sources: list[str] | None = None, bank: str = "cached", cache_dir: str = ""):
+        from transmem.config import config_from_dict
+
+        raw = {
+            "data": {
+                "frame_size": self.frame_size,
+                "channels": self.channels,
+                "input_len": self.input_len,
+                "total_len": self.total_len,
+                "train_size": self.batch * BANK_SIZE_BATCHES,
+                "val_size": 0,
+                "test_size": 1,
+                "batch_size": self.batch,
+            },
+            "model": {"backbone": "convlstm", "hidden": list(self.hidden), "kernel": self.kernel, "patch": self.patch},
+            "train": {"device": "cpu", "time_reversal": False},
+            "eval": {"batch_size": self.batch},
+            "transfer": {"method": method, "sources": list(sources or []), "layers": [0], "bank": bank, "cache_dir": cache_dir},
+        }
+        return config_from_dict(raw)
+
+
+CONFIGS = {
+    "small": SpeedConfig("small", (32, 32), 3),
+    "paper": SpeedConfig("paper", (64, 64, 64, 64), 5),
+    # the tests' configuration: seconds, not minutes
+    "tiny": SpeedConfig("tiny", (8,), 3, batch=2, frame_size=16, input_len=3, total_len=6),
+}
+
+
+def tmu_layout(spec: SpeedConfig) -> dict:
+    return {0: {"kind": "tmu", "source_channels": [spec.hidden[0]] * NUM_SOURCES, "source_sizes": [None] * NUM_SOURCES, "use_gates": True}}

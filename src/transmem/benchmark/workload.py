@@ -1,0 +1,143 @@
+"""The workloads ``transmem speed`` times: one training step of a variant, and inference.
+
+The step is the training loop's (:func:`transmem.training.loop.train`): the transfer method
+builds the model, prepares its bank and adds its loss terms exactly as in training; the
+sources are random-init networks of the target's architecture (their weights do not change
+the cost) and the training sequences are random frames held in memory (no data generation
+in the timed step, the same for every variant).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from transmem.benchmark.speed_config import NUM_SOURCES, SpeedConfig, tmu_layout
+
+if TYPE_CHECKING:  # torch is imported where it is used: `transmem --help` stays fast
+    import torch
+    from torch import Tensor
+
+
+class RandomSequences:
+    """A finite training set of random frames held in memory (``(T, C, H, W)`` items)."""
+
+    online = False
+
+    def __init__(self, spec: SpeedConfig, size: int, seed: int = 0) -> None:
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        shape = (size, spec.total_len, spec.channels, spec.frame_size, spec.frame_size)
+        self.frames = torch.rand(shape, generator=generator)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.frames[index]
+
+    def fingerprint(self) -> str:
+        return f"speed-random-{tuple(self.frames.shape)}-{self.seed}"
+
+
+def make_sources(spec: SpeedConfig, folder: Path) -> list[str]:
+    """Save ``NUM_SOURCES`` random-init sources of the target's architecture in ``folder``."""
+    import torch
+
+    from transmem.models import build_predictor
+    from transmem.run import MODEL_FILE, save_model
+
+    config = spec.run_config()
+    paths = []
+    for n in range(NUM_SOURCES):
+        path = folder / f"source{n}"
+        if not (path / MODEL_FILE).exists():
+            torch.manual_seed(100 + n)
+            path.mkdir(parents=True, exist_ok=True)
+            save_model(build_predictor(config.model, spec.channels), config, path / MODEL_FILE)
+        paths.append(str(path))
+    return paths
+
+
+@dataclass
+class Workload:
+    """A training-step closure and what it trains."""
+
+    step: Callable[[], None]
+    model: "torch.nn.Module"
+    method: object
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
+
+
+def build_workload(
+    spec: SpeedConfig, variant: str, folder: Path, precision: str = "float32", compile_model: bool = False
+) -> Workload:
+    """One training step of ``variant`` as the training loop runs it (see module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
+    from transmem.training.sampling import batch_indices, teacher_mask
+    from transmem.transfer.methods import METHODS
+
+    if variant == "plain":
+        config = spec.run_config()
+    else:
+        sources = make_sources(spec, folder)
+        config = spec.run_config("tmu", sources, variant, str(folder / "bank"))
+    torch.manual_seed(config.train.seed)
+    if config.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    dataset = RandomSequences(spec, config.data.train_size)
+    method = METHODS[config.transfer.method](config, folder / "run", torch.device("cpu"))
+    model = method.build_model()
+    method.initialize(model)
+    method.prepare(model, dataset, progress=False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    forward_model = torch.compile(model) if compile_model else model
+    generator = torch.Generator().manual_seed(1)
+    data = config.data
+    counter = {"iteration": 0}
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else _nothing()
+
+    def step() -> None:
+        iteration = counter["iteration"]
+        counter["iteration"] += 1
+        indices = batch_indices(iteration, data.batch_size, len(dataset), False, data.seed)
+        mask = teacher_mask(data.batch_size, data.total_len, data.input_len, 1.0, 0.5, generator)
+        frames = torch.stack([dataset[i] for i in indices])
+        with autocast():
+            rollout = forward_model(frames, mask, **method.forward_kwargs(frames, iteration))
+            loss = F.mse_loss(rollout.predictions.float(), frames[:, 1:])
+            for weight, value in method.losses(model, indices, rollout).values():
+                if weight > 0:
+                    loss = loss + weight * value.float()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"speed: non-finite loss in the {variant} step")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return Workload(step, model, method)
+
+
+def build_inference(spec: SpeedConfig, tmu: bool) -> Callable[[], Tensor]:
+    """Predict T_out frames from T_in for one batch, with no source loaded."""
+    import torch
+
+    from transmem.models import build_predictor
+
+    torch.manual_seed(0)
+    model = build_predictor(spec.run_config().model, spec.channels, tmu_layout(spec) if tmu else None).eval()
+    inputs = torch.rand(spec.batch, spec.input_len, spec.channels, spec.frame_size, spec.frame_size)
+    horizon = spec.total_len - spec.input_len
+    return lambda: model.predict(inputs, horizon)
