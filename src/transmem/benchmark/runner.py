@@ -35,6 +35,7 @@ from transmem.data import DataError, build_dataset
 from transmem.evaluation.evaluate import evaluate_run
 from transmem.evaluation.pictures import plot_per_frame, plot_transfer_gates, save_gif_grid
 from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
+from transmem.evaluation.training_curves import mean_curve, plot_validation_curves
 from transmem.run import MODEL_FILE, load_model
 from transmem.training.loop import TRAIN_LOG, VAL_LOG, train
 from transmem.training.rundir import check_run_dir
@@ -219,7 +220,7 @@ def run_benchmark(
 
     results = write_results(suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started)
     log(results["table"])
-    log(f"wrote {out / 'results.md'}, results.csv, results.json, per_frame.png, predictions.gif")
+    log(f"wrote {out / 'results.md'}, results.csv, results.json, per_frame.png, validation.png, predictions.gif")
     return results
 
 
@@ -239,15 +240,16 @@ def write_results(suite, profile_name, profile, out: Path, rows, per_run, source
         "session_seconds": round(seconds, 1),
         "table": table,
     }
+    results["pictures"] = _write_pictures(out, per_run, profile)
     write_results_json(out / "results.json", results)
-    _write_pictures(out, per_run, profile)
     (out / "results.md").write_text(_markdown(suite, profile_name, profile, results))
     return results
 
 
-def _write_pictures(out: Path, per_run: list[dict], profile: Profile) -> None:
+def _write_pictures(out: Path, per_run: list[dict], profile: Profile) -> list[str]:
+    """Write the benchmark's pictures into ``out``; return the names of those written."""
     if not per_run:
-        return
+        return []
     curves, bands = {}, {}
     for method in dict.fromkeys(r["method"] for r in per_run):
         runs = [r["metrics"] for r in per_run if r["method"] == method]
@@ -258,6 +260,16 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile) -> None:
             bands[method][metric] = (values.std(0) if len(runs) > 1 else torch.zeros(values.shape[1])).tolist()
     curves["copy last frame"] = {m: per_run[0]["metrics"]["copy_last_frame"][m]["per_frame"] for m in ("mse", "ssim")}
     plot_per_frame(out / "per_frame.png", curves, metrics=("mse", "ssim"), bands=bands)
+
+    learning = {}
+    for method in curves:
+        runs = [validation_curve(Path(r["run_dir"])) for r in per_run if r["method"] == method]
+        if any(runs):
+            learning[method] = mean_curve(runs)
+    written = ["per_frame.png"]
+    if learning:
+        plot_validation_curves(out / "validation.png", learning)
+        written.append("validation.png")
 
     first_seed = [r for r in per_run if r["seed"] == per_run[0]["seed"]]
     config = load_model(first_seed[0]["run_dir"]).config
@@ -271,6 +283,7 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile) -> None:
         predicted = model.predict(frames[:, :input_len], config.data.total_len - input_len).clamp(0, 1)
         grid[run["method"]] = torch.cat([frames[:, :input_len], predicted], dim=1)
     save_gif_grid(out / "predictions.gif", grid, fps=4, scale=2)
+    written.append("predictions.gif")
 
     gated = [r for r in first_seed if r["metrics"].get("transfer_gates") and r["method"] == "tmu"]
     if gated:
@@ -278,6 +291,8 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile) -> None:
         names = [Path(s).name for s in metrics.get("sources", [])] or None
         layers = {f"layer {int(k) + 1}": v for k, v in metrics["transfer_gates"].items()}
         plot_transfer_gates(out / "transfer_gates.png", layers, names, input_len=metrics["input_len"])
+        written.append("transfer_gates.png")
+    return written
 
 
 def environment() -> dict:
@@ -338,11 +353,13 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         f"(commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; "
         f"this session {results['session_seconds']:.0f} s).",
         "",
-        "![per-frame metrics](per_frame.png)",
-        "",
-        "![predictions](predictions.gif)",
-        "",
     ]
-    if any(r["method"] == "tmu" for r in results["rows"]):
-        lines += ["![transfer gates](transfer_gates.png)", ""]
+    captions = {
+        "per_frame.png": "per-frame metrics",
+        "validation.png": "validation MSE over training",
+        "predictions.gif": "predictions",
+        "transfer_gates.png": "transfer gates",
+    }
+    for name in results.get("pictures") or []:
+        lines += [f"![{captions[name]}]({name})", ""]
     return "\n".join(lines)

@@ -4,6 +4,7 @@
   predicted frame, accumulated batch by batch) and the copy-last-frame baseline.
 * :mod:`.pictures` — PNG strips, animated GIFs, per-frame metric plots, transfer-gate plots.
 * :mod:`.report` — markdown tables, mean ± std over seeds, CSV / JSON files.
+* :mod:`.training_curves` — validation curves over training, mean ± std over seeds.
 """
 
 from .metrics import FRAME_METRIC_NAMES, PSNR_CAP_DB, FrameMetrics, copy_last_frame_baseline
@@ -16,6 +17,7 @@ from .report import (
     write_results_csv,
     write_results_json,
 )
+from .training_curves import mean_curve, plot_validation_curves
 
 __all__ = [
     "FRAME_METRIC_NAMES",
@@ -24,8 +26,10 @@ __all__ = [
     "copy_last_frame_baseline",
     "format_metrics_table",
     "markdown_results_table",
+    "mean_curve",
     "plot_per_frame",
     "plot_transfer_gates",
+    "plot_validation_curves",
     "read_results_json",
     "save_gif",
     "save_gif_grid",

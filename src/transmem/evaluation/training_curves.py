@@ -1,0 +1,84 @@
+"""Validation curves over training: how fast each method learns, mean ± std over seeds.
+
+Each run's ``val.csv`` holds the validation metrics every ``train.val_every`` iterations.
+:func:`mean_curve` averages the curves of one method's seeds (they must share the
+iterations), :func:`plot_validation_curves` draws one line per method with a ``± std``
+band, so that a head start (transfer) and a late catch-up (scratch) are both visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+Curve = Sequence[tuple[int, float]]
+
+
+def mean_curve(curves: Sequence[Curve]) -> tuple[list[int], list[float], list[float]]:
+    """Iterations, mean and std (0 for one seed) of several runs' ``(iteration, value)`` curves.
+
+    Curves of different lengths (an unfinished seed) are cut to the iterations all share.
+
+    Raises:
+        ValueError: no curve, or the curves log different iterations.
+    """
+    curves = [list(c) for c in curves if c]
+    if not curves:
+        raise ValueError("no validation curve to average")
+    length = min(len(c) for c in curves)
+    iterations = [it for it, _ in curves[0][:length]]
+    for curve in curves[1:]:
+        if [it for it, _ in curve[:length]] != iterations:
+            raise ValueError(f"the runs validated at different iterations: {iterations} vs {[it for it, _ in curve[:length]]}")
+    values = np.array([[v for _, v in c[:length]] for c in curves], dtype=np.float64)
+    std = values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(length)
+    return iterations, values.mean(axis=0).tolist(), std.tolist()
+
+
+def plot_validation_curves(
+    path: str | Path,
+    curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
+    metric: str = "validation MSE per frame (sum over pixels)",
+    reference: tuple[str, float] | None = None,
+    log_scale: bool = True,
+) -> None:
+    """One line per method (``name -> (iterations, mean, std)``), a shaded ``mean ± std`` band.
+
+    Args:
+        path: output image (format from the suffix).
+        curves: e.g. from :func:`mean_curve` per method.
+        metric: y-axis label.
+        reference: optional ``(label, value)`` drawn as a dashed horizontal line (e.g. the
+            copy-last-frame baseline).
+        log_scale: logarithmic y axis (early validation errors can be several times the final ones).
+    """
+    if not curves:
+        raise ValueError("no curve to plot")
+    figure = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    for method, (iterations, mean, std) in curves.items():
+        if not (len(iterations) == len(mean) == len(std)) or not iterations:
+            raise ValueError(f"{method!r}: iterations, mean and std must be non-empty and of one length")
+        x, m, s = np.asarray(iterations), np.asarray(mean), np.asarray(std)
+        (line,) = axes.plot(x, m, marker="o", markersize=3, label=method)
+        if np.any(s > 0):
+            axes.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
+    if reference is not None:
+        axes.axhline(reference[1], color="gray", linestyle="--", linewidth=1, label=reference[0])
+    if log_scale:
+        axes.set_yscale("log")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")  # 200, 300 rather than 2 x 10^2
+        axes.yaxis.set_major_formatter(plain)
+        axes.yaxis.set_minor_formatter(plain)
+    axes.set_xlabel("training iteration")
+    axes.set_ylabel(metric, fontsize=8)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=7)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, bbox_inches="tight", facecolor="white")
