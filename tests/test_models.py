@@ -168,6 +168,29 @@ def test_tmu_gate_extremes_follow_the_equations():
     assert torch.allclose(opened, candidate + distilled.sum(1), atol=1e-5)
 
 
+def test_mean_merge_is_the_sum_over_n_plus_one_and_keeps_the_memory_scale():
+    torch.manual_seed(0)
+    summed, averaged = TransferableMemory(4, [4, 4]), TransferableMemory(4, [4, 4], merge="mean")
+    averaged.load_state_dict(summed.state_dict())
+    candidate, gates = torch.randn(2, 4, 3, 3), torch.randn(2, 8, 3, 3)
+    total, distilled, _ = summed(candidate, gates)
+    mean, same_distilled, _ = averaged(candidate, gates)
+    assert torch.allclose(mean, total / 3, atol=1e-6) and torch.equal(distilled, same_distilled)
+    closed, _, _ = averaged(candidate, torch.full((2, 8, 3, 3), -50.0))  # T = 0: C_t = C'_t exactly
+    assert torch.allclose(closed, candidate, atol=1e-6)
+    # Over a sequence with the forget gate near 1, "sum" grows the memory geometrically, "mean" does not.
+    sizes = {}
+    for merge in ("sum", "mean"):
+        unit = TransferableMemory(4, [4, 4], merge=merge)
+        memory = torch.randn(1, 4, 3, 3)
+        for _ in range(10):
+            memory, _, _ = unit(0.95 * memory, torch.zeros(1, 8, 3, 3))
+        sizes[merge] = memory.abs().mean().item()
+    assert sizes["sum"] > 100 * sizes["mean"] and sizes["mean"] < 5
+    with pytest.raises(ValueError, match="merge"):
+        TransferableMemory(4, [4], merge="max")
+
+
 def test_distill_ablation_keeps_memory_and_adds_no_gate_groups():
     unit = TransferableMemory(4, [4, 4], use_gates=False)
     assert unit.gate_groups == 0

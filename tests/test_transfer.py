@@ -243,16 +243,16 @@ def test_auto_bank_is_cached_only_for_finite_forward_time_training(zoo, tmp_path
 
 
 @pytest.mark.parametrize(
-    "names, backbone, bank",
+    "names, backbone, bank, merge",
     [
-        (["digits1"], "convlstm", "cached"),
-        (["digits1", "digits2"], "predrnn", "cached"),
-        (["digits1", "small", "coarse"], "convlstm", "live"),
+        (["digits1"], "convlstm", "cached", "sum"),
+        (["digits1", "digits2"], "predrnn", "cached", "mean"),
+        (["digits1", "small", "coarse"], "convlstm", "live", "sum"),
     ],
 )
-def test_n_sources_train_end_to_end_and_layout_is_recorded(zoo, tmp_path, names, backbone, bank):
+def test_n_sources_train_end_to_end_and_layout_is_recorded(zoo, tmp_path, names, backbone, bank, merge):
     data = {"train_size": 0} if bank == "live" else None
-    config = target_config([zoo[n] for n in names], data=data, model={"backbone": backbone}, bank=bank)
+    config = target_config([zoo[n] for n in names], data=data, model={"backbone": backbone}, bank=bank, memory_merge=merge)
     result = train(config, tmp_path / "run", progress=False)
     assert all(np.isfinite(v) for v in result.val.values())
     assert (tmp_path / "run" / "memory_bank").is_dir() == (bank == "cached")
@@ -266,7 +266,7 @@ def test_n_sources_train_end_to_end_and_layout_is_recorded(zoo, tmp_path, names,
     assert layout["source_sizes"] == [expected_sizes[n] for n in names]
     assert layout["use_gates"] is True and layout.get("kind", "tmu") == "tmu"
     unit = model.transfer_unit(0)
-    assert unit.num_sources == len(names)
+    assert unit.num_sources == len(names) and layout["merge"] == unit.merge == merge  # restored from the file
     for n, name in enumerate(names):
         projection = unit.projections[n]
         if expected_channels[name] == 8:

@@ -151,6 +151,9 @@ class EvalConfig:
         _non_negative(self, "max_sequences")
 
 
+MEMORY_MERGES = ("sum", "mean")
+
+
 @dataclass
 class TransferConfig:
     """How the target uses the source zoo (see :data:`transmem.transfer.METHODS`)."""
@@ -162,6 +165,9 @@ class TransferConfig:
     distill_weight: float = 0.1
     cache_dir: str = ""  # "" = <run>/memory_bank
     flow_stop: float = 0.5  # kflow: fraction of training after which teachers no longer flow in
+    # tmu: memory carried to the next step. "sum": C_t = C'_t + sum_n M^n_t (METHOD.md, the
+    # authors' release); "mean": that sum divided by N + 1, which keeps C_t at the scale of C'_t.
+    memory_merge: str = "sum"
 
     def validate(self) -> None:
         from transmem.transfer.methods import METHODS
@@ -170,6 +176,8 @@ class TransferConfig:
             raise ConfigError(f"transfer.method: unknown method {self.method!r}; known: {', '.join(METHODS)}")
         if self.bank not in ("auto", "cached", "live"):
             raise ConfigError(f"transfer.bank: expected 'auto', 'cached' or 'live', got {self.bank!r}")
+        if self.memory_merge not in MEMORY_MERGES:
+            raise ConfigError(f"transfer.memory_merge: expected one of {', '.join(MEMORY_MERGES)}, got {self.memory_merge!r}")
         if self.distill_weight < 0:
             raise ConfigError("transfer.distill_weight: must be >= 0")
         if self.method == "distill" and self.distill_weight == 0:

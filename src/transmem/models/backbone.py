@@ -86,7 +86,8 @@ class RecurrentPredictor(nn.Module):
         patch: patch size p (frame size must be divisible by it).
         norm: ``"none"`` or ``"group"`` (GroupNorm(1, C) after convolutions; any frame size).
         transfer_layout: for a transfer target, ``{layer: {"kind": "tmu" | "kflow",
-            "source_channels": [...], "source_sizes": [[h, w] | None, ...], "use_gates": bool}}``:
+            "source_channels": [...], "source_sizes": [[h, w] | None, ...], "use_gates": bool,
+            "merge": "sum" | "mean"}}``:
             ``tmu`` layers get a :class:`TransferableMemory` (``use_gates = False``: the
             distill ablation), ``kflow`` layers a :class:`KnowledgeFlowMixer`. Plain JSON so
             the architecture can be rebuilt from a checkpoint with no source present.
@@ -130,7 +131,11 @@ class RecurrentPredictor(nn.Module):
             elif layout is not None:
                 sizes = [tuple(s) if s is not None else None for s in layout.get("source_sizes") or []]
                 transfer = TransferableMemory(
-                    hidden_channels, list(layout["source_channels"]), sizes or None, layout.get("use_gates", True)
+                    hidden_channels,
+                    list(layout["source_channels"]),
+                    sizes or None,
+                    layout.get("use_gates", True),
+                    layout.get("merge", "sum"),
                 )
             cells.append(cell_type(in_channels, hidden_channels, kernel, norm, transfer))
         self.cells = nn.ModuleList(cells)

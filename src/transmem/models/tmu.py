@@ -7,12 +7,18 @@ for N sources (METHOD.md, steps 3-5)::
     D^n_t = Norm(W^n * C'_t)                       # distiller n: 1x1 conv (no bias) + GroupNorm(1)
     T^n_t = sigmoid(s^n)                           # transfer gate n
     M^n_t = T^n_t * D^n_t + (1 - T^n_t) * C'_t     # mixed memory
-    C_t   = C'_t + sum_n M^n_t                     # memory carried to the next step
+    C_t   = C'_t + sum_n M^n_t                     # memory carried to the next step ("sum")
+    C_t   = (C'_t + sum_n M^n_t) / (N + 1)         # or, with merge="mean", their mean
 
 ``D^n_t`` is the target's reconstruction of source n's memory; the distillation loss
 (computed by the training code, never here) compares ``project(D^n_t)`` with the frozen
 source's memory. ``project`` is the identity for a source with the target's channel count
 and spatial size, else a learned 1x1 projection followed by bilinear interpolation.
+
+``merge="sum"`` is the method as stated and released. Each step then adds N gated copies of
+the memory to itself, so ``C_t`` can grow geometrically over the sequence (by about
+``(1 + sum_n (1 - T^n)) * f`` per step) and saturate ``tanh(C_t)``; ``merge="mean"`` makes
+``C_t`` a convex combination of ``C'_t`` and the (normalized) distilled memories instead.
 
 With ``use_gates=False`` (the ``distill`` ablation) the distillers are side branches only:
 ``C_t = C'_t`` and the distillers are trained by the hint loss alone.
@@ -37,6 +43,7 @@ class TransferableMemory(nn.Module):
         source_sizes: spatial size ``(h, w)`` of each source's memory, or None for "same as
             the target's" (then no interpolation).
         use_gates: False for the distillation-only ablation (no transfer gates, C_t = C'_t).
+        merge: ``"sum"`` (C_t = C'_t + sum_n M^n_t) or ``"mean"`` (that sum over N + 1).
     """
 
     def __init__(
@@ -45,10 +52,14 @@ class TransferableMemory(nn.Module):
         source_channels: list[int],
         source_sizes: list[tuple[int, int] | None] | None = None,
         use_gates: bool = True,
+        merge: str = "sum",
     ) -> None:
         super().__init__()
         if not source_channels:
             raise ValueError("TransferableMemory needs at least one source")
+        if merge not in ("sum", "mean"):
+            raise ValueError(f"merge must be 'sum' or 'mean', got {merge!r}")
+        self.merge = merge
         self.hidden_channels = hidden_channels
         self.num_sources = len(source_channels)
         self.use_gates = use_gates
@@ -90,6 +101,8 @@ class TransferableMemory(nn.Module):
         gates = torch.sigmoid(gate_preactivation).view(batch, self.num_sources, *candidate.shape[1:])
         mixed = gates * distilled + (1.0 - gates) * candidate.unsqueeze(1)
         memory = candidate + mixed.sum(dim=1)
+        if self.merge == "mean":
+            memory = memory / (self.num_sources + 1)
         return memory, distilled, gates.mean(dim=(2, 3, 4))
 
     def distill(self, candidate: Tensor) -> Tensor:

@@ -106,7 +106,9 @@ class TransferableMemoryMethod(ScratchMethod):
         self.bank = None
 
     def transfer_layout(self) -> dict:
-        return memory_layouts(self.sources, self.layers, self.config, kind="tmu", use_gates=self.use_gates)
+        return memory_layouts(
+            self.sources, self.layers, self.config, kind="tmu", use_gates=self.use_gates, merge=self.config.transfer.memory_merge
+        )
 
     def bank_mode(self, train_dataset) -> str:
         """``auto`` is ``cached`` for a finite training set read forward in time, else ``live``.
