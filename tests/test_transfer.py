@@ -282,6 +282,29 @@ def test_n_sources_train_end_to_end_and_layout_is_recorded(zoo, tmp_path, names,
 # ----------------------------------------------------------------------------- 5. no sources at inference
 
 
+def test_memory_scale_is_the_rms_of_the_test_time_memory_and_inspect_prints_it(tmu_run, capsys):
+    from transmem.evaluation.memory_scale import memory_scale
+
+    loaded = load_model(tmu_run["run"])
+    model, config = loaded.model.eval(), loaded.config
+    frames = torch.stack([build_dataset(config.data, "val")[i] for i in range(3)])
+    scale = memory_scale(model, frames, config.data.input_len)
+    with torch.no_grad():  # test time: truth for the observed frames, own predictions after
+        rollout = model(frames, rollout_mask(3, STEPS + 1, config.data.input_len), record_layers=[0])
+    expected = [float(rollout.memories[0][:, t].double().pow(2).mean().sqrt()) for t in range(STEPS)]
+    assert scale[0]["memory_rms"] == pytest.approx(expected, rel=1e-9)
+    gates = scale[0]["gate_means"]
+    assert len(gates) == STEPS and all(len(g) == 2 and all(0 < v < 1 for v in g) for g in gates)
+    with pytest.raises(ValueError, match="input_len"):
+        memory_scale(model, frames, STEPS + 1)
+
+    assert main(["inspect", str(tmu_run["run"]), "--sequences", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 val sequences" in out and "layer 1 memory rms" in out and "gate digits1" in out and "gate digits2" in out
+    assert main(["inspect", str(tmu_run["run"]), "--sequences", "0"]) == 2
+    assert "--sequences must be >= 1" in capsys.readouterr().err
+
+
 def test_tmu_checkpoint_predicts_without_sources(zoo, tmp_path):
     copies = tmp_path / "zoo"
     for name in ("digits1", "small"):

@@ -2,6 +2,7 @@
 
     transmem train CONFIG.toml --out RUN_DIR [--set section.key=value ...] [--force]
     transmem evaluate RUN_DIR [--out metrics.json] [--split test|val]
+    transmem inspect RUN_DIR [--split val|test] [--sequences N]
     transmem predict RUN_DIR --input FRAMES.npy --out DIR [--horizon N] [--truth TRUTH.npy]
     transmem data preview NAME --out FILE.gif [--set data.key=value ...]
     transmem zoo list DIR
@@ -50,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", help="run folder, model.safetensors or checkpoint")
     evaluate.add_argument("--out", help="metrics JSON (default RUN/metrics.json)")
     evaluate.add_argument("--split", default="test", choices=["test", "val"])
+
+    inspect = commands.add_parser("inspect", help="memory scale and transfer gates of a trained run, step by step")
+    inspect.add_argument("run", help="run folder, model.safetensors or checkpoint")
+    inspect.add_argument("--split", default="val", choices=["val", "test"])
+    inspect.add_argument("--sequences", type=int, default=16, help="number of sequences (the split's first ones)")
 
     predict = commands.add_parser("predict", help="predict future frames of given sequences")
     predict.add_argument("run", help="run folder, model.safetensors or checkpoint")
@@ -118,6 +124,27 @@ def _evaluate(args) -> int:
     print(format_metrics_table(result["model"], baseline=result["copy_last_frame"]))
     if result["transfer_gates"]:
         print("mean transfer gate per layer and source:", json.dumps({k: [round(sum(s) / len(s), 3) for s in v] for k, v in result["transfer_gates"].items()}))
+    return 0
+
+
+def _inspect(args) -> int:
+    import torch
+
+    from transmem.data import DataError, build_dataset
+    from transmem.evaluation.memory_scale import format_memory_scale, memory_scale
+    from transmem.run import load_model
+
+    if args.sequences < 1:
+        raise ConfigError(f"inspect: --sequences must be >= 1, got {args.sequences}")
+    loaded = load_model(args.run)
+    config = loaded.config
+    dataset = build_dataset(config.data, args.split)
+    if len(dataset) == 0:
+        raise DataError(f"inspect: the run's {args.split} split is empty (data.{args.split}_size = 0)")
+    frames = torch.stack([dataset[i] for i in range(min(args.sequences, len(dataset)))])
+    scale = memory_scale(loaded.model.eval(), frames, config.data.input_len)
+    print(f"{args.run}: {len(frames)} {args.split} sequences, the model feeding its own predictions after frame {config.data.input_len}")
+    print(format_memory_scale(scale, [Path(s).name for s in config.transfer.sources]))
     return 0
 
 
@@ -241,7 +268,7 @@ def _speed(args) -> int:
     return run(args)
 
 
-COMMANDS = {"benchmark": _benchmark, "speed": _speed, "train": _train, "evaluate": _evaluate, "predict": _predict, "data": _data, "zoo": _zoo}
+COMMANDS = {"benchmark": _benchmark, "speed": _speed, "train": _train, "evaluate": _evaluate, "inspect": _inspect, "predict": _predict, "data": _data, "zoo": _zoo}
 
 
 def main(argv: list[str] | None = None) -> int:
