@@ -164,3 +164,25 @@ def test_compiled_training_matches_eager_and_resumes_exactly(tmp_path):
     assert compiled.keys() == eager.keys()  # no "_orig_mod." prefix in saved weights
     assert all(torch.equal(compiled[k], resumed[k]) for k in compiled)
     assert all(torch.allclose(compiled[k], eager[k], atol=1e-5) for k in compiled)
+
+
+def test_a_run_killed_between_validation_and_checkpoint_logs_every_validation(tmp_path, monkeypatch):
+    import transmem.training.loop as loop
+
+    config = tiny_config(data={"train_size": 8, "val_size": 2}, train={"iterations": 6, "checkpoint_every": 2, "val_every": 2, "log_every": 1})
+    validate, calls = loop._validate, []
+
+    def killed_after_validating_at_4(model, dataset, config, run_dir, iteration, device):
+        result = validate(model, dataset, config, run_dir, iteration, device)
+        calls.append(iteration)
+        if iteration == 4 and calls.count(4) == 1:
+            raise KeyboardInterrupt  # the kill lands before checkpoint 4 is written
+        return result
+
+    monkeypatch.setattr(loop, "_validate", killed_after_validating_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", progress=False)
+    assert [int(n.stem.split("-")[1]) for n in list_checkpoints(tmp_path / "run" / "checkpoints")] == [2]
+    train(config, tmp_path / "run", progress=False)  # resumes from 2, so validates at 4 again
+    rows = (tmp_path / "run" / "val.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [2, 4, 6]

@@ -20,9 +20,12 @@ def test_one_seed_has_zero_spread_and_an_unfinished_seed_is_cut_to_the_shared_it
     assert iterations == [10] and mean == [6.0]
 
 
-def test_curves_validated_at_other_iterations_are_refused():
-    with pytest.raises(ValueError, match="different iterations"):
-        mean_curve([[(10, 5.0), (20, 4.0)], [(10, 5.0), (30, 4.0)]])
+def test_only_the_iterations_every_run_validated_are_kept():
+    # seed 1 lost its row at 20 (killed between checkpoint and validation, then resumed)
+    iterations, mean, std = mean_curve([[(10, 5.0), (20, 4.0), (30, 3.0)], [(10, 7.0), (30, 5.0)]])
+    assert iterations == [10, 30] and mean == [6.0, 4.0] and std == pytest.approx([2**0.5, 2**0.5])
+    with pytest.raises(ValueError, match="share no validated iteration"):
+        mean_curve([[(10, 5.0)], [(20, 4.0)]])
     with pytest.raises(ValueError, match="no validation curve"):
         mean_curve([[], []])
 

@@ -264,8 +264,10 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile) -> list[st
     learning = {}
     for method in curves:
         runs = [validation_curve(Path(r["run_dir"])) for r in per_run if r["method"] == method]
-        if any(runs):
+        try:
             learning[method] = mean_curve(runs)
+        except ValueError:  # no validation split, or seeds without a shared validated iteration
+            continue
     written = ["per_frame.png"]
     if learning:
         plot_validation_curves(out / "validation.png", learning)

@@ -22,21 +22,20 @@ Curve = Sequence[tuple[int, float]]
 def mean_curve(curves: Sequence[Curve]) -> tuple[list[int], list[float], list[float]]:
     """Iterations, mean and std (0 for one seed) of several runs' ``(iteration, value)`` curves.
 
-    Curves of different lengths (an unfinished seed) are cut to the iterations all share.
+    Only the iterations every curve logged are kept: an unfinished seed, or a run resumed
+    after a kill that lost one validation row, does not shift the others.
 
     Raises:
-        ValueError: no curve, or the curves log different iterations.
+        ValueError: no curve, or no iteration shared by all of them.
     """
-    curves = [list(c) for c in curves if c]
+    curves = [dict(c) for c in curves if c]
     if not curves:
         raise ValueError("no validation curve to average")
-    length = min(len(c) for c in curves)
-    iterations = [it for it, _ in curves[0][:length]]
-    for curve in curves[1:]:
-        if [it for it, _ in curve[:length]] != iterations:
-            raise ValueError(f"the runs validated at different iterations: {iterations} vs {[it for it, _ in curve[:length]]}")
-    values = np.array([[v for _, v in c[:length]] for c in curves], dtype=np.float64)
-    std = values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(length)
+    iterations = sorted(set.intersection(*(set(c) for c in curves)))
+    if not iterations:
+        raise ValueError("the runs share no validated iteration")
+    values = np.array([[c[it] for it in iterations] for c in curves], dtype=np.float64)
+    std = values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(iterations))
     return iterations, values.mean(axis=0).tolist(), std.tolist()
 
 

@@ -265,12 +265,14 @@ def train(
             if writer is not None:
                 for key, value in terms.items():
                     writer.add_scalar(f"loss/{key}", value.item(), done)
-        if ctx.is_main and (done % config.train.checkpoint_every == 0 or done == total):
-            _save(checkpoints, done, model, optimizer, scheduler, generator, config, method)
+        # Validate before checkpointing: a run killed in between resumes from the previous
+        # checkpoint and validates again, instead of resuming past a validation never logged.
         if val_set is not None and ctx.is_main and config.train.val_every and done % config.train.val_every == 0 and done < total:
             _validate(model, val_set, config, run_dir, done, device)
             model.train()
             tick = time.time()  # seconds_per_iteration counts training only, not validation
+        if ctx.is_main and (done % config.train.checkpoint_every == 0 or done == total):
+            _save(checkpoints, done, model, optimizer, scheduler, generator, config, method)
         if stop_at is not None and done >= stop_at and done < total:
             if ctx.is_main:
                 _save(checkpoints, done, model, optimizer, scheduler, generator, config, method)
