@@ -143,7 +143,9 @@ def start(command: list[str], kill_at: str | None = None, step_pause: float = 0.
     # every run of a comparison (reference included) uses the same setting.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if kill_at is not None or step_pause:
-        env.update({"KILL_AT": kill_at or "none::0", "STEP_PAUSE": str(step_pause)})
+        if kill_at is not None:
+            env["KILL_AT"] = kill_at
+        env["STEP_PAUSE"] = str(step_pause)
         command = [command[0], "-c", KILL_RUNNER, *command[3:]]  # instead of "-m transmem"
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

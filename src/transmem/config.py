@@ -151,9 +151,6 @@ class EvalConfig:
         _non_negative(self, "max_sequences")
 
 
-MEMORY_MERGES = ("sum", "mean")
-
-
 @dataclass
 class TransferConfig:
     """How the target uses the source zoo (see :data:`transmem.transfer.METHODS`)."""
@@ -170,6 +167,7 @@ class TransferConfig:
     memory_merge: str = "sum"
 
     def validate(self) -> None:
+        from transmem.models.tmu import MEMORY_MERGES
         from transmem.transfer.methods import METHODS
 
         if self.method not in METHODS:

@@ -220,7 +220,7 @@ def run_benchmark(
 
     results = write_results(suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started)
     log(results["table"])
-    log(f"wrote {out / 'results.md'}, results.csv, results.json, per_frame.png, validation.png, predictions.gif")
+    log(f"wrote {out / 'results.md'}, " + ", ".join(["results.csv", "results.json", *results["pictures"]]))
     return results
 
 

@@ -179,7 +179,8 @@ def _write_gif(path: PathLike, frames: list[np.ndarray], fps: float) -> None:
     iio.imwrite(path, video, extension=".gif", duration=round(1000.0 / fps), loop=0)
 
 
-def _save_figure(figure: Figure, path: PathLike) -> None:
+def save_figure(figure: Figure, path: PathLike) -> None:
+    """Render ``figure`` on an Agg canvas into ``path`` (white background; parent folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
@@ -248,7 +249,7 @@ def save_strip_png(
         spine.set_visible(False)
     if title:
         axes.set_title(title)
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 # ----------------------------------------------------------------------------- GIFs
@@ -453,7 +454,7 @@ def plot_per_frame(
     axes_list[0].legend(fontsize=8)
     if title:
         figure.suptitle(title)
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def plot_transfer_gates(
@@ -526,4 +527,4 @@ def plot_transfer_gates(
     axes_grid[0, 0].legend(fontsize=8)
     if title:
         figure.suptitle(title)
-    _save_figure(figure, path)
+    save_figure(figure, path)

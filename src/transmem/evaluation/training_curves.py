@@ -1,8 +1,8 @@
 """Validation curves over training: how fast each method learns, mean ± std over seeds.
 
 Each run's ``val.csv`` holds the validation metrics every ``train.val_every`` iterations.
-:func:`mean_curve` averages the curves of one method's seeds (they must share the
-iterations), :func:`plot_validation_curves` draws one line per method with a ``± std``
+:func:`mean_curve` averages the curves of one method's seeds (at the iterations they all
+logged), :func:`plot_validation_curves` draws one line per method with a ``± std``
 band, so that a head start (transfer) and a late catch-up (scratch) are both visible.
 """
 
@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+
+from transmem.evaluation.pictures import save_figure
 
 Curve = Sequence[tuple[int, float]]
 
@@ -43,18 +44,15 @@ def plot_validation_curves(
     path: str | Path,
     curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
     metric: str = "validation MSE per frame (sum over pixels)",
-    reference: tuple[str, float] | None = None,
-    log_scale: bool = True,
 ) -> None:
     """One line per method (``name -> (iterations, mean, std)``), a shaded ``mean ± std`` band.
 
+    The y axis is logarithmic: early validation errors can be several times the final ones.
+
     Args:
-        path: output image (format from the suffix).
+        path: output image (format from the suffix; parent folders are created).
         curves: e.g. from :func:`mean_curve` per method.
         metric: y-axis label.
-        reference: optional ``(label, value)`` drawn as a dashed horizontal line (e.g. the
-            copy-last-frame baseline).
-        log_scale: logarithmic y axis (early validation errors can be several times the final ones).
     """
     if not curves:
         raise ValueError("no curve to plot")
@@ -67,17 +65,12 @@ def plot_validation_curves(
         (line,) = axes.plot(x, m, marker="o", markersize=3, label=method)
         if np.any(s > 0):
             axes.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
-    if reference is not None:
-        axes.axhline(reference[1], color="gray", linestyle="--", linewidth=1, label=reference[0])
-    if log_scale:
-        axes.set_yscale("log")
-        plain = FuncFormatter(lambda value, _: f"{value:g}")  # 200, 300 rather than 2 x 10^2
-        axes.yaxis.set_major_formatter(plain)
-        axes.yaxis.set_minor_formatter(plain)
+    axes.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 200, 300 rather than 2 x 10^2
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
     axes.set_xlabel("training iteration")
     axes.set_ylabel(metric, fontsize=8)
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=7)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(figure)
-    figure.savefig(path, bbox_inches="tight", facecolor="white")
+    save_figure(figure, path)

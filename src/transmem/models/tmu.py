@@ -34,6 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+MEMORY_MERGES = ("sum", "mean")  # how C_t is formed from C'_t and the mixed memories
+
+
 class TransferableMemory(nn.Module):
     """Distillers, transfer gates and memory mixing for ``num_sources`` sources.
 
@@ -57,8 +60,8 @@ class TransferableMemory(nn.Module):
         super().__init__()
         if not source_channels:
             raise ValueError("TransferableMemory needs at least one source")
-        if merge not in ("sum", "mean"):
-            raise ValueError(f"merge must be 'sum' or 'mean', got {merge!r}")
+        if merge not in MEMORY_MERGES:
+            raise ValueError(f"merge must be one of {MEMORY_MERGES}, got {merge!r}")
         self.merge = merge
         self.hidden_channels = hidden_channels
         self.num_sources = len(source_channels)
