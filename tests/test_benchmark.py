@@ -2,12 +2,17 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
 from transmem.benchmark.runner import plan_runs, run_benchmark, write_results
 from transmem.benchmark.suites import PROFILES, SUITES
 from transmem.cli import main
+from transmem.training.locks import FileLock, LockedError
 
 TINY = [
     "data.frame_size=16",
@@ -102,6 +107,8 @@ def test_plan_covers_every_seed_and_finetune_source(tmp_path):
 def test_cli_rejects_unknown_suite(capsys):
     assert main(["benchmark", "nope", "--out", "x"]) == 2
     assert "unknown suite 'nope'" in capsys.readouterr().err
+    assert main(["benchmark", "digits", "--out", "x", "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_time_to_quality_reads_validation_and_training_logs(tmp_path):
@@ -177,3 +184,70 @@ def test_a_benchmark_resumes_whatever_the_spelling_of_its_folder(tiny_benchmark,
     monkeypatch.chdir(out.parent)
     results = run_benchmark("digits", "quick", out.name, ["tmu"], progress=False, log=lambda *_: None, overrides=TINY)
     assert [r["method"] for r in results["rows"]] == ["tmu"]  # found finished, not refused as another config
+
+
+# ----------------------------------------------------------------------------- --jobs
+
+
+def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tiny_benchmark, tmp_path):
+    serial_out, serial = tiny_benchmark
+    lines: list[str] = []
+    results = run_benchmark(
+        "digits", "quick", tmp_path / "parallel", ["scratch", "finetune", "tmu"], progress=False, log=lines.append, overrides=TINY, jobs=2
+    )
+    assert [r["method"] for r in results["rows"]] == ["scratch", "finetune_digits1", "finetune_digits2", "tmu"]
+    assert lines[1] == "6 runs on 2 worker processes, 1 torch thread(s) each"
+    started = {line[len("start "):]: n for n, line in enumerate(lines) if line.startswith("start ")}
+    done = {line[len("done "):].split(" (")[0]: n for n, line in enumerate(lines) if line.startswith("done ")}
+    assert set(started) == set(done) == {"source digits1", "source digits2", "scratch seed 0", "finetune_digits1 seed 0", "finetune_digits2 seed 0", "tmu seed 0"}
+    assert started["finetune_digits1 seed 0"] > done["source digits1"]
+    assert started["finetune_digits2 seed 0"] > done["source digits2"]
+    assert started["tmu seed 0"] > max(done["source digits1"], done["source digits2"])
+    # Same runs as the serial benchmark (one torch thread per worker: equal up to float rounding).
+    expected = {r["method"]: r["mse"] for r in serial["rows"]}
+    for row in results["rows"]:
+        assert row["mse"] == pytest.approx(expected[row["method"]], rel=1e-3), row["method"]
+    assert (tmp_path / "parallel" / "results.md").exists()
+
+
+def test_a_failing_parallel_run_stops_the_benchmark_with_its_error(tmp_path):
+    from tests.conftest import tiny_config
+    from transmem.benchmark.scheduler import Task, run_tasks
+    from transmem.training.loop import train
+    from transmem.training.rundir import RunConflictError
+
+    train(tiny_config(train={"lr": 1e-2}), tmp_path / "taken", progress=False)
+    tasks = [Task("good", tiny_config(), tmp_path / "good"), Task("taken", tiny_config(), tmp_path / "taken")]
+    with pytest.raises(RunConflictError, match="differs in train.lr"):
+        run_tasks(tasks, jobs=2, log=lambda *_: None)
+    with pytest.raises(ValueError, match="needs"):
+        run_tasks([Task("a", tiny_config(), tmp_path / "a", needs=("b",)), Task("b", tiny_config(), tmp_path / "b")], jobs=2)
+
+
+def test_killing_a_parallel_benchmark_stops_its_workers(tmp_path):
+    """SIGKILL of ``transmem benchmark --jobs 2`` leaves no worker training on (their run locks free up)."""
+    out = tmp_path / "bench"
+    slow = [*TINY, "train.iterations=1000000", "train.checkpoint_every=1000"]
+    command = [sys.executable, "-m", "transmem", "benchmark", "digits", "--out", str(out), "--jobs", "2", "--no-progress", "--methods", "scratch"]
+    command += [arg for item in slow for arg in ("--set", item)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    locks = [out / "sources" / name / "train.lock" for name in ("digits1", "digits2")]
+    deadline = time.monotonic() + 120
+    while not all(lock.exists() and lock.read_text() for lock in locks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = [int(lock.read_text()) for lock in locks]
+    assert process.poll() is None and process.pid not in workers
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    for lock in locks:
+        while True:
+            try:
+                free = FileLock(lock)
+                free.acquire()
+                free.release()
+                break
+            except LockedError:
+                assert time.monotonic() < deadline, f"a worker still holds {lock}"
+                time.sleep(0.1)

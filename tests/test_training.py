@@ -1,6 +1,7 @@
 """Training loop: scheduled sampling, batch order, exact resume, run folders, divergence."""
 
 import math
+import os
 import pickle
 
 import pytest
@@ -10,6 +11,7 @@ from tests.conftest import tiny_config
 from transmem.config import TrainConfig
 from transmem.run import load_model
 from transmem.training.checkpoint import CheckpointError, latest_good_checkpoint, list_checkpoints, load_checkpoint
+from transmem.training.locks import FileLock, LockedError
 from transmem.training.loop import TrainingDiverged, train
 from transmem.training.rundir import RunConflictError
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
@@ -135,6 +137,9 @@ def test_divergence_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_pa
     found = latest_good_checkpoint(tmp_path / "run" / "checkpoints")
     assert found is not None and found[1]["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in found[1]["model"].values())
+    lock = FileLock(tmp_path / "run" / "train.lock")
+    lock.acquire()  # the failed run released its folder
+    lock.release()
 
 
 def test_bf16_training_runs_resumes_exactly_and_stays_close_to_float32(tmp_path):
@@ -186,3 +191,33 @@ def test_a_run_killed_between_validation_and_checkpoint_logs_every_validation(tm
     train(config, tmp_path / "run", progress=False)  # resumes from 2, so validates at 4 again
     rows = (tmp_path / "run" / "val.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [2, 4, 6]
+
+
+# ----------------------------------------------------------------------------- run lock
+
+
+def test_file_lock_is_exclusive_names_its_holder_and_frees_on_release(tmp_path):
+    first, second = FileLock(tmp_path / "x.lock"), FileLock(tmp_path / "x.lock")
+    first.acquire()
+    first.acquire()  # already held: no-op
+    with pytest.raises(LockedError, match=rf"locked by another process \(pid {os.getpid()}\)"):
+        second.acquire()
+    assert not second.held
+    first.release()
+    second.acquire()
+    assert second.held
+    second.release()
+
+
+def test_a_run_folder_being_trained_is_refused_without_a_write(tmp_path):
+    config = tiny_config()
+    train(config, tmp_path / "run", progress=False, stop_at=3)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    holder = FileLock(tmp_path / "run" / "train.lock")
+    holder.acquire()  # another process training this run
+    with pytest.raises(LockedError, match="train.lock: locked by another process"):
+        train(config, tmp_path / "run", progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+    holder.release()
+    assert train(config, tmp_path / "run", progress=False).resumed_from == 3
+

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from transmem.config import ConfigError
 from transmem.data import build_dataset
 from transmem.models import build_predictor, rollout_mask
 from transmem.run import load, load_model, save_model
+from transmem.training.locks import FileLock
 from transmem.training.loop import train
 from transmem.transfer import (
     CachedMemoryBank,
@@ -39,6 +41,7 @@ from transmem.transfer import (
     load_source,
     load_zoo,
 )
+from transmem.transfer.memory_bank import BUILD_LOCK
 from transmem.transfer.methods import TransferableMemoryMethod
 
 SOURCE_SPECS = {
@@ -435,6 +438,30 @@ def test_stale_cache_key_builds_a_new_folder(zoo, tmp_path):
     assert {p.name: p.read_bytes() for p in first.folder.iterdir()} == files
     assert not torch.equal(first.get([0])[0][0], second.get([0])[0][0])
 
+
+
+def test_a_bank_being_built_by_another_process_is_waited_for_then_reused(zoo, tmp_path):
+    sources = load_zoo([str(zoo["digits1"])], target_config([zoo["digits1"]]), [0])
+    reference = CachedMemoryBank(sources, [0], target_set(), tmp_path / "reference", progress=False)
+    folder = tmp_path / "shared" / reference.key
+    folder.mkdir(parents=True)
+    builder = FileLock(folder / BUILD_LOCK)
+    builder.acquire()  # another process is building this bank
+    waiting: list = []
+    thread = threading.Thread(target=lambda: waiting.append(CachedMemoryBank(sources, [0], target_set(), tmp_path / "shared", progress=False)))
+    thread.start()
+    thread.join(timeout=1.0)
+    assert thread.is_alive() and not (folder / "meta.json").exists()  # it waits, writes nothing
+    shutil.copytree(reference.folder, folder, dirs_exist_ok=True)  # the other process finishes
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    builder.release()
+    thread.join(timeout=60)
+    (bank,) = waiting
+    assert bank.folder == folder
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name != BUILD_LOCK} == {
+        k: v for k, v in stamps.items() if k != BUILD_LOCK
+    }  # reused, not rebuilt
+    assert torch.equal(bank.get([0, 1])[0][0], reference.get([0, 1])[0][0])
 
 # ----------------------------------------------------------------------------- 7. zoo list
 

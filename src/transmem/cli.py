@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
         help="override a key of every target run only (after --set)",
     )
     bench.add_argument("--zoo", help="folder of the source runs, shared between suites (default: OUT/sources)")
+    bench.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="train N runs at once in worker processes, each with 1/N of torch's threads (default 1)",
+    )
     bench.add_argument("--no-progress", action="store_true")
 
     speed = commands.add_parser("speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios")
@@ -248,6 +252,8 @@ def _benchmark(args) -> int:
         raise ConfigError(f"benchmark: unknown suite {args.suite!r}; known: {', '.join(SUITES)}")
     if args.profile not in PROFILES:
         raise ConfigError(f"benchmark: unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
+    if args.jobs < 1:
+        raise ConfigError(f"benchmark: --jobs must be at least 1, got {args.jobs}")
     run_benchmark(
         args.suite,
         args.profile,
@@ -258,6 +264,7 @@ def _benchmark(args) -> int:
         seeds=args.seeds,
         zoo=args.zoo,
         target_overrides=args.target_overrides,
+        jobs=args.jobs,
     )
     return 0
 

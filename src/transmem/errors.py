@@ -3,6 +3,7 @@
 from transmem.config import ConfigError
 from transmem.data import DataError
 from transmem.training.checkpoint import CheckpointError
+from transmem.training.locks import LockedError
 from transmem.training.rundir import RunConflictError
 from transmem.transfer.memory_bank import MemoryBankError
 from transmem.transfer.zoo import SourceError
@@ -14,4 +15,5 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     SourceError,
     RunConflictError,
     MemoryBankError,
+    LockedError,
 )

@@ -11,9 +11,12 @@ evaluates each on the fixed test set and writes into DIR::
     per_frame.png                       per-frame MSE and SSIM, mean over seeds (band: std)
     predictions.gif                     truth and every method on the same test sequences
     transfer_gates.png                  mean transfer gate per source over time (TMU, seed 0)
+    validation.png                      validation MSE over training per method
 
 It is resumable: a finished run (``model.safetensors`` + ``metrics.json``) is skipped and an
-interrupted one resumes from its last checkpoint. Nothing in DIR is ever deleted.
+interrupted one resumes from its last checkpoint. Nothing in DIR is ever deleted. With
+``--jobs N`` it trains N runs at once, each target as soon as the sources it reads are done
+(:mod:`~transmem.benchmark.scheduler`).
 """
 
 from __future__ import annotations
@@ -29,16 +32,15 @@ from pathlib import Path
 
 import torch
 
+from transmem.benchmark.scheduler import Task, run_tasks
 from transmem.benchmark.suites import PROFILES, SUITES, Profile, Suite
 from transmem.config import ConfigError, RunConfig, load_config
-from transmem.data import DataError, build_dataset
-from transmem.evaluation.evaluate import evaluate_run
+from transmem.data import build_dataset
 from transmem.evaluation.pictures import plot_per_frame, plot_transfer_gates, save_gif_grid
 from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
 from transmem.evaluation.training_curves import mean_curve, plot_validation_curves
-from transmem.run import MODEL_FILE, load_model
-from transmem.training.loop import TRAIN_LOG, VAL_LOG, train
-from transmem.training.rundir import check_run_dir
+from transmem.run import load_model
+from transmem.training.loop import TRAIN_LOG, VAL_LOG
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 
@@ -83,29 +85,6 @@ def time_to_quality(run_dir: Path, target_mse: float) -> tuple[float, float]:
     return float("nan"), float("nan")
 
 
-def _finished(run_dir: Path) -> bool:
-    return (run_dir / MODEL_FILE).exists() and (run_dir / "metrics.json").exists()
-
-
-def _run(config: RunConfig, run_dir: Path, progress: bool, log) -> dict | None:
-    """Train (or resume) and evaluate one run; return its metrics (None without a test set).
-
-    A folder holding a run of another config is refused (:class:`RunConflictError`), even
-    a finished one: results are never taken from a run the benchmark did not ask for.
-    """
-    check_run_dir(config, run_dir)
-    if not _finished(run_dir):
-        started = time.time()
-        train(config, run_dir, progress=progress)
-        try:
-            evaluate_run(run_dir)
-        except DataError as error:
-            log(f"  {run_dir.name}: no test metrics ({error})")
-            return None
-        log(f"  {run_dir}: done in {time.time() - started:.0f} s")
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
 def zoo_folder(out: Path, zoo: str | Path | None = None) -> Path:
     """The folder of the source runs: ``zoo`` if given (made absolute), else ``out/sources``."""
     return Path(zoo).resolve() if zoo is not None else Path(out) / "sources"
@@ -119,7 +98,9 @@ def plan_runs(
     overrides: list[str] | None = None,
     zoo: Path | None = None,
 ) -> list[dict]:
-    """Every target run of the benchmark: ``{"method", "seed", "config_file", "overrides", "run_dir"}``.
+    """Every target run of the benchmark: ``{"method", "seed", "config_file", "overrides", "run_dir", "sources"}``.
+
+    ``sources`` names the suite's sources the run reads (none for scratch).
 
     Sources are the run folders ``<zoo>/<name>`` (default zoo: ``out/sources``).
     """
@@ -134,11 +115,11 @@ def plan_runs(
         for method in chosen:
             base = [*profile.target_overrides, *(overrides or []), f"train.seed={seed}", f"transfer.cache_dir={json.dumps(str(out / 'memory_bank'))}"]
             variants = (
-                {f"finetune_{name}": [f"transfer.sources=[{json.dumps(str(path))}]"] for name, path in source_dirs.items()}
+                {f"finetune_{name}": ([f"transfer.sources=[{json.dumps(str(path))}]"], [name]) for name, path in source_dirs.items()}
                 if method == "finetune"
-                else {method: [] if method == "scratch" else [f"transfer.sources={all_sources}"]}
+                else {method: ([], []) if method == "scratch" else ([f"transfer.sources={all_sources}"], list(source_dirs))}
             )
-            for name, extra in variants.items():
+            for name, (extra, sources) in variants.items():
                 plan.append(
                     {
                         "method": name,
@@ -146,6 +127,7 @@ def plan_runs(
                         "config_file": suite.methods[method],
                         "overrides": base + extra,
                         "run_dir": out / "runs" / name / f"seed{seed}",
+                        "sources": sources,
                     }
                 )
     return plan
@@ -162,6 +144,7 @@ def run_benchmark(
     seeds: list[int] | None = None,
     zoo: str | Path | None = None,
     target_overrides: list[str] | None = None,
+    jobs: int = 1,
 ) -> dict:
     """Run (or resume) a whole suite and write its tables and pictures. Returns the results.
 
@@ -192,17 +175,22 @@ def run_benchmark(
     started = time.time()
 
     log(f"benchmark {suite.name} ({profile_name}): {suite.description}")
-    source_metrics = {}
-    for name, config_file in suite.sources.items():
-        log(f"source {name}")
-        config = load_config(root / config_file, [*profile.source_overrides, *(overrides or [])])
-        source_metrics[name] = _run(config, zoo / name, progress, log)
+    # Every config is loaded (and validated) before anything trains.
+    tasks = [
+        Task(f"source {name}", load_config(root / config_file, [*profile.source_overrides, *(overrides or [])]), zoo / name)
+        for name, config_file in suite.sources.items()
+    ]
+    plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo)
+    for entry in plan:
+        config = load_config(root / entry["config_file"], entry["overrides"])
+        needs = tuple(f"source {name}" for name in entry["sources"])
+        tasks.append(Task(f"{entry['method']} seed {entry['seed']}", config, entry["run_dir"], needs))
+    metrics_by_task = run_tasks(tasks, jobs, progress=progress, log=log)
+    source_metrics = {name: metrics_by_task[f"source {name}"] for name in suite.sources}
 
     rows, per_run = [], []
-    for entry in plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo):
-        log(f"{entry['method']} seed {entry['seed']}")
-        config = load_config(root / entry["config_file"], entry["overrides"])
-        metrics = _run(config, entry["run_dir"], progress, log)
+    for entry in plan:
+        metrics = metrics_by_task[f"{entry['method']} seed {entry['seed']}"]
         row = {"method": entry["method"], "seed": entry["seed"]}
         row.update({name: metrics[name]["mean"] for name in METRICS})
         row["train_seconds"] = round(train_seconds(entry["run_dir"]), 1)

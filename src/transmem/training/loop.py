@@ -32,6 +32,7 @@ from transmem.models import RecurrentPredictor
 from transmem.run import CHECKPOINT_DIR, MODEL_FILE, save_model
 from transmem.training.checkpoint import atomic_write_text, latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
 from transmem.training.distributed import init_distributed
+from transmem.training.locks import FileLock
 from transmem.training.rundir import check_run_dir, prepare_run_dir
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.transfer.methods import METHODS
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_LOG = "train.csv"
 VAL_LOG = "val.csv"
+RUN_LOCK = "train.lock"
 LOG_FIELDS = ["iteration", "loss", "prediction", "distill", "decouple", "input_truth_prob", "future_truth_prob", "lr", "seconds_per_iteration"]
 
 
@@ -127,9 +129,18 @@ def train(
 
     ``stop_at`` pauses the run after that iteration (a checkpoint is written); calling
     again resumes it. Returns a :class:`TrainResult` (``val`` is empty unless finished).
+    While it trains, ``run_dir/train.lock`` is held (by rank 0): a second process training
+    the same folder stops with :class:`~transmem.training.locks.LockedError`.
     """
+    lock = FileLock(Path(run_dir) / RUN_LOCK)
+    try:
+        return _train(config, Path(run_dir), force, progress, stop_at, lock)
+    finally:
+        lock.release()
+
+
+def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_at: int | None, lock: FileLock) -> TrainResult:
     started = time.time()
-    run_dir = Path(run_dir)
     device = resolve_device(config.train.device)
     ctx = init_distributed(device)
     if config.data.batch_size % ctx.world_size:
@@ -174,6 +185,10 @@ def train(
     else:
         method.initialize(model)
     if ctx.is_main:
+        # The first write. A second process on this folder stops here, having written nothing
+        # (it may have read a checkpoint the first one was about to replace: harmless).
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
         prepare_run_dir(config, run_dir, force)
         remove_stale_temporaries(checkpoints)
         remove_stale_temporaries(run_dir)

@@ -27,11 +27,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from transmem.training.checkpoint import atomic_write_text, sha256_file
+from transmem.training.locks import FileLock
 from transmem.transfer.zoo import Source
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+BUILD_LOCK = "build.lock"  # in the bank folder; held while the bank is built or checked
 
 
 class MemoryBankError(RuntimeError):
@@ -97,8 +99,12 @@ class CachedMemoryBank:
         self.folder = Path(folder) / self.key
         self.arrays: dict[tuple[int, int], np.memmap] = {}
         self.device = device
-        if not self._valid():
-            self._build(batch_size, progress)
+        # Two processes (parallel benchmark runs) may want the same bank: one builds it while
+        # the other waits for the lock, then finds it valid.
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.folder / BUILD_LOCK):
+            if not self._valid():
+                self._build(batch_size, progress)
         self._open()
 
     # ------------------------------------------------------------------ layout

@@ -1,0 +1,137 @@
+"""Run a benchmark's trainings, one after another or on several worker processes.
+
+A :class:`Task` is one run (a source or a target: train, then evaluate on the test set) and
+the names of the tasks it needs finished first (a finetuned target needs its source; TMU,
+distillation and Knowledge Flow need every source; scratch needs none).
+
+``jobs = 1`` runs the tasks in order in this process. ``jobs = N > 1`` runs up to N at once,
+each in its own worker process with ``threads`` torch threads: small recurrent networks use
+several cores better as several single-threaded runs than as one multi-threaded run. A task
+starts as soon as a worker is free and its needs are done, in list order. Runs never share
+a folder, and a memory bank that two runs need is built once under a lock
+(:mod:`transmem.training.locks`).
+
+If one task fails, the running ones are stopped (they resume from their last checkpoint
+next time) and the error is raised. Workers stop with this process, however it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from transmem.config import RunConfig
+from transmem.data import DataError
+from transmem.evaluation.evaluate import evaluate_run
+from transmem.run import MODEL_FILE
+from transmem.training.loop import train
+from transmem.training.rundir import check_run_dir
+
+
+@dataclass
+class Task:
+    name: str  # e.g. "source balls", "tmu seed 0"
+    config: RunConfig
+    run_dir: Path
+    needs: tuple[str, ...] = field(default=())  # names of tasks that must finish first
+
+
+def finished(run_dir: Path) -> bool:
+    return (run_dir / MODEL_FILE).exists() and (run_dir / "metrics.json").exists()
+
+
+def run_task(config: RunConfig, run_dir: Path, progress: bool = False) -> tuple[dict | None, str]:
+    """Train (or resume) and evaluate one run: ``(test metrics or None, a line for the log)``.
+
+    A folder holding a run of another config is refused (:class:`RunConflictError`), even
+    a finished one: results are never taken from a run the benchmark did not ask for.
+    A run without a test set gives ``None`` metrics.
+    """
+    check_run_dir(config, run_dir)
+    if finished(run_dir):
+        return json.loads((run_dir / "metrics.json").read_text()), f"{run_dir}: finished earlier"
+    started = time.time()
+    train(config, run_dir, progress=progress)
+    try:
+        evaluate_run(run_dir)
+    except DataError as error:
+        return None, f"{run_dir}: no test metrics ({error})"
+    return json.loads((run_dir / "metrics.json").read_text()), f"{run_dir}: done in {time.time() - started:.0f} s"
+
+
+def run_tasks(tasks: list[Task], jobs: int = 1, threads: int | None = None, progress: bool = True, log=print) -> dict[str, dict | None]:
+    """Run every task; return ``{task name: test metrics or None}``.
+
+    ``threads``: torch threads per worker when ``jobs > 1`` (default: this process's
+    threads divided by ``jobs``, at least 1).
+    """
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names must be unique: {names}")
+    for task in tasks:
+        unknown = [n for n in task.needs if n not in names[: names.index(task.name)]]
+        if unknown:
+            raise ValueError(f"task {task.name!r} needs {unknown}, which are not earlier tasks")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if jobs == 1:
+        results = {}
+        for task in tasks:
+            log(task.name)
+            results[task.name], line = run_task(task.config, task.run_dir, progress)
+            log(f"  {line}")
+        return results
+    threads = threads or max(1, torch.get_num_threads() // jobs)
+    return _run_parallel(tasks, jobs, threads, log)
+
+
+def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, dict | None]:
+    context = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
+    events: queue.Queue = queue.Queue()
+    results: dict[str, dict | None] = {}
+    pending, running = list(tasks), set()
+    log(f"{len(tasks)} runs on {jobs} worker processes, {threads} torch thread(s) each")
+    # Pool.__exit__ terminates the workers: on an error, Ctrl-C or a normal end alike.
+    with context.Pool(jobs, initializer=_start_worker, initargs=(threads, os.getpid()), maxtasksperchild=1) as pool:
+        while pending or running:
+            ready = [t for t in pending if all(n in results for n in t.needs)]
+            for task in ready[: jobs - len(running)]:
+                pending.remove(task)
+                running.add(task.name)
+                log(f"start {task.name}")
+                pool.apply_async(
+                    run_task,
+                    (task.config, task.run_dir),
+                    callback=lambda result, name=task.name: events.put((name, result, None)),
+                    error_callback=lambda error, name=task.name: events.put((name, None, error)),
+                )
+            name, result, error = events.get()
+            running.discard(name)
+            if error is not None:
+                if running:
+                    log(f"{name} failed; stopping {', '.join(sorted(running))} (they resume from their last checkpoint)")
+                raise error
+            results[name], line = result
+            log(f"done {name} ({line})")
+    return results
+
+
+def _start_worker(threads: int, parent: int) -> None:
+    """Worker setup: ``threads`` torch threads, and die with the parent process."""
+    torch.set_num_threads(threads)
+    try:  # Linux: SIGTERM when the parent dies, even by SIGKILL (prctl PR_SET_PDEATHSIG = 1)
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
