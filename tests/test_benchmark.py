@@ -224,6 +224,29 @@ def test_a_failing_parallel_run_stops_the_benchmark_with_its_error(tmp_path):
         run_tasks([Task("a", tiny_config(), tmp_path / "a", needs=("b",)), Task("b", tiny_config(), tmp_path / "b")], jobs=2)
 
 
+def test_a_worker_killed_from_outside_is_an_error_not_a_hang(tmp_path):
+    import signal
+    import threading
+
+    from tests.conftest import tiny_config
+    from transmem.benchmark.scheduler import Task, run_tasks
+
+    lock = tmp_path / "slow" / "train.lock"
+
+    def kill_the_worker():
+        deadline = time.monotonic() + 120
+        while not (lock.exists() and lock.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(int(lock.read_text()), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    slow = Task("slow", tiny_config(train={"iterations": 1_000_000, "checkpoint_every": 1000}), tmp_path / "slow")
+    with pytest.raises(RuntimeError, match="slow: its worker process ended with exit code -9 and no result"):
+        run_tasks([slow], jobs=2, log=lambda *_: None)
+    killer.join()
+
+
 def test_killing_a_parallel_benchmark_stops_its_workers(tmp_path):
     """SIGKILL of ``transmem benchmark --jobs 2`` leaves no worker training on (their run locks free up)."""
     out = tmp_path / "bench"

@@ -11,8 +11,10 @@ starts as soon as a worker is free and its needs are done, in list order. Runs n
 a folder, and a memory bank that two runs need is built once under a lock
 (:mod:`transmem.training.locks`).
 
-If one task fails, the running ones are stopped (they resume from their last checkpoint
-next time) and the error is raised. Workers stop with this process, however it ends.
+Each task runs in a fresh worker process, which sends back only its error or log line; the
+metrics are read from the run folder. If one task fails (or its worker dies), the running
+ones are stopped (they resume from their last checkpoint next time) and the error is
+raised. Workers stop with this process, however it ends.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import queue
 import signal
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import torch
@@ -95,38 +97,53 @@ def run_tasks(tasks: list[Task], jobs: int = 1, threads: int | None = None, prog
 
 def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, dict | None]:
     context = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
-    events: queue.Queue = queue.Queue()
     results: dict[str, dict | None] = {}
-    pending, running = list(tasks), set()
+    pending = list(tasks)
+    running: dict[int, tuple[Task, multiprocessing.process.BaseProcess, Connection]] = {}  # by sentinel
     log(f"{len(tasks)} runs on {jobs} worker processes, {threads} torch thread(s) each")
-    # Pool.__exit__ terminates the workers: on an error, Ctrl-C or a normal end alike.
-    with context.Pool(jobs, initializer=_start_worker, initargs=(threads, os.getpid()), maxtasksperchild=1) as pool:
+    try:
         while pending or running:
             ready = [t for t in pending if all(n in results for n in t.needs)]
             for task in ready[: jobs - len(running)]:
                 pending.remove(task)
-                running.add(task.name)
-                log(f"start {task.name}")
-                pool.apply_async(
-                    run_task,
-                    (task.config, task.run_dir),
-                    callback=lambda result, name=task.name: events.put((name, result, None)),
-                    error_callback=lambda error, name=task.name: events.put((name, None, error)),
+                receiver, sender = context.Pipe(duplex=False)
+                worker = context.Process(
+                    target=_work, args=(task.config, task.run_dir, threads, os.getpid(), sender), name=task.name, daemon=True
                 )
-            name, result, error = events.get()
-            running.discard(name)
-            if error is not None:
-                if running:
-                    log(f"{name} failed; stopping {', '.join(sorted(running))} (they resume from their last checkpoint)")
-                raise error
-            results[name], line = result
-            log(f"done {name} ({line})")
+                worker.start()
+                sender.close()
+                running[worker.sentinel] = (task, worker, receiver)
+                log(f"start {task.name}")
+            for sentinel in wait(list(running)):  # one or more workers ended
+                task, worker, receiver = running.pop(sentinel)
+                worker.join()
+                try:
+                    error, line = receiver.recv()
+                except EOFError:  # the worker died before sending anything
+                    error, line = None, None
+                receiver.close()
+                if line is None and error is None:
+                    error = RuntimeError(
+                        f"{task.name}: its worker process ended with exit code {worker.exitcode} and no result "
+                        f"(killed, or out of memory?); rerun the benchmark to resume it"
+                    )
+                if error is not None:
+                    if running:
+                        names = ", ".join(t.name for t, _, _ in running.values())
+                        log(f"{task.name} failed; stopping {names} (they resume from their last checkpoint)")
+                    raise error
+                metrics_file = task.run_dir / "metrics.json"
+                results[task.name] = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+                log(f"done {task.name} ({line})")
+    finally:  # an error, Ctrl-C: no worker outlives the benchmark
+        for _, worker, _ in running.values():
+            worker.terminate()
+            worker.join()
     return results
 
 
-def _start_worker(threads: int, parent: int) -> None:
-    """Worker setup: ``threads`` torch threads, and die with the parent process."""
-    torch.set_num_threads(threads)
+def _work(config: RunConfig, run_dir: Path, threads: int, parent: int, sender: Connection) -> None:
+    """A worker process: run one task and send ``(error or None, log line)`` back."""
     try:  # Linux: SIGTERM when the parent dies, even by SIGKILL (prctl PR_SET_PDEATHSIG = 1)
         import ctypes
 
@@ -134,4 +151,13 @@ def _start_worker(threads: int, parent: int) -> None:
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
     if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+        return
+    torch.set_num_threads(threads)
+    try:
+        _, line = run_task(config, Path(run_dir))
+        sender.send((None, line))
+    except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent, Ctrl-C too
+        try:
+            sender.send((error, ""))
+        except Exception:  # an exception that does not pickle
+            sender.send((RuntimeError(f"{type(error).__name__}: {error}"), ""))
