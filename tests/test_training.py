@@ -221,3 +221,23 @@ def test_a_run_folder_being_trained_is_refused_without_a_write(tmp_path):
     holder.release()
     assert train(config, tmp_path / "run", progress=False).resumed_from == 3
 
+
+def test_a_run_trained_by_another_process_while_this_one_starts_is_refused(tmp_path, monkeypatch):
+    import transmem.training.loop as loop
+
+    config = tiny_config()
+    train(config, tmp_path / "run", progress=False, stop_at=3)
+    original, calls = loop.latest_good_checkpoint, []
+
+    def read_then_other_process_saves(*args, **kwargs):
+        found = original(*args, **kwargs)  # this process read checkpoint 3 ...
+        calls.append(1)
+        if len(calls) == 1:
+            train(config, tmp_path / "run", progress=False, stop_at=4)  # ... then another one went on
+        return found
+
+    monkeypatch.setattr(loop, "latest_good_checkpoint", read_then_other_process_saves)
+    with pytest.raises(LockedError, match="another process trained this run while this one started"):
+        train(config, tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    assert train(config, tmp_path / "run", progress=False).resumed_from == 4

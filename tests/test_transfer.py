@@ -450,11 +450,13 @@ def test_a_bank_being_built_by_another_process_is_waited_for_then_reused(zoo, tm
     waiting: list = []
     thread = threading.Thread(target=lambda: waiting.append(CachedMemoryBank(sources, [0], target_set(), tmp_path / "shared", progress=False)))
     thread.start()
-    thread.join(timeout=1.0)
-    assert thread.is_alive() and not (folder / "meta.json").exists()  # it waits, writes nothing
-    shutil.copytree(reference.folder, folder, dirs_exist_ok=True)  # the other process finishes
-    stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    builder.release()
+    try:
+        thread.join(timeout=1.0)
+        assert thread.is_alive() and not (folder / "meta.json").exists()  # it waits, writes nothing
+        shutil.copytree(reference.folder, folder, dirs_exist_ok=True)  # the other process finishes
+        stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    finally:
+        builder.release()
     thread.join(timeout=60)
     (bank,) = waiting
     assert bank.folder == folder

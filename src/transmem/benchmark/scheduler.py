@@ -14,7 +14,7 @@ a folder, and a memory bank that two runs need is built once under a lock
 Each task runs in a fresh worker process, which sends back only its error or log line; the
 metrics are read from the run folder. If one task fails (or its worker dies), the running
 ones are stopped (they resume from their last checkpoint next time) and the error is
-raised. Workers stop with this process, however it ends.
+raised. On Linux, workers stop with this process however it ends (even by ``kill -9``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 from dataclasses import dataclass, field
@@ -158,6 +159,9 @@ def _work(config: RunConfig, run_dir: Path, threads: int, parent: int, sender: C
         sender.send((None, line))
     except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent, Ctrl-C too
         try:
-            sender.send((error, ""))
+            message = pickle.dumps(error)
         except Exception:  # an exception that does not pickle
-            sender.send((RuntimeError(f"{type(error).__name__}: {error}"), ""))
+            message = b""
+        if not message or len(message) > 16384:  # the parent reads after this process ends: fit the pipe
+            error = RuntimeError(f"{type(error).__name__}: {str(error)[:4000]}")
+        sender.send((error, ""))

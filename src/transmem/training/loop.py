@@ -32,7 +32,7 @@ from transmem.models import RecurrentPredictor
 from transmem.run import CHECKPOINT_DIR, MODEL_FILE, save_model
 from transmem.training.checkpoint import atomic_write_text, latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
 from transmem.training.distributed import init_distributed
-from transmem.training.locks import FileLock
+from transmem.training.locks import FileLock, LockedError
 from transmem.training.rundir import check_run_dir, prepare_run_dir
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.transfer.methods import METHODS
@@ -170,6 +170,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
     generator = torch.Generator().manual_seed(config.train.seed + 1)
 
     start = 0
+    seen = _resume_stamp(run_dir)
     found = None if replacing else latest_good_checkpoint(checkpoints, map_location=device)
     if found is not None:
         path, state = found
@@ -185,10 +186,13 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
     else:
         method.initialize(model)
     if ctx.is_main:
-        # The first write. A second process on this folder stops here, having written nothing
-        # (it may have read a checkpoint the first one was about to replace: harmless).
+        # The first write. A second process on this folder stops here, having written nothing.
+        # The lock comes only now (a refused command must not touch the folder), so check that
+        # no other process wrote the checkpoints or model between their reading and now.
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()
+        if _resume_stamp(run_dir) != seen:
+            raise LockedError(f"{run_dir}: another process trained this run while this one started; rerun to resume it")
         prepare_run_dir(config, run_dir, force)
         remove_stale_temporaries(checkpoints)
         remove_stale_temporaries(run_dir)
@@ -303,6 +307,18 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
         save_model(model, config, run_dir / MODEL_FILE, {"iterations": total})
     ctx.barrier()
     return TrainResult(run_dir, total, start, val, time.time() - started)
+
+
+def _resume_stamp(run_dir: Path) -> list[tuple[str, int]]:
+    """What a resume reads (checkpoints, manifest, final model): names and modification times."""
+    paths = [*sorted((run_dir / CHECKPOINT_DIR).glob("*")), run_dir / MODEL_FILE]
+    stamp = []
+    for path in paths:
+        try:
+            stamp.append((path.name, path.stat().st_mtime_ns))
+        except FileNotFoundError:  # absent, or rotated away just now
+            pass
+    return stamp
 
 
 def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, config: RunConfig, method) -> None:
