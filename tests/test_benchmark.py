@@ -3,17 +3,20 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
-from transmem.benchmark.runner import plan_runs, run_benchmark, write_results
+from transmem.benchmark.runner import benchmark_tasks, plan_runs, run_benchmark, write_results
 from transmem.benchmark.suites import PROFILES, SUITES
 from transmem.cli import main
 from transmem.training.locks import FileLock, LockedError
+from transmem.training.loop import train
 
 TINY = [
     "data.frame_size=16",
@@ -185,6 +188,34 @@ def test_a_benchmark_resumes_whatever_the_spelling_of_its_folder(tiny_benchmark,
     monkeypatch.chdir(out.parent)
     results = run_benchmark("digits", "quick", out.name, ["tmu"], progress=False, log=lambda *_: None, overrides=TINY)
     assert [r["method"] for r in results["rows"]] == ["tmu"]  # found finished, not refused as another config
+
+
+def test_status_reports_each_run_without_writing(tiny_benchmark, tmp_path, capsys):
+    from transmem.benchmark.runner import benchmark_status
+
+    out, _ = tiny_benchmark
+    rows = benchmark_status("digits", "quick", out, overrides=TINY)
+    assert [r["state"] for r in rows] == ["finished"] * 9 and rows[0]["run"] == "source digits1"
+    # a fresh benchmark: one source half trained, another process training it now
+    fresh = tmp_path / "fresh"
+    (source,) = [t for t in benchmark_tasks("digits", "quick", fresh, overrides=TINY)[3] if t.name == "source digits1"]
+    long = replace(source.config, train=replace(source.config.train, iterations=4))
+    train(long, source.run_dir, progress=False, stop_at=1)
+    before = sorted(str(p) for p in fresh.rglob("*"))
+    rows = {r["run"]: r["state"] for r in benchmark_status("digits", "quick", fresh, overrides=TINY)}
+    assert rows["source digits1"] == "holds another config" and rows["source digits2"] == "not started"
+    source.run_dir.joinpath("config.toml").write_text(source.config.to_toml())  # same config as the benchmark now
+    holder = FileLock(source.run_dir / "train.lock")
+    holder.acquire()
+    try:
+        argv = ["benchmark", "digits", "--out", str(fresh), "--status", *[a for item in TINY for a in ("--set", item)]]
+        assert main(argv) == 0
+    finally:
+        holder.release()
+    printed = capsys.readouterr().out
+    assert "0 of 9 runs finished" in printed
+    assert re.search(rf"source digits1 +at iteration 1 of 2 \(training now, pid {os.getpid()}\)\n", printed)
+    assert sorted(str(p) for p in fresh.rglob("*")) == before
 
 
 # ----------------------------------------------------------------------------- --jobs

@@ -202,8 +202,10 @@ def test_file_lock_is_exclusive_names_its_holder_and_frees_on_release(tmp_path):
     first.acquire()  # already held: no-op
     with pytest.raises(LockedError, match=rf"locked by another process \(pid {os.getpid()}\)"):
         second.acquire()
-    assert not second.held
+    assert not second.held and second.holder() == str(os.getpid())
     first.release()
+    assert second.holder() is None
+    assert FileLock(tmp_path / "missing.lock").holder() is None and not (tmp_path / "missing.lock").exists()
     second.acquire()
     assert second.held
     second.release()

@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=1, metavar="N",
         help="train N runs at once in worker processes, each with 1/N of torch's threads (default 1)",
     )
+    bench.add_argument("--status", action="store_true", help="show where each run stands; train nothing")
     bench.add_argument("--no-progress", action="store_true")
 
     speed = commands.add_parser("speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios")
@@ -245,7 +246,7 @@ def _zoo(args) -> int:
 
 
 def _benchmark(args) -> int:
-    from transmem.benchmark.runner import run_benchmark
+    from transmem.benchmark.runner import benchmark_status, run_benchmark
     from transmem.benchmark.suites import PROFILES, SUITES
 
     if args.suite not in SUITES:
@@ -254,6 +255,15 @@ def _benchmark(args) -> int:
         raise ConfigError(f"benchmark: unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
     if args.jobs < 1:
         raise ConfigError(f"benchmark: --jobs must be at least 1, got {args.jobs}")
+    if args.status:
+        options = {"methods": args.methods, "overrides": args.overrides, "seeds": args.seeds, "zoo": args.zoo}
+        rows = benchmark_status(args.suite, args.profile, args.out, **options, target_overrides=args.target_overrides)
+        done = sum(row["state"] == "finished" for row in rows)
+        print(f"benchmark {args.suite} ({args.profile}) in {args.out}: {done} of {len(rows)} runs finished")
+        width = max(len(row["run"]) for row in rows)
+        for row in rows:
+            print(f"  {row['run']:<{width}}  {row['state']}")
+        return 0
     run_benchmark(
         args.suite,
         args.profile,

@@ -32,15 +32,18 @@ from pathlib import Path
 
 import torch
 
-from transmem.benchmark.scheduler import Task, run_tasks
+from transmem.benchmark.scheduler import Task, finished, run_tasks
 from transmem.benchmark.suites import PROFILES, SUITES, Profile, Suite
 from transmem.config import ConfigError, RunConfig, load_config
 from transmem.data import build_dataset
 from transmem.evaluation.pictures import plot_per_frame, plot_transfer_gates, save_gif_grid
 from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
 from transmem.evaluation.training_curves import mean_curve, plot_validation_curves
-from transmem.run import load_model
-from transmem.training.loop import TRAIN_LOG, VAL_LOG
+from transmem.run import CHECKPOINT_DIR, MODEL_FILE, load_model
+from transmem.training.checkpoint import checkpoint_iteration, list_checkpoints
+from transmem.training.locks import FileLock
+from transmem.training.loop import RUN_LOCK, TRAIN_LOG, VAL_LOG
+from transmem.training.rundir import RunConflictError, check_run_dir
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 
@@ -133,6 +136,78 @@ def plan_runs(
     return plan
 
 
+def benchmark_tasks(
+    suite_name: str,
+    profile_name: str,
+    out: str | Path,
+    methods: list[str] | None = None,
+    overrides: list[str] | None = None,
+    seeds: list[int] | None = None,
+    zoo: str | Path | None = None,
+    target_overrides: list[str] | None = None,
+) -> tuple[Suite, Profile, Path, list[Task], list[dict]]:
+    """The benchmark's runs as scheduler tasks (sources first), with every config loaded and
+    validated; also the suite, the profile (with ``seeds``), the absolute ``out`` and the
+    target plan of :func:`plan_runs`. Writes nothing. Arguments as :func:`run_benchmark`."""
+    if suite_name not in SUITES:
+        raise ConfigError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
+    if profile_name not in PROFILES:
+        raise ConfigError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}")
+    suite, profile = SUITES[suite_name], PROFILES[profile_name]
+    if seeds is not None:
+        if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+            raise ConfigError(f"--seeds: must be distinct non-negative integers, got {seeds}")
+        profile = replace(profile, seeds=tuple(seeds))
+    # Absolute paths: the runs' configs name the sources and the bank folder, and must not
+    # depend on how DIR was spelled (a resumed benchmark would refuse its own runs).
+    out = Path(out).resolve()
+    zoo = zoo_folder(out, zoo)
+    root = configs_root()
+    tasks = [
+        Task(f"source {name}", load_config(root / config_file, [*profile.source_overrides, *(overrides or [])]), zoo / name)
+        for name, config_file in suite.sources.items()
+    ]
+    plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo)
+    for entry in plan:
+        config = load_config(root / entry["config_file"], entry["overrides"])
+        needs = tuple(f"source {name}" for name in entry["sources"])
+        tasks.append(Task(f"{entry['method']} seed {entry['seed']}", config, entry["run_dir"], needs))
+    return suite, profile, out, tasks, plan
+
+
+def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **options) -> list[dict]:
+    """Where each run of a benchmark stands, without training or writing anything.
+
+    One ``{"run", "run_dir", "state"}`` per run, sources first; ``state`` is ``finished``,
+    ``trained, not evaluated``, ``at iteration N of M`` (its newest checkpoint), ``not
+    started``, or ``holds another config``; `` (training now, pid P)`` is appended while a
+    process holds the run's lock. ``options`` as :func:`run_benchmark` (methods, overrides,
+    seeds, zoo, target_overrides).
+    """
+    *_, tasks, _ = benchmark_tasks(suite_name, profile_name, out, **options)
+    rows = []
+    for task in tasks:
+        checkpoints = list_checkpoints(task.run_dir / CHECKPOINT_DIR)
+        try:
+            check_run_dir(task.config, task.run_dir)
+        except RunConflictError:
+            state = "holds another config"
+        else:
+            if finished(task.run_dir):
+                state = "finished"
+            elif (task.run_dir / MODEL_FILE).exists():
+                state = "trained, not evaluated"
+            elif checkpoints:
+                state = f"at iteration {checkpoint_iteration(checkpoints[-1])} of {task.config.train.iterations}"
+            else:
+                state = "not started"
+        holder = FileLock(task.run_dir / RUN_LOCK).holder()
+        if holder is not None:
+            state += f" (training now, pid {holder})"
+        rows.append({"run": task.name, "run_dir": str(task.run_dir), "state": state})
+    return rows
+
+
 def run_benchmark(
     suite_name: str,
     profile_name: str,
@@ -157,34 +232,10 @@ def run_benchmark(
     same name and config (``digits2`` of ``digits`` and ``video``); a source of the same
     name but another config is refused, never overwritten.
     """
-    if suite_name not in SUITES:
-        raise ConfigError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
-    if profile_name not in PROFILES:
-        raise ConfigError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}")
-    suite, profile = SUITES[suite_name], PROFILES[profile_name]
-    if seeds is not None:
-        if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
-            raise ConfigError(f"--seeds: must be distinct non-negative integers, got {seeds}")
-        profile = replace(profile, seeds=tuple(seeds))
-    # Absolute paths: the runs' configs name the sources and the bank folder, and must not
-    # depend on how DIR was spelled (a resumed benchmark would refuse its own runs).
-    out = Path(out).resolve()
+    suite, profile, out, tasks, plan = benchmark_tasks(suite_name, profile_name, out, methods, overrides, seeds, zoo, target_overrides)
     out.mkdir(parents=True, exist_ok=True)
-    zoo = zoo_folder(out, zoo)
-    root = configs_root()
     started = time.time()
-
     log(f"benchmark {suite.name} ({profile_name}): {suite.description}")
-    # Every config is loaded (and validated) before anything trains.
-    tasks = [
-        Task(f"source {name}", load_config(root / config_file, [*profile.source_overrides, *(overrides or [])]), zoo / name)
-        for name, config_file in suite.sources.items()
-    ]
-    plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo)
-    for entry in plan:
-        config = load_config(root / entry["config_file"], entry["overrides"])
-        needs = tuple(f"source {name}" for name in entry["sources"])
-        tasks.append(Task(f"{entry['method']} seed {entry['seed']}", config, entry["run_dir"], needs))
     metrics_by_task = run_tasks(tasks, jobs, progress=progress, log=log)
     source_metrics = {name: metrics_by_task[f"source {name}"] for name in suite.sources}
 

@@ -169,6 +169,11 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(folder.glob("ckpt-*.pt"))
 
 
+def checkpoint_iteration(path: Path) -> int:
+    """The iteration in a checkpoint's name (``ckpt-00004500.pt`` -> 4500), without loading it."""
+    return int(Path(path).stem.removeprefix("ckpt-"))
+
+
 def latest_good_checkpoint(folder: Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
     """The newest checkpoint that passes its checksum and loads; warns about bad ones."""
     manifest = _read_manifest(folder)

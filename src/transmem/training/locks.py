@@ -64,6 +64,22 @@ class FileLock:
             raise
         self._fd = fd
 
+    def holder(self) -> str | None:
+        """The pid of another process holding the lock, else None. Creates nothing."""
+        if self._fd is not None or fcntl is None:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)  # also drops the shared lock just taken
+        return None
+
     def release(self) -> None:
         if self._fd is None:
             return
