@@ -187,7 +187,6 @@ def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **opti
     *_, tasks, _ = benchmark_tasks(suite_name, profile_name, out, **options)
     rows = []
     for task in tasks:
-        checkpoints = list_checkpoints(task.run_dir / CHECKPOINT_DIR)
         try:
             check_run_dir(task.config, task.run_dir)
         except RunConflictError:
@@ -197,7 +196,7 @@ def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **opti
                 state = "finished"
             elif (task.run_dir / MODEL_FILE).exists():
                 state = "trained, not evaluated"
-            elif checkpoints:
+            elif checkpoints := list_checkpoints(task.run_dir / CHECKPOINT_DIR):
                 state = f"at iteration {checkpoint_iteration(checkpoints[-1])} of {task.config.train.iterations}"
             else:
                 state = "not started"

@@ -47,27 +47,36 @@ class Task:
     needs: tuple[str, ...] = field(default=())  # names of tasks that must finish first
 
 
+METRICS_FILE = "metrics.json"
+
+
 def finished(run_dir: Path) -> bool:
-    return (run_dir / MODEL_FILE).exists() and (run_dir / "metrics.json").exists()
+    return (run_dir / MODEL_FILE).exists() and (run_dir / METRICS_FILE).exists()
 
 
-def run_task(config: RunConfig, run_dir: Path, progress: bool = False) -> tuple[dict | None, str]:
-    """Train (or resume) and evaluate one run: ``(test metrics or None, a line for the log)``.
+def test_metrics(run_dir: Path) -> dict | None:
+    """A run's test metrics (its ``metrics.json``), None if it has none (no test set)."""
+    path = run_dir / METRICS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_task(config: RunConfig, run_dir: Path, progress: bool = False) -> str:
+    """Train (or resume) and evaluate one run; return a line for the log.
 
     A folder holding a run of another config is refused (:class:`RunConflictError`), even
     a finished one: results are never taken from a run the benchmark did not ask for.
-    A run without a test set gives ``None`` metrics.
+    A run without a test set gets no metrics (:func:`test_metrics` gives None).
     """
     check_run_dir(config, run_dir)
     if finished(run_dir):
-        return json.loads((run_dir / "metrics.json").read_text()), f"{run_dir}: finished earlier"
+        return f"{run_dir}: finished earlier"
     started = time.time()
     train(config, run_dir, progress=progress)
     try:
         evaluate_run(run_dir)
     except DataError as error:
-        return None, f"{run_dir}: no test metrics ({error})"
-    return json.loads((run_dir / "metrics.json").read_text()), f"{run_dir}: done in {time.time() - started:.0f} s"
+        return f"{run_dir}: no test metrics ({error})"
+    return f"{run_dir}: done in {time.time() - started:.0f} s"
 
 
 def run_tasks(tasks: list[Task], jobs: int = 1, threads: int | None = None, progress: bool = True, log=print) -> dict[str, dict | None]:
@@ -89,7 +98,8 @@ def run_tasks(tasks: list[Task], jobs: int = 1, threads: int | None = None, prog
         results = {}
         for task in tasks:
             log(task.name)
-            results[task.name], line = run_task(task.config, task.run_dir, progress)
+            line = run_task(task.config, task.run_dir, progress)
+            results[task.name] = test_metrics(task.run_dir)
             log(f"  {line}")
         return results
     threads = threads or max(1, torch.get_num_threads() // jobs)
@@ -133,8 +143,7 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                         names = ", ".join(t.name for t, _, _ in running.values())
                         log(f"{task.name} failed; stopping {names} (they resume from their last checkpoint)")
                     raise error
-                metrics_file = task.run_dir / "metrics.json"
-                results[task.name] = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+                results[task.name] = test_metrics(task.run_dir)
                 log(f"done {task.name} ({line})")
     finally:  # an error, Ctrl-C: no worker outlives the benchmark
         for _, worker, _ in running.values():
@@ -155,8 +164,7 @@ def _work(config: RunConfig, run_dir: Path, threads: int, parent: int, sender: C
         return
     torch.set_num_threads(threads)
     try:
-        _, line = run_task(config, Path(run_dir))
-        sender.send((None, line))
+        sender.send((None, run_task(config, Path(run_dir))))
     except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent, Ctrl-C too
         try:
             message = pickle.dumps(error)

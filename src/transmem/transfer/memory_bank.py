@@ -167,7 +167,6 @@ class CachedMemoryBank:
     # ------------------------------------------------------------------ build / read
 
     def _build(self, batch_size: int, progress: bool) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         meta_path = self.folder / "meta.json"
         atomic_write_text(meta_path, json.dumps({"key": self.key, "complete": False}))
         shapes = self._shapes()
