@@ -240,6 +240,14 @@ def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tin
     for row in results["rows"]:
         assert row["mse"] == pytest.approx(expected[row["method"]], rel=1e-3), row["method"]
     assert (tmp_path / "parallel" / "results.md").exists()
+    # Rerun: every run finished earlier is read here, no worker process starts.
+    lines.clear()
+    again = run_benchmark(
+        "digits", "quick", tmp_path / "parallel", ["scratch", "finetune", "tmu"], progress=False, log=lines.append, overrides=TINY, jobs=2
+    )
+    assert not [line for line in lines if line.startswith("start ")]
+    assert sum(line.endswith(": finished earlier)") for line in lines) == 6
+    assert [(r["method"], r["mse"], r["ssim"]) for r in again["rows"]] == [(r["method"], r["mse"], r["ssim"]) for r in results["rows"]]
 
 
 def test_a_failing_parallel_run_stops_the_benchmark_with_its_error(tmp_path):

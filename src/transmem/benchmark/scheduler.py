@@ -12,7 +12,8 @@ a folder, and a memory bank that two runs need is built once under a lock
 (:mod:`transmem.training.locks`).
 
 Each task runs in a fresh worker process, which sends back only its error or log line; the
-metrics are read from the run folder. If one task fails (or its worker dies), the running
+metrics are read from the run folder. Tasks finished by an earlier benchmark are read here,
+without a worker. If one task fails (or its worker dies), the running
 ones are stopped (they resume from their last checkpoint next time) and the error is
 raised. On Linux, workers stop with this process however it ends (even by ``kill -9``).
 """
@@ -114,6 +115,7 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
     log(f"{len(tasks)} runs on {jobs} worker processes, {threads} torch thread(s) each")
     try:
         while pending or running:
+            _take_finished(pending, results, log)
             ready = [t for t in pending if all(n in results for n in t.needs)]
             for task in ready[: jobs - len(running)]:
                 pending.remove(task)
@@ -125,7 +127,7 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                 sender.close()
                 running[worker.sentinel] = (task, worker, receiver)
                 log(f"start {task.name}")
-            for sentinel in wait(list(running)):  # one or more workers ended
+            for sentinel in wait(list(running)) if running else []:  # one or more workers ended
                 task, worker, receiver = running.pop(sentinel)
                 worker.join()
                 try:
@@ -150,6 +152,20 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
             worker.terminate()
             worker.join()
     return results
+
+
+def _take_finished(pending: list[Task], results: dict[str, dict | None], log) -> None:
+    """Record the ready tasks finished by an earlier benchmark here, without starting a worker."""
+    taken = True
+    while taken:  # a finished task may make a later finished one ready
+        taken = False
+        for task in list(pending):
+            if all(n in results for n in task.needs) and finished(task.run_dir):
+                check_run_dir(task.config, task.run_dir)  # a finished run of another config is refused
+                pending.remove(task)
+                results[task.name] = test_metrics(task.run_dir)
+                log(f"done {task.name} ({task.run_dir}: finished earlier)")
+                taken = True
 
 
 def _work(config: RunConfig, run_dir: Path, threads: int, parent: int, sender: Connection) -> None:
