@@ -73,7 +73,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
     ddp = runs["ddp"]
     assert (ddp / "model.safetensors").is_file()
     assert sorted(p.name for p in (ddp / "checkpoints").glob("ckpt-*.pt")) == ["ckpt-00000002.pt", "ckpt-00000004.pt"]
-    assert not list(ddp.glob(".*.tmp-*")) and not list((ddp / "checkpoints").glob(".*.tmp-*"))
+    assert not list(ddp.glob(".*.transmem-tmp-*")) and not list((ddp / "checkpoints").glob(".*.transmem-tmp-*"))
     # one rank writes the log: one row per logged iteration, no duplicates
     rows = (ddp / "train.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["2", "4"]

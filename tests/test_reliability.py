@@ -108,7 +108,7 @@ KILL_RUNNER = textwrap.dedent(
 )
 
 RESUMED = re.compile(r"resuming .* from (ckpt-\d+\.pt) \(iteration (\d+)\)")
-TEMPORARY = re.compile(r"^\..*\.tmp-\d+$")
+TEMPORARY = re.compile(r"^\..*\.transmem-tmp-\d+$")
 
 
 def kill_raw(iterations: int = 30, checkpoint_every: int = 2, keep: int = 2) -> dict:
@@ -183,7 +183,7 @@ def temporaries(root: Path) -> list[str]:
 
 
 def temporary_checkpoint_after(folder: Path, iteration: int):
-    pattern = re.compile(r"^\.ckpt-(\d+)\.pt\.tmp-\d+$")
+    pattern = re.compile(r"^\.ckpt-(\d+)\.pt\.transmem-tmp-\d+$")
 
     def ready() -> bool:
         try:

@@ -90,6 +90,29 @@ def test_different_config_in_same_folder_is_refused_unless_forced(tmp_path):
     assert any(name.startswith("checkpoints.previous-") for name in previous)
 
 
+def test_a_folder_of_user_files_is_never_overwritten_nor_cleaned(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "train.csv").write_text("date,amount\n2024-01-01,5\n")
+    (folder / ".draft.tmp-2024").write_text("x")  # looks like a temporary, is not ours
+    (folder / ".notes.transmem-tmp-old").write_text("y")
+    with pytest.raises(RunConflictError, match=r"holds train\.csv but no config\.toml"):
+        train(tiny_config(), folder, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == [".draft.tmp-2024", ".notes.transmem-tmp-old", "train.csv"]
+    train(tiny_config(), folder, progress=False, force=True)
+    assert [p.name for p in folder.glob("train.csv.previous-*")] and (folder / ".draft.tmp-2024").exists()
+    assert (folder / ".notes.transmem-tmp-old").exists()
+    kept = next(folder.glob("train.csv.previous-*")).read_text()
+    assert kept == "date,amount\n2024-01-01,5\n"
+
+
+def test_a_run_whose_config_was_removed_is_not_resumed_with_another_config(tmp_path):
+    train(tiny_config(train={"iterations": 4}), tmp_path / "run", progress=False)
+    (tmp_path / "run" / "config.toml").unlink()
+    with pytest.raises(RunConflictError, match="but no config.toml"):
+        train(tiny_config(train={"iterations": 8, "lr": 1e-4}), tmp_path / "run", progress=False)
+
+
 def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path):
     train(tiny_config(), tmp_path / "run", progress=False)
     folder = tmp_path / "run" / "checkpoints"

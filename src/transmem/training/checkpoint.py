@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+TEMPORARY_MARK = ".transmem-tmp-"  # atomic writes go through ".NAME.transmem-tmp-PID"
+_OUR_TEMPORARY = re.compile(r"^\..+" + re.escape(TEMPORARY_MARK) + r"\d+$")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (tmp file, flush, fsync, rename, fsync dir)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -186,8 +191,9 @@ def latest_good_checkpoint(folder: Path, map_location: str | torch.device = "cpu
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Remove our own ``.*.tmp-PID`` files left by a killed writer (never anything else)."""
+    """Remove our own ``.NAME.transmem-tmp-PID`` files left by a killed writer (never anything else)."""
     folder = Path(folder)
     if folder.is_dir():
-        for tmp in folder.glob(".*.tmp-*"):
-            tmp.unlink(missing_ok=True)
+        for tmp in folder.glob(f".*{TEMPORARY_MARK}*"):
+            if _OUR_TEMPORARY.match(tmp.name):
+                tmp.unlink(missing_ok=True)

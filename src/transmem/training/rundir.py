@@ -4,7 +4,9 @@
 
 - same resolved config: the run resumes (or is reported finished);
 - different config: refused with a message listing the differing keys, unless ``--force``;
-  then the old run's files are *renamed* with a ``.previous-<time>`` suffix, never deleted.
+  then the old run's files are *renamed* with a ``.previous-<time>`` suffix, never deleted;
+- no saved config but files a run writes (``train.csv``, ``checkpoints``...): refused the
+  same way, since those files are not known to belong to this run.
 """
 
 from __future__ import annotations
@@ -52,8 +54,15 @@ def check_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> bool
     if run_dir.exists() and not run_dir.is_dir():
         raise RunConflictError(f"{run_dir}: exists and is not a folder")
     saved = run_dir / CONFIG_FILE
-    if not saved.exists():
-        return False
+    if not saved.exists():  # a new run, unless the folder holds files a run would overwrite
+        found = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if found and not force:
+            raise RunConflictError(
+                f"{run_dir}: holds {', '.join(found)} but no {CONFIG_FILE} (not a transmem run, or its config "
+                f"was removed), which training would overwrite; choose another --out or pass --force to keep "
+                f"those files renamed *.previous-<time>"
+            )
+        return bool(found)
     try:
         differences = config_differences(load_config(saved, stored=True), config)
     except ConfigError as error:
