@@ -65,8 +65,14 @@ def test_finished_runs_are_skipped_and_interrupted_runs_resume(tiny_benchmark):
     interrupted = out / "runs" / "tmu" / "seed0"
     (interrupted / "metrics.json").unlink()
     (interrupted / "model.safetensors").unlink()
+    # Scores that are not the run's test scores are computed again, never put in the table.
+    damaged = out / "runs" / "scratch" / "seed0" / "metrics.json"
+    damaged.write_text("{bad")
+    validation = out / "runs" / "finetune_digits1" / "seed0" / "metrics.json"
+    validation.write_text(validation.read_text().replace('"split": "test"', '"split": "val"'))
     run_benchmark("digits", "quick", out, progress=False, log=lambda *_: None, overrides=TINY)
     assert finished.stat().st_mtime_ns == stamp
+    assert json.loads(damaged.read_text())["split"] == json.loads(validation.read_text())["split"] == "test"
     assert (interrupted / "metrics.json").exists() and (interrupted / "model.safetensors").exists()
     rows = [r for r in csv.DictReader(open(interrupted / "train.csv"))]
     assert [int(r["iteration"]) for r in rows] == [1, 2]  # resumed from its checkpoint, no repeated rows

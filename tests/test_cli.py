@@ -27,6 +27,13 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
     assert "mse" in table and "copy" in table
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert len(metrics["mse"]["per_frame"]) == 3 and metrics["model"]["count"] == 4
+    # Scores on the validation split go next to the test scores, never over them.
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    test_scores = (tmp_path / "run" / "metrics.json").read_text()
+    assert main(["evaluate", str(tmp_path / "run"), "--split", "val"]) == 0
+    assert (tmp_path / "run" / "metrics.json").read_text() == test_scores
+    assert json.loads((tmp_path / "run" / "metrics_val.json").read_text())["split"] == "val"
+    capsys.readouterr()
     frames = (np.random.default_rng(0).random((6, 16, 16)) * 255).astype(np.uint8)
     np.save(tmp_path / "frames.npy", frames)
     assert main(["predict", str(tmp_path / "run"), "--input", str(tmp_path / "frames.npy"), "--out", str(tmp_path / "pred")]) == 0

@@ -20,7 +20,6 @@ raised. On Linux, workers stop with this process however it ends (even by ``kill
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import pickle
@@ -34,7 +33,7 @@ import torch
 
 from transmem.config import RunConfig
 from transmem.data import DataError
-from transmem.evaluation.evaluate import evaluate_run
+from transmem.evaluation.evaluate import evaluate_run, read_metrics
 from transmem.run import MODEL_FILE
 from transmem.training.loop import train
 from transmem.training.rundir import check_run_dir
@@ -52,13 +51,13 @@ METRICS_FILE = "metrics.json"
 
 
 def finished(run_dir: Path) -> bool:
-    return (run_dir / MODEL_FILE).exists() and (run_dir / METRICS_FILE).exists()
+    """Trained and scored on its test set (a damaged or non-test ``metrics.json`` is scored again)."""
+    return (run_dir / MODEL_FILE).exists() and test_metrics(run_dir) is not None
 
 
 def test_metrics(run_dir: Path) -> dict | None:
     """A run's test metrics (its ``metrics.json``), None if it has none (no test set)."""
-    path = run_dir / METRICS_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_metrics(run_dir / METRICS_FILE, "test")
 
 
 def run_task(config: RunConfig, run_dir: Path, progress: bool = False) -> str:

@@ -19,6 +19,31 @@ from transmem.evaluation.metrics import FrameMetrics, copy_last_frame_baseline
 from transmem.models import RecurrentPredictor, rollout_mask
 
 
+SCORES = ("mse", "mae", "mse_pixel", "ssim", "psnr")
+
+
+def metrics_file_name(split: str) -> str:
+    """``metrics.json`` for the test split, ``metrics_<split>.json`` for another."""
+    return "metrics.json" if split == "test" else f"metrics_{split}.json"
+
+
+def read_metrics(path: str | Path, split: str = "test") -> dict | None:
+    """The metrics JSON written by :func:`evaluate_run` for ``split``, or None.
+
+    None when the file is missing, is not such a JSON (damaged, edited by hand) or holds
+    another split's scores: callers then evaluate again or show no score, never a wrong one.
+    """
+    try:
+        metrics = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or metrics.get("split") != split:
+        return None
+    if not all(isinstance(metrics.get(name), dict) and isinstance(metrics[name].get("mean"), (int, float)) for name in SCORES):
+        return None
+    return metrics
+
+
 @torch.no_grad()
 def evaluate_model(
     model: RecurrentPredictor,
@@ -63,6 +88,9 @@ def evaluate_model(
 def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str = "test", device: str = "cpu") -> dict:
     """Evaluate the model of ``run_dir`` on its test set; write JSON (and a gate plot for TMU).
 
+    The JSON goes to ``out``, by default ``RUN/metrics.json`` for the test split and
+    ``RUN/metrics_val.json`` for the validation split (which never replaces the test scores).
+
     The JSON holds every metric per frame and averaged, the baseline, the transfer gates,
     the source names and the number of sequences.
     """
@@ -71,19 +99,23 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     from transmem.run import load_model
     from transmem.training.checkpoint import atomic_write_text
 
+    from transmem.data import DataError
+
     run_dir = Path(run_dir)
     loaded = load_model(run_dir, device)
     config = loaded.config
     dataset = build_dataset(config.data, split)
+    if len(dataset) == 0:
+        raise DataError(f"{run_dir}: the run's {split} split is empty (data.{split}_size = 0)")
     result = evaluate_model(loaded.model, dataset, config, device)
     result["split"] = split
     result["weights"] = str(loaded.path)
     result["finished"] = loaded.finished
     result["sources"] = list(config.transfer.sources)
     # Top-level means for quick reading (and for `transmem zoo list`).
-    for name in ("mse", "mae", "mse_pixel", "ssim", "psnr"):
+    for name in SCORES:
         result[name] = result["model"][name]
-    out = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent) / "metrics.json"
+    out = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent) / metrics_file_name(split)
     atomic_write_text(out, json.dumps(result, indent=1))
     if result["transfer_gates"]:
         names = [Path(s).name for s in config.transfer.sources]

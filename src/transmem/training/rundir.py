@@ -19,7 +19,7 @@ from transmem.training.checkpoint import atomic_write_text
 
 CONFIG_FILE = "config.toml"
 RUN_FILES = (
-    "config.toml", "checkpoints", "model.safetensors", "train.csv", "val.csv", "metrics.json", "memory_bank",
+    "config.toml", "checkpoints", "model.safetensors", "train.csv", "val.csv", "metrics.json", "metrics_val.json", "memory_bank",
     "tensorboard", "transfer_gates.png",
 )
 

@@ -9,7 +9,6 @@ spatial size (the TMU projects and interpolates to match).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +83,8 @@ def load_zoo(paths: list[str], target: RunConfig, layers: list[int], device="cpu
 
 def describe_zoo(folder: str | Path) -> list[dict]:
     """One row per source found in ``folder`` (run folders or model files) for ``zoo list``."""
+    from transmem.evaluation.evaluate import read_metrics  # here: it imports the plotting libraries
+
     folder = Path(folder)
     if not folder.is_dir():
         raise SourceError(f"{folder}: not a folder")
@@ -98,8 +99,7 @@ def describe_zoo(folder: str | Path) -> list[dict]:
         except SourceError as error:
             rows.append({"name": path.name, "error": str(error)})
             continue
-        metrics_file = (path if path.is_dir() else path.parent) / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics = read_metrics((path if path.is_dir() else path.parent) / "metrics.json", "test") or {}
         rows.append(
             {
                 "name": source.name,
