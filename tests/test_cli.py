@@ -60,3 +60,10 @@ def test_data_list_and_preview(tmp_path, capsys):
     assert frames.shape[0] == 6 and frames.shape[1] >= 32
     assert main(["data", "preview", "nope", "--out", str(out)]) == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
+    # Too many sequences for one GIF: a one-line error, the existing preview untouched.
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["data", "preview", "moving_digits", "--out", str(out), "--num", "4000", "--set", "data.frame_size=16"]) == 2
+    assert "at most 3640 fit in a GIF" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["data", "preview", "moving_digits", "--out", str(out), "--num", "0"]) == 2
+    assert "--num: must be at least 1" in capsys.readouterr().err

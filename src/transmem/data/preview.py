@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transmem.config import DataConfig
+from transmem.config import ConfigError, DataConfig
 
 from .registry import build_dataset
 
@@ -33,15 +33,18 @@ def tile_sequences(sequences: np.ndarray) -> np.ndarray:
 
 def preview_dataset(data: DataConfig, split: str, num: int, out_path, fps: float = 5.0) -> Path:
     """Write a looping GIF of sequences ``0 .. num-1`` of ``split`` side by side; returns the path."""
-    import imageio.v3 as iio
+    from transmem.evaluation.pictures import GIF_MAX_SIDE, write_gif_frames
 
-    dataset = build_dataset(data, split)
     if num < 1:
-        raise ValueError(f"num: must be at least 1, got {num}")
+        raise ConfigError(f"--num: must be at least 1, got {num}")
+    width = num * (data.frame_size + SEPARATOR) - SEPARATOR
+    if width > GIF_MAX_SIDE:
+        most = (GIF_MAX_SIDE + SEPARATOR) // (data.frame_size + SEPARATOR)
+        raise ConfigError(f"--num: {num} sequences side by side make a GIF {width} pixels wide; at most {most} fit in a GIF")
+    dataset = build_dataset(data, split)
     if not dataset.online and num > len(dataset):
-        raise ValueError(f"num: {data.name} {split} has only {len(dataset)} sequences, asked for {num}")
+        raise ConfigError(f"--num: {data.name} {split} has only {len(dataset)} sequences, asked for {num}")
     sequences = dataset.batch(range(num)).numpy()
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(out_path, tile_sequences(sequences), extension=".gif", duration=1000.0 / fps, loop=0)
+    write_gif_frames(out_path, tile_sequences(sequences), duration_ms=1000.0 / fps)
     return out_path

@@ -172,19 +172,43 @@ def _write_gif(path: PathLike, frames: list[np.ndarray], fps: float) -> None:
     """Write ``(H, W, 3)`` float frames in [0, 1] as a looping GIF."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     video = (np.stack(frames) * 255.0 + 0.5).astype(np.uint8)
     # GIF stores delays in centiseconds; Pillow takes milliseconds.
-    iio.imwrite(path, video, extension=".gif", duration=round(1000.0 / fps), loop=0)
+    write_gif_frames(path, video, duration_ms=round(1000.0 / fps))
+
+
+#: the largest width or height a GIF can store
+GIF_MAX_SIDE = 65535
+
+
+def write_gif_frames(path: PathLike, frames: np.ndarray, duration_ms: float) -> None:
+    """Write uint8 frames ``(T, H, W)`` or ``(T, H, W, 3)`` as a looping GIF, atomically.
+
+    An existing file is replaced only by a complete GIF; frames too large for the format
+    are refused before anything is written.
+    """
+    from transmem.training.checkpoint import atomic_write_bytes
+
+    height, width = frames.shape[1:3]
+    if max(height, width) > GIF_MAX_SIDE:
+        raise ValueError(f"{path}: a GIF of {width}x{height} pixels exceeds the format's {GIF_MAX_SIDE} pixels per side")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, iio.imwrite("<bytes>", frames, extension=".gif", duration=duration_ms, loop=0))
 
 
 def save_figure(figure: Figure, path: PathLike) -> None:
     """Render ``figure`` on an Agg canvas into ``path`` (white background; parent folders created)."""
+    import io
+
+    from transmem.training.checkpoint import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    figure.savefig(path, bbox_inches="tight", facecolor="white")
+    buffer = io.BytesIO()  # rendered first: an existing file is replaced only by a complete one
+    figure.savefig(buffer, format=path.suffix.lstrip(".") or "png", bbox_inches="tight", facecolor="white")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------- PNG strip
