@@ -511,6 +511,31 @@ def test_evaluate_refuses_a_corrupted_checkpoint_by_name(workspace, capsys, dama
     refused(["predict", str(checkpoint), "--input", str(checkpoint), "--out", str(run.parent / "p")], capsys, run.parent, str(checkpoint))
 
 
+@pytest.mark.parametrize("damage", ["bit flip", "NaN weights"])
+def test_a_damaged_final_model_is_refused_by_name(workspace, capsys, damage):
+    from safetensors.torch import load_file, save_file
+
+    _, run = workspace
+    model = run / "model.safetensors"
+    tensors = load_file(str(model))
+    name, weights = next((k, v) for k, v in tensors.items() if v.numel() > 64)
+    frames = run.parent / "frames.npy"
+    np.save(frames, np.zeros((6, 16, 16), np.uint8))
+    if damage == "bit flip":  # the SHA-256 written with the weights no longer matches
+        _flip_inside_tensor_data(model, weights)
+        needle = "damaged"
+    else:  # a consistent file (checksum dropped) whose weights are NaN
+        from safetensors import safe_open
+
+        with safe_open(str(model), framework="pt") as handle:
+            metadata = {k: v for k, v in handle.metadata().items() if k != "sha256"}
+        tensors[name] = torch.full_like(weights, float("nan"))
+        save_file(tensors, str(model), metadata=metadata)
+        needle = f"non-finite weights (NaN or inf) in {name}"
+    refused(["evaluate", str(run)], capsys, run.parent, str(model), needle)
+    refused(["predict", str(run), "--input", str(frames), "--out", str(run.parent / "p")], capsys, run.parent, str(model), needle)
+
+
 def test_unusable_output_paths_and_horizon_are_one_line_errors(workspace, capsys):
     _, run = workspace
     frames = run.parent / "frames.npy"

@@ -60,6 +60,7 @@ def save_model(model: RecurrentPredictor, config: RunConfig, path: Path, extra: 
         "extra": json.dumps(extra or {}),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata["sha256"] = _state_digest(tensors)  # checked on load: damaged weights are refused
     atomic_write_bytes(Path(path), save(tensors, metadata=metadata))
 
 
@@ -71,6 +72,9 @@ def _config_from_toml(text: str, where: Path) -> RunConfig:
 
 
 def _build(config: RunConfig, layout_json: str, state: dict[str, Tensor], where: Path) -> RecurrentPredictor:
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CheckpointError(f"{where}: holds non-finite weights (NaN or inf) in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
     layout = {int(k): v for k, v in json.loads(layout_json or "{}").items()}
     model = build_predictor(config.model, config.data.channels, layout)
     try:
@@ -119,8 +123,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         if metadata.get("format") != "transmem-model-1":
             raise CheckpointError(f"{path}: not a transmem model (missing transmem metadata)")
         config = _config_from_toml(metadata["config"], path)
+        digest = _state_digest(tensors)
+        if metadata.get("sha256", digest) != digest:  # files written before the checksum have none
+            raise CheckpointError(f"{path}: damaged (its weights do not match the SHA-256 written with them)")
         model = _build(config, metadata.get("transfer_layout", "{}"), tensors, path)
-        return LoadedModel(model.to(device), config, path, _state_digest(tensors), finished)
+        return LoadedModel(model.to(device), config, path, digest, finished)
     state = load_checkpoint(path)
     return _from_checkpoint(path, state, device)
 
@@ -163,6 +170,8 @@ class Predictor:
         if horizon is None:
             horizon = self.config.data.total_len - self.config.data.input_len
         out = self.model.predict(frames.to(self.device), horizon)
+        if not torch.isfinite(out).all():
+            raise DataError(f"{self.path}: the model predicts non-finite values (NaN or inf) for these frames")
         return out.clamp(0.0, 1.0).cpu()
 
 
