@@ -435,6 +435,18 @@ def test_unusable_source_is_refused_before_anything_is_written(tmp_path, sources
     assert not (tmp_path / "target").exists()
 
 
+def test_an_unfinished_source_run_is_refused_unless_its_checkpoint_is_named(tmp_path, sources, capsys):
+    unfinished = Path(shutil.copytree(sources / "hidden8", tmp_path / "unfinished"))
+    (unfinished / "model.safetensors").unlink()
+    raw = tiny_raw(train={"iterations": 2, "device": "cpu"}, transfer={"method": "tmu"})
+    raw["transfer"]["sources"] = [str(unfinished)]
+    config = write_config(tmp_path / "target.toml", raw)
+    refused(["train", str(config), "--out", str(tmp_path / "target"), "--no-progress"], capsys, tmp_path, f"source {unfinished}: unfinished run")
+    raw["transfer"]["sources"] = [str(list_checkpoints(unfinished / "checkpoints")[-1])]
+    config = write_config(tmp_path / "target.toml", raw)
+    assert main(["train", str(config), "--out", str(tmp_path / "target"), "--no-progress"]) == 0
+
+
 def test_source_of_another_architecture_is_refused_by_name(tmp_path, sources, capsys):
     """The refusal itself (exit 2, one line naming the source) and no training state written."""
     raw = tiny_raw(train={"iterations": 2, "device": "cpu"}, model={"hidden": [4]}, transfer={"method": "finetune"})

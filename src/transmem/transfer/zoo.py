@@ -45,11 +45,18 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_source(path: str | Path, device: str | torch.device = "cpu") -> Source:
+    """Load a source frozen. A run folder must hold finished training (``model.safetensors``);
+    a checkpoint file named explicitly is used as it is."""
     path = Path(path)
     try:
         loaded = load_model(path, device)
     except CheckpointError as error:
         raise SourceError(f"source {path}: {error}") from None
+    if path.is_dir() and not loaded.finished:
+        raise SourceError(
+            f"source {path}: unfinished run (no model.safetensors; newest checkpoint {loaded.path.name}); "
+            f"finish its training, or name the checkpoint file to transfer from it as it is"
+        )
     name = path.name if path.is_dir() else path.parent.name if path.name == "model.safetensors" else path.stem
     return Source(name=name, path=path, model=freeze(loaded.model), config=loaded.config, digest=loaded.digest)
 
