@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -405,6 +406,50 @@ def test_predict_refuses_bad_frames(workspace, capsys, what, array, message):
     np.save(frames, array, allow_pickle=True)
     refused(["predict", str(run), "--input", str(frames), "--out", str(run.parent / "pred")], capsys, run.parent, "frames.npy", message)
     assert not (run.parent / "pred").exists()
+
+
+def test_predict_refuses_an_npz_archive_and_truth_that_does_not_match(workspace, capsys):
+    _, run = workspace
+    frames = np.zeros((2, 3, 1, 16, 16), np.uint8)
+    np.save(run.parent / "frames.npy", frames)
+    np.savez(run.parent / "frames.npz", frames=frames)
+    np.save(run.parent / "one.npy", frames[:1])
+    np.save(run.parent / "small.npy", np.zeros((2, 3, 1, 8, 8), np.uint8))
+    out = str(run.parent / "pred")
+    refused(["predict", str(run), "--input", str(run.parent / "frames.npz"), "--out", out], capsys, run.parent, "frames.npz: an .npz archive")
+    refused(["predict", str(run), "--input", str(run.parent), "--out", out], capsys, run.parent, "is not a file")
+    for truth in ("one.npy", "small.npy"):
+        argv = ["predict", str(run), "--input", str(run.parent / "frames.npy"), "--truth", str(run.parent / truth), "--out", out]
+        refused(argv, capsys, run.parent, truth, "do not match the input")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.device=banana", "train.device: expected auto, cpu, cuda or cuda:N, got 'banana'"),
+        ("data.seed=9223372036854775807", "data.seed: must be in [0, 4294967295]"),
+        ("train.seed=-1", "train.seed: must be in [0, 4294967295]"),
+        ("transfer.cache_dir=c.toml", "c.toml exists and is not a folder"),
+    ],
+)
+def test_bad_run_settings_are_refused_before_the_run_folder_is_written(workspace, capsys, override, message):
+    config, run = workspace
+    (run.parent / "c.toml").write_text("")
+    target = run.parent / "new"
+    argv = ["train", str(config), "--out", str(target), "--no-progress", "--set", override]
+    if "cache_dir" in override:
+        argv[-1] = f"transfer.cache_dir={json.dumps(str(run.parent / 'c.toml'))}"
+        argv += ["--set", "transfer.method=tmu", "--set", f"transfer.sources=[{json.dumps(str(run))}]"]
+    refused(argv, capsys, run.parent, message)
+    assert not target.exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_without_its_package_is_refused_before_writing(workspace, capsys):
+    config, run = workspace
+    argv = ["train", str(config), "--out", str(run.parent / "new"), "--no-progress", "--set", "train.tensorboard=true"]
+    refused(argv, capsys, run.parent, "needs the tensorboard package")
+    assert not (run.parent / "new").exists()
 
 
 @pytest.fixture(scope="module")

@@ -160,12 +160,17 @@ def _read_frames(path: str):
     from transmem.data import DataError, validate_frames
 
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise DataError(f"{file}: file not found")
+    if not file.is_file():
+        raise DataError(f"{file}: is not a file")
     try:
         array = np.load(file, allow_pickle=False)
     except ValueError as error:
         raise DataError(f"{file}: not a plain .npy array ({error})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        array.close()
+        raise DataError(f"{file}: an .npz archive; save the frames alone as .npy (numpy.save)")
     if array.ndim == 3:
         array = array[None, :, None]
     elif array.ndim == 4:
@@ -193,6 +198,11 @@ def _predict(args) -> int:
         raise DataError(f"{args.input}: frames have {frames.shape[2]} channels, the model takes {data.channels}")
     if truth is None and frames.shape[1] > data.input_len:
         frames, truth = frames[:, : data.input_len], frames[:, data.input_len :]
+    elif truth is not None and (truth.shape[0] != frames.shape[0] or truth.shape[2:] != frames.shape[2:]):
+        raise DataError(
+            f"{args.truth}: true frames of shape {tuple(truth.shape)} (B, T, C, H, W) do not match the input "
+            f"{tuple(frames.shape)} in batch, channels or frame size"
+        )
     horizon = args.horizon or (truth.shape[1] if truth is not None else data.total_len - data.input_len)
     prediction = predictor.predict(frames, horizon)
     out = Path(args.out)

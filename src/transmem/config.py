@@ -64,6 +64,7 @@ class DataConfig:
             )
         if self.test_size < 1:
             raise ConfigError("data.test_size: must be at least 1")
+        _seed(self, "data")
 
 
 @dataclass
@@ -139,6 +140,7 @@ class TrainConfig:
             raise ConfigError(f"train.precision: expected 'float32' or 'bf16', got {self.precision!r}")
         if self.sampling == "reverse" and self.reverse_start > self.sampling_stop:
             raise ConfigError("train.reverse_start: must not exceed train.sampling_stop")
+        _seed(self, "train")
 
 
 @dataclass
@@ -235,6 +237,14 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------- loading
+
+
+MAX_SEED = 2**32 - 1
+
+
+def _seed(section, name: str) -> None:
+    if not 0 <= section.seed <= MAX_SEED:
+        raise ConfigError(f"{name}.seed: must be in [0, {MAX_SEED}], got {section.seed}")
 
 
 def _positive(section: Any, *keys: str) -> None:

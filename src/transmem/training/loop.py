@@ -61,9 +61,12 @@ class TrainResult:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device = {name!r} but CUDA is not available")
+        raise ConfigError(f"train.device = {name!r} but CUDA is not available here (use \"auto\" or \"cpu\")")
     return device
 
 
@@ -153,6 +156,8 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
     # Everything that can refuse the command (run-folder conflict, data, sources, source
     # architecture) is checked before anything is written: a refused command changes nothing.
     replacing = check_run_dir(config, run_dir, force)
+    if config.train.tensorboard:
+        _tensorboard_writer_class()
     checkpoints = run_dir / CHECKPOINT_DIR
 
     torch.manual_seed(config.train.seed)
@@ -349,9 +354,13 @@ def _validate(model: RecurrentPredictor, dataset, config: RunConfig, run_dir: Pa
     return means
 
 
-def _tensorboard(run_dir: Path):
+def _tensorboard_writer_class():
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError as error:  # pragma: no cover - optional extra
-        raise RuntimeError("train.tensorboard = true needs the tensorboard package (pip install transmem[tensorboard])") from error
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    except ImportError:
+        raise ConfigError("train.tensorboard = true needs the tensorboard package (pip install transmem[tensorboard])") from None
+    return SummaryWriter
+
+
+def _tensorboard(run_dir: Path):
+    return _tensorboard_writer_class()(log_dir=str(run_dir / "tensorboard"))

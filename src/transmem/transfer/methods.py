@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from transmem.config import RunConfig
+from transmem.config import ConfigError, RunConfig
 from transmem.models import RecurrentPredictor, Rollout, build_predictor
 from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank
 from transmem.transfer.zoo import SourceError, load_zoo
@@ -104,6 +104,9 @@ class TransferableMemoryMethod(ScratchMethod):
         self.layers = list(config.transfer.layers)
         self.sources = load_zoo(config.transfer.sources, config, self.layers, device)
         self.bank = None
+        self.bank_folder = Path(config.transfer.cache_dir or run_dir / "memory_bank")
+        if self.bank_folder.exists() and not self.bank_folder.is_dir():  # refused before the run folder is written
+            raise ConfigError(f"transfer.cache_dir: {self.bank_folder} exists and is not a folder")
 
     def transfer_layout(self) -> dict:
         return memory_layouts(
@@ -127,9 +130,8 @@ class TransferableMemoryMethod(ScratchMethod):
         if self.bank_mode(train_dataset) == "live":
             self.bank = LiveMemoryBank(self.sources, self.layers)
             return
-        folder = Path(self.config.transfer.cache_dir or self.run_dir / "memory_bank")
         self.bank = CachedMemoryBank(
-            self.sources, self.layers, train_dataset, folder, self.config.eval.batch_size, self.device, progress
+            self.sources, self.layers, train_dataset, self.bank_folder, self.config.eval.batch_size, self.device, progress
         )
 
     def forward_kwargs(self, frames: Tensor, iteration: int) -> dict:
