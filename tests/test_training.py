@@ -141,6 +141,15 @@ def test_crafted_pickle_is_refused(tmp_path):
         load_checkpoint(plain)
 
 
+@pytest.mark.parametrize("content", [b"[train]\nlr = 1\n", b"\x80\x04garbage" * 50])
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path, content):
+    path = tmp_path / "ckpt-00000001.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a transmem checkpoint") as caught:
+        load_checkpoint(path)
+    assert "weights_only" not in str(caught.value)
+
+
 def test_divergence_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     import transmem.training.loop as loop
 

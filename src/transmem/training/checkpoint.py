@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", expect
         expected_sha256 = _read_manifest(path.parent).get(path.name)
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
         raise CheckpointError(f"{path}: checksum mismatch (truncated or corrupted checkpoint)")
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; anything else is not ours
+        raise CheckpointError(f"{path}: not a transmem checkpoint (not a PyTorch checkpoint file, or a truncated one)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
