@@ -110,3 +110,13 @@ def test_strict_exit_status_follows_the_checks(monkeypatch, tmp_path, capsys):
     assert speed.run(_parse("--tiny", "--quick")) == 0
     assert speed.run(_parse("--tiny", "--quick", "--strict")) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path, monkeypatch):
+    from transmem.config import ConfigError
+
+    measured = []
+    monkeypatch.setattr(speed, "benchmark_config", lambda *a, **k: measured.append(1))
+    with pytest.raises(ConfigError, match="--json: the folder of"):
+        speed.run(_parse("--tiny", "--json", str(tmp_path / "missing" / "speed.json")))
+    assert measured == []

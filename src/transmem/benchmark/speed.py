@@ -47,6 +47,7 @@ from transmem.benchmark.flops import ConvShape, step_convs, total_flops
 from transmem.benchmark.peak_memory import measure_memory
 from transmem.benchmark.speed_config import CONFIGS, SpeedConfig
 from transmem.benchmark.workload import build_inference, build_workload
+from transmem.training.checkpoint import atomic_write_text
 
 TRAIN_VARIANTS = ("plain", "live", "cached")
 VARIANT_LABELS = {"plain": "plain ConvLSTM", "live": "TMU, live bank", "cached": "TMU, cached bank"}
@@ -322,6 +323,8 @@ def run(args) -> int:
         args.memory_steps = 2 if args.quick else 3
     if args.repeats < 1 or args.warmup < 0 or args.memory_steps < 1 or (args.threads is not None and args.threads < 1):
         raise ConfigError("speed: --repeats, --memory-steps and --threads must be >= 1, --warmup >= 0")
+    if args.json and not Path(args.json).resolve().parent.is_dir():  # checked before minutes of measuring
+        raise ConfigError(f"--json: the folder of {args.json} does not exist")
     names = ["tiny"] if args.tiny else (["small", "paper"] if args.config == "both" else [args.config])
 
     def log(message: str) -> None:
@@ -347,7 +350,7 @@ def run(args) -> int:
     for result in results:
         print(format_table(result, args.repeats, args.warmup))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": header, "results": results}, indent=1))
+        atomic_write_text(Path(args.json), json.dumps({"machine": header, "results": results}, indent=1))
     failed = [c for r in results for c in r["checks"] if not c["passed"]]
     return 1 if args.strict and failed else 0
 
