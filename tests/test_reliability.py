@@ -492,6 +492,33 @@ def test_an_unfinished_source_run_is_refused_unless_its_checkpoint_is_named(tmp_
     assert main(["train", str(config), "--out", str(tmp_path / "target"), "--no-progress"]) == 0
 
 
+@pytest.mark.parametrize("replacement", ["same architecture, other weights", "other architecture", "other architecture, old checkpoint"])
+def test_a_resume_after_its_source_was_replaced_is_refused(tmp_path, sources, replacement, monkeypatch):
+    from transmem.training import loop
+    from transmem.training.loop import train
+    from transmem.training.rundir import RunConflictError
+
+    source = Path(shutil.copytree(sources / "hidden8", tmp_path / "source"))
+    raw = tiny_raw(train={"iterations": 4, "checkpoint_every": 2, "device": "cpu"}, transfer={"method": "tmu", "sources": [str(source)]})
+    target = config_from_dict(raw)
+    train(target, tmp_path / "target", progress=False, stop_at=2)
+    shutil.move(source, tmp_path / "set_aside")
+    model = {"hidden": [8]} if replacement.startswith("same") else {"hidden": [4]}
+    train(config_from_dict(tiny_raw(model=model, train={"iterations": 1, "seed": 7, "device": "cpu"})), source, progress=False)
+    message = "source weights changed since ckpt-00000002.pt was written"
+    if replacement.endswith("old checkpoint"):  # written before checkpoints recorded their sources
+        latest = loop.latest_good_checkpoint
+
+        def without_digests(*args, **kwargs):
+            path, state = latest(*args, **kwargs)
+            return path, {k: v for k, v in state.items() if k != "source_digests"}
+
+        monkeypatch.setattr(loop, "latest_good_checkpoint", without_digests)
+        message = "ckpt-00000002.pt does not fit this run's model"
+    with pytest.raises(RunConflictError, match=message):
+        train(target, tmp_path / "target", progress=False)
+
+
 def test_source_of_another_architecture_is_refused_by_name(tmp_path, sources, capsys):
     """The refusal itself (exit 2, one line naming the source) and no training state written."""
     raw = tiny_raw(train={"iterations": 2, "device": "cpu"}, model={"hidden": [4]}, transfer={"method": "finetune"})

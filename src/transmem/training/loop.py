@@ -33,7 +33,7 @@ from transmem.run import CHECKPOINT_DIR, MODEL_FILE, save_model
 from transmem.training.checkpoint import atomic_write_text, latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
 from transmem.training.distributed import init_distributed
 from transmem.training.locks import FileLock, LockedError
-from transmem.training.rundir import check_run_dir, prepare_run_dir
+from transmem.training.rundir import RunConflictError, check_run_dir, prepare_run_dir
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.transfer.methods import METHODS
 
@@ -179,7 +179,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
     found = None if replacing else latest_good_checkpoint(checkpoints, map_location=device)
     if found is not None:
         path, state = found
-        model.load_state_dict(state["model"])
+        _check_resumable(run_dir, path, state, model, method)
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
@@ -326,6 +326,21 @@ def _resume_stamp(run_dir: Path) -> list[tuple[str, int]]:
     return stamp
 
 
+def _check_resumable(run_dir: Path, path: Path, state: dict, model: RecurrentPredictor, method) -> None:
+    """Load the checkpoint's weights into ``model``, refusing a resume whose sources changed."""
+    advice = "restore them, or pass --force to start over (the old files are kept, renamed)"
+    recorded, current = state.get("source_digests"), method.source_digests()
+    if recorded is not None and recorded != current:  # checkpoints from before this check have none
+        changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
+        raise RunConflictError(f"{run_dir}: source weights changed since {path.name} was written ({', '.join(changed)}); {advice}")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise RunConflictError(
+            f"{run_dir}: {path.name} does not fit this run's model (did a source change?): {str(error)[:200]}; {advice}"
+        ) from None
+
+
 def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, config: RunConfig, method) -> None:
     import json
 
@@ -337,6 +352,7 @@ def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, 
         "rng": {"torch": torch.get_rng_state(), "sampling": generator.get_state()},
         "config": config.to_toml(),
         "transfer_layout": json.dumps({str(k): v for k, v in model.transfer_layout.items()}),
+        "source_digests": method.source_digests(),
     }
     save_checkpoint(folder, iteration, state, keep=config.train.keep_checkpoints)
 

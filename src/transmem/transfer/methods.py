@@ -25,7 +25,7 @@ from torch import Tensor
 from transmem.config import ConfigError, RunConfig
 from transmem.models import RecurrentPredictor, Rollout, build_predictor
 from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank
-from transmem.transfer.zoo import SourceError, load_zoo
+from transmem.transfer.zoo import Source, SourceError, load_zoo
 
 
 class ScratchMethod:
@@ -35,6 +35,12 @@ class ScratchMethod:
         self.config = config
         self.run_dir = Path(run_dir)
         self.device = device
+        self.sources: list[Source] = []  # the frozen source networks the method reads
+
+    def source_digests(self) -> dict[str, str]:
+        """SHA-256 of each source's weights by path: checkpoints record them, so a resume
+        can tell that a source was replaced since the run started."""
+        return {str(source.path): source.digest for source in self.sources}
 
     def transfer_layout(self) -> dict | None:
         return None
@@ -62,7 +68,8 @@ class FinetuneMethod(ScratchMethod):
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         super().__init__(config, run_dir, device)
-        self.source = load_zoo(config.transfer.sources, config, [0], "cpu")[0]
+        self.sources = load_zoo(config.transfer.sources, config, [0], "cpu")
+        self.source = self.sources[0]
 
     def initialize(self, model: RecurrentPredictor) -> None:
         source = self.source.model
