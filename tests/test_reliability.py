@@ -384,6 +384,7 @@ def test_bad_override_and_missing_config_are_refused(workspace, capsys):
     refused(["train", str(config), "--out", str(run), "--set", "data.total_len=3"], capsys, run.parent, "data.input_len: must be smaller")
     refused(["train", str(config), "--out", str(run), "--set", "model.hidden=[]"], capsys, run.parent, "model.hidden")
     refused(["train", str(run.parent / "nope.toml"), "--out", str(run)], capsys, run.parent, "nope.toml: config file not found")
+    refused(["train", str(run), "--out", str(run)], capsys, run.parent, f"{run}: a folder, not a config file")
     (run.parent / "broken.toml").write_text("[train\nlr = 1")
     refused(["train", str(run.parent / "broken.toml"), "--out", str(run)], capsys, run.parent, "broken.toml: not valid TOML")
 

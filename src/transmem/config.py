@@ -389,7 +389,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, stored:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: " + ("a folder, not a config file" if path.is_dir() else "config file not found"))
     try:
         raw = tomllib.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as error:  # TOMLDecodeError, huge integers, bad UTF-8
