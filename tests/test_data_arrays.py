@@ -229,3 +229,16 @@ def test_array_file_missing_and_unsupported(tmp_path):
     np.save(tmp_path / "tiny.npy", np.zeros((2, 8, SIZE, SIZE), np.uint8))
     with pytest.raises(DataError, match=r"tiny.npy \(test range 0.8-1.0 of 2 sequences\): no test sequences"):
         build_dataset(config("array_file", tmp_path / "tiny.npy"), "test")
+
+
+def test_a_memory_mapped_float_file_gives_writable_tensors_without_a_warning(tmp_path):
+    import warnings
+
+    array = np.random.default_rng(2).random((10, 6, SIZE, SIZE), dtype=np.float32)
+    np.save(tmp_path / "frames.npy", array)
+    dataset = build_dataset(config("array_file", tmp_path / "frames.npy"), "train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it wraps a read-only array
+        sequence = dataset[0]
+    sequence += 0  # writable: a transform may work in place without touching the file
+    assert np.array_equal(np.load(tmp_path / "frames.npy"), array)

@@ -126,6 +126,8 @@ class SequenceDataset(Dataset):
             raise RuntimeError(
                 f"{self.name}: made a sequence of shape {sequence.shape} {sequence.dtype}, expected {self.shape} float32"
             )
+        if not sequence.flags.writeable:  # a view of a read-only (memory-mapped) file: torch gets a copy
+            sequence = sequence.copy()
         return torch.from_numpy(np.ascontiguousarray(sequence))
 
     def batch(self, indices) -> torch.Tensor:
