@@ -70,9 +70,13 @@ def test_finished_runs_are_skipped_and_interrupted_runs_resume(tiny_benchmark):
     damaged.write_text("{bad")
     validation = out / "runs" / "finetune_digits1" / "seed0" / "metrics.json"
     validation.write_text(validation.read_text().replace('"split": "test"', '"split": "val"'))
+    of_a_checkpoint = out / "runs" / "finetune_digits2" / "seed0" / "metrics.json"
+    of_a_checkpoint.write_text(of_a_checkpoint.read_text().replace('"finished": true', '"finished": false'))
     run_benchmark("digits", "quick", out, progress=False, log=lambda *_: None, overrides=TINY)
     assert finished.stat().st_mtime_ns == stamp
-    assert json.loads(damaged.read_text())["split"] == json.loads(validation.read_text())["split"] == "test"
+    for scores in (damaged, validation, of_a_checkpoint):
+        metrics = json.loads(scores.read_text())
+        assert metrics["split"] == "test" and metrics["finished"] is True
     assert (interrupted / "metrics.json").exists() and (interrupted / "model.safetensors").exists()
     rows = [r for r in csv.DictReader(open(interrupted / "train.csv"))]
     assert [int(r["iteration"]) for r in rows] == [1, 2]  # resumed from its checkpoint, no repeated rows

@@ -518,6 +518,22 @@ def test_a_resume_after_its_source_was_replaced_is_refused(tmp_path, sources, re
         message = "ckpt-00000002.pt does not fit this run's model"
     with pytest.raises(RunConflictError, match=message):
         train(target, tmp_path / "target", progress=False)
+    # --force sets the old run aside and starts over from fresh weights.
+    result = train(target, tmp_path / "target", progress=False, force=True)
+    assert result.resumed_from == 0 and (tmp_path / "target" / "model.safetensors").exists()
+    assert list((tmp_path / "target").glob("checkpoints.previous-*"))
+
+
+def test_a_finished_run_stays_finished_when_its_source_changes_later(tmp_path, sources):
+    from transmem.training.loop import train
+
+    source = Path(shutil.copytree(sources / "hidden8", tmp_path / "source"))
+    target = config_from_dict(tiny_raw(train={"iterations": 2, "device": "cpu"}, transfer={"method": "tmu", "sources": [str(source)]}))
+    train(target, tmp_path / "target", progress=False)
+    weights = (tmp_path / "target" / "model.safetensors").read_bytes()
+    train(config_from_dict(tiny_raw(model={"hidden": [8]}, train={"iterations": 1, "seed": 7, "device": "cpu"})), source, progress=False, force=True)
+    again = train(target, tmp_path / "target", progress=False)
+    assert again.resumed_from == 2 and (tmp_path / "target" / "model.safetensors").read_bytes() == weights
 
 
 def test_source_of_another_architecture_is_refused_by_name(tmp_path, sources, capsys):

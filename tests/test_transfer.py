@@ -511,6 +511,10 @@ def test_evaluate_tmu_run_reports_transfer_gates(tmu_run, capsys):
     assert [Path(s).name for s in metrics["sources"]] == ["digits1", "digits2"]
     with Image.open(run / "transfer_gates.png") as png:
         assert png.format == "PNG"
+    test_picture = (run / "transfer_gates.png").read_bytes()
+    assert main(["evaluate", str(run), "--split", "val"]) == 0  # its own picture, the test one kept
+    assert (run / "transfer_gates_val.png").exists() and (run / "transfer_gates.png").read_bytes() == test_picture
+    capsys.readouterr()
 
     # independent: mean gate per source and step over the test set, test-time rollout
     loaded = load_model(run)

@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a run on its test set")
     evaluate.add_argument("run", help="run folder, model.safetensors or checkpoint")
-    evaluate.add_argument("--out", help="metrics JSON (default RUN/metrics.json)")
+    evaluate.add_argument("--out", help="metrics JSON (default RUN/metrics.json, RUN/metrics_val.json for --split val)")
     evaluate.add_argument("--split", default="test", choices=["test", "val"])
 
     inspect = commands.add_parser("inspect", help="memory scale and transfer gates of a trained run, step by step")

@@ -43,7 +43,7 @@ from transmem.run import CHECKPOINT_DIR, MODEL_FILE, load_model
 from transmem.training.checkpoint import checkpoint_iteration, list_checkpoints
 from transmem.training.locks import FileLock
 from transmem.training.loop import RUN_LOCK, TRAIN_LOG, VAL_LOG
-from transmem.training.rundir import RunConflictError, check_run_dir
+from transmem.training.rundir import CONFIG_FILE, RunConflictError, check_run_dir
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 
@@ -190,7 +190,7 @@ def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **opti
         try:
             check_run_dir(task.config, task.run_dir)
         except RunConflictError:
-            state = "holds another config"
+            state = "holds another config" if (task.run_dir / CONFIG_FILE).exists() else "holds run files but no config.toml"
         else:
             if finished(task.run_dir):
                 state = "finished"

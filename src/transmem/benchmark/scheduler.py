@@ -56,8 +56,9 @@ def finished(run_dir: Path) -> bool:
 
 
 def test_metrics(run_dir: Path) -> dict | None:
-    """A run's test metrics (its ``metrics.json``), None if it has none (no test set)."""
-    return read_metrics(run_dir / METRICS_FILE, "test")
+    """A run's test metrics of its final weights (its ``metrics.json``), else None."""
+    metrics = read_metrics(run_dir / METRICS_FILE, "test")
+    return metrics if metrics is not None and metrics.get("finished") is True else None  # not a checkpoint's scores
 
 
 def run_task(config: RunConfig, run_dir: Path, progress: bool = False) -> str:
@@ -65,13 +66,15 @@ def run_task(config: RunConfig, run_dir: Path, progress: bool = False) -> str:
 
     A folder holding a run of another config is refused (:class:`RunConflictError`), even
     a finished one: results are never taken from a run the benchmark did not ask for.
-    A run without a test set gets no metrics (:func:`test_metrics` gives None).
+    A run whose test split turns out empty (a short data file) gets no metrics
+    (:func:`test_metrics` gives None).
     """
     check_run_dir(config, run_dir)
     if finished(run_dir):
         return f"{run_dir}: finished earlier"
     started = time.time()
-    train(config, run_dir, progress=progress)
+    if not (run_dir / MODEL_FILE).exists():  # trained but not (validly) evaluated: only evaluate
+        train(config, run_dir, progress=progress)
     try:
         evaluate_run(run_dir)
     except DataError as error:

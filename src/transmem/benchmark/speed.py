@@ -323,8 +323,8 @@ def run(args) -> int:
         args.memory_steps = 2 if args.quick else 3
     if args.repeats < 1 or args.warmup < 0 or args.memory_steps < 1 or (args.threads is not None and args.threads < 1):
         raise ConfigError("speed: --repeats, --memory-steps and --threads must be >= 1, --warmup >= 0")
-    if args.json and not Path(args.json).resolve().parent.is_dir():  # checked before minutes of measuring
-        raise ConfigError(f"--json: the folder of {args.json} does not exist")
+    if args.json and (Path(args.json).is_dir() or not Path(args.json).resolve().parent.is_dir()):  # before minutes of measuring
+        raise ConfigError(f"--json: {args.json} is a folder, or its folder does not exist")
     names = ["tiny"] if args.tiny else (["small", "paper"] if args.config == "both" else [args.config])
 
     def log(message: str) -> None:

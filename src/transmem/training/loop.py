@@ -177,9 +177,19 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
     start = 0
     seen = _resume_stamp(run_dir)
     found = None if replacing else latest_good_checkpoint(checkpoints, map_location=device)
+    if found is not None and int(found[1]["iteration"]) >= config.train.iterations and (run_dir / MODEL_FILE).exists():
+        start = int(found[1]["iteration"])  # finished: nothing to resume (its sources may have moved on since)
+        found = None
+    elif found is not None:
+        try:
+            _check_resumable(run_dir, found[0], found[1], model, method)
+        except RunConflictError:
+            if not force:
+                raise
+            replacing, found = True, None  # --force: set the old run's files aside and start over
     if found is not None:
         path, state = found
-        _check_resumable(run_dir, path, state, model, method)
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
@@ -188,7 +198,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
         start = int(state["iteration"])
         if ctx.is_main:
             log.info("resuming %s from %s (iteration %d)", run_dir, path.name, start)
-    else:
+    elif start == 0:
         method.initialize(model)
     if ctx.is_main:
         # The first write. A second process on this folder stops here, having written nothing.
@@ -198,7 +208,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
         lock.acquire()
         if _resume_stamp(run_dir) != seen:
             raise LockedError(f"{run_dir}: another process trained this run while this one started; rerun to resume it")
-        prepare_run_dir(config, run_dir, force)
+        prepare_run_dir(config, run_dir, force, set_aside=replacing)
         remove_stale_temporaries(checkpoints)
         remove_stale_temporaries(run_dir)
     ctx.barrier()
@@ -327,18 +337,21 @@ def _resume_stamp(run_dir: Path) -> list[tuple[str, int]]:
 
 
 def _check_resumable(run_dir: Path, path: Path, state: dict, model: RecurrentPredictor, method) -> None:
-    """Load the checkpoint's weights into ``model``, refusing a resume whose sources changed."""
+    """Refuse to resume from ``state`` if a source changed or its weights do not fit ``model``
+    (checked without loading anything, so ``--force`` can still start from fresh weights)."""
     advice = "restore them, or pass --force to start over (the old files are kept, renamed)"
     recorded, current = state.get("source_digests"), method.source_digests()
     if recorded is not None and recorded != current:  # checkpoints from before this check have none
         changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
         raise RunConflictError(f"{run_dir}: source weights changed since {path.name} was written ({', '.join(changed)}); {advice}")
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
+    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    stored = {name: tuple(value.shape) for name, value in state["model"].items()}
+    if stored != expected:
+        differing = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
         raise RunConflictError(
-            f"{run_dir}: {path.name} does not fit this run's model (did a source change?): {str(error)[:200]}; {advice}"
-        ) from None
+            f"{run_dir}: {path.name} does not fit this run's model (did a source change?): "
+            f"{', '.join(differing[:3])}{' ...' if len(differing) > 3 else ''} differ; {advice}"
+        )
 
 
 def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, config: RunConfig, method) -> None:

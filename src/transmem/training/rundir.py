@@ -20,7 +20,7 @@ from transmem.training.checkpoint import atomic_write_text
 CONFIG_FILE = "config.toml"
 RUN_FILES = (
     "config.toml", "checkpoints", "model.safetensors", "train.csv", "val.csv", "metrics.json", "metrics_val.json", "memory_bank",
-    "tensorboard", "transfer_gates.png",
+    "tensorboard", "transfer_gates.png", "transfer_gates_val.png",
 )
 
 
@@ -55,7 +55,8 @@ def check_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> bool
         raise RunConflictError(f"{run_dir}: exists and is not a folder")
     saved = run_dir / CONFIG_FILE
     if not saved.exists():  # a new run, unless the folder holds files a run would overwrite
-        found = [name for name in RUN_FILES if (run_dir / name).exists()]
+        # A memory bank folder alone may be another run's shared cache (keyed, checksummed): not a conflict.
+        found = [name for name in RUN_FILES if name != "memory_bank" and (run_dir / name).exists()]
         if found and not force:
             raise RunConflictError(
                 f"{run_dir}: holds {', '.join(found)} but no {CONFIG_FILE} (not a transmem run, or its config "
@@ -80,10 +81,14 @@ def check_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> bool
     return True
 
 
-def prepare_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> None:
-    """Create ``run_dir`` or check that it holds this very run; save the resolved config."""
+def prepare_run_dir(config: RunConfig, run_dir: Path, force: bool = False, set_aside: bool = False) -> None:
+    """Create ``run_dir`` or check that it holds this very run; save the resolved config.
+
+    ``set_aside``: rename the folder's run files even though its config matches (``--force``
+    on a run that cannot be resumed, e.g. because a source changed).
+    """
     run_dir = Path(run_dir)
-    if check_run_dir(config, run_dir, force):
+    if check_run_dir(config, run_dir, force) or set_aside:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         suffix, n = f".previous-{stamp}", 1
         # Never rename onto an earlier set-aside run (a rename over a file would delete it).

@@ -1,6 +1,6 @@
 """The source zoo: frozen predictive networks trained on other datasets.
 
-A source is any transmem run folder, ``model.safetensors`` or checkpoint of a backbone
+A source is any finished transmem run folder, ``model.safetensors`` or checkpoint of a backbone
 (ConvLSTM, PredRNN, PredRNN-V2). It is loaded frozen: ``requires_grad`` off, eval mode.
 Sources read the *target's* frames, so a source must take the target's channel count and
 a frame size divisible by its own patch size; its memory may have any channel count and
@@ -54,7 +54,7 @@ def load_source(path: str | Path, device: str | torch.device = "cpu") -> Source:
         raise SourceError(f"source {path}: {error}") from None
     if path.is_dir() and not loaded.finished:
         raise SourceError(
-            f"source {path}: unfinished run (no model.safetensors; newest checkpoint {loaded.path.name}); "
+            f"source {path}: unfinished run (no model.safetensors; newest checkpoint {loaded.path}); "
             f"finish its training, or name the checkpoint file to transfer from it as it is"
         )
     name = path.name if path.is_dir() else path.parent.name if path.name == "model.safetensors" else path.stem
