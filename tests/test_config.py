@@ -89,3 +89,10 @@ def test_retired_keys_load_from_stored_configs_only(tmp_path):
     with pytest.raises(ConfigError, match="train.data_workers: unknown key"):
         config_from_dict(raw)
     assert config_from_dict(raw, stored=True) == config_from_dict(tiny_raw())
+
+
+def test_seeds_out_of_range_are_refused_in_new_configs_and_load_from_stored_ones():
+    raw = tiny_raw(data={"seed": 2**40})
+    with pytest.raises(ConfigError, match=r"data.seed: must be in \[0, 4294967295\], got 1099511627776"):
+        config_from_dict(raw)
+    assert config_from_dict(raw, stored=True).data.seed == 2**40  # a run saved before the check

@@ -64,7 +64,6 @@ class DataConfig:
             )
         if self.test_size < 1:
             raise ConfigError("data.test_size: must be at least 1")
-        _seed(self, "data")
 
 
 @dataclass
@@ -140,7 +139,6 @@ class TrainConfig:
             raise ConfigError(f"train.precision: expected 'float32' or 'bf16', got {self.precision!r}")
         if self.sampling == "reverse" and self.reverse_start > self.sampling_stop:
             raise ConfigError("train.reverse_start: must not exceed train.sampling_stop")
-        _seed(self, "train")
 
 
 @dataclass
@@ -379,6 +377,9 @@ def config_from_dict(raw: dict, overrides: list[str] | None = None, *, stored: b
     raw = apply_overrides(raw, overrides or [])
     config = build_dataclass(RunConfig, raw)
     config.validate()
+    if not stored:  # runs saved before seeds were range-checked keep loading
+        _seed(config.data, "data")
+        _seed(config.train, "train")
     return config
 
 
