@@ -242,3 +242,15 @@ def test_a_memory_mapped_float_file_gives_writable_tensors_without_a_warning(tmp
         sequence = dataset[0]
     sequence += 0  # writable: a transform may work in place without touching the file
     assert np.array_equal(np.load(tmp_path / "frames.npy"), array)
+
+
+def test_a_file_too_short_for_a_test_split_is_refused_before_training(tmp_path):
+    from transmem.config import RunConfig
+    from transmem.training.loop import train
+
+    np.save(tmp_path / "two.npy", np.random.default_rng(3).random((2, 6, SIZE, SIZE), dtype=np.float32))
+    run = RunConfig(data=config("array_file", tmp_path / "two.npy"))
+    run.model.hidden, run.model.patch, run.train.iterations, run.train.device = [4], 4, 2, "cpu"
+    with pytest.raises(DataError, match="no test sequences of 6 frames"):
+        train(run, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from transmem.config import ConfigError, RunConfig
-from transmem.data import build_dataset
+from transmem.data import DataError, build_dataset
 from transmem.models import RecurrentPredictor
 from transmem.run import CHECKPOINT_DIR, MODEL_FILE, save_model
 from transmem.training.checkpoint import atomic_write_text, latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
@@ -167,6 +167,8 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
         torch.utils.deterministic.fill_uninitialized_memory = False
     train_set = build_dataset(config.data, "train")
     val_set = build_dataset(config.data, "val") if config.data.val_size > 0 else None
+    if len(build_dataset(config.data, "test")) == 0:  # found now, not after training, by evaluate
+        raise DataError(f"data: the {config.data.name} test split is empty; a run needs test sequences (data.test_size)")
 
     method = METHODS[config.transfer.method](config, run_dir, device)
     model = method.build_model().to(device)
