@@ -3,6 +3,7 @@
 import math
 import os
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -111,6 +112,16 @@ def test_a_run_whose_config_was_removed_is_not_resumed_with_another_config(tmp_p
     (tmp_path / "run" / "config.toml").unlink()
     with pytest.raises(RunConflictError, match="but no config.toml"):
         train(tiny_config(train={"iterations": 8, "lr": 1e-4}), tmp_path / "run", progress=False)
+
+
+def test_a_finished_run_whose_checkpoints_were_deleted_is_not_trained_again(tmp_path):
+    config = tiny_config(train={"iterations": 4})
+    train(config, tmp_path / "run", progress=False)
+    weights = (tmp_path / "run" / "model.safetensors").read_bytes()
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # to save space, say
+    again = train(config, tmp_path / "run", progress=False)
+    assert again.resumed_from == 4 and (tmp_path / "run" / "model.safetensors").read_bytes() == weights
+    assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run" / "checkpoints").iterdir())
 
 
 def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path):

@@ -179,9 +179,10 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
     start = 0
     seen = _resume_stamp(run_dir)
     found = None if replacing else latest_good_checkpoint(checkpoints, map_location=device)
-    if found is not None and int(found[1]["iteration"]) >= config.train.iterations and (run_dir / MODEL_FILE).exists():
-        start = int(found[1]["iteration"])  # finished: nothing to resume (its sources may have moved on since)
-        found = None
+    if not replacing and (run_dir / MODEL_FILE).exists() and (found is None or int(found[1]["iteration"]) >= config.train.iterations):
+        # Finished (even if its checkpoints were deleted since): nothing to resume or retrain,
+        # whatever its sources have become.
+        start, found = config.train.iterations, None
     elif found is not None:
         try:
             _check_resumable(run_dir, found[0], found[1], model, method)
