@@ -240,6 +240,7 @@ def assert_clean_finished_run(run: Path, reference: Path, keep: int) -> None:
 # ---------------------------------------------------------------- kill -9 and resume
 
 
+@pytest.mark.timeout(900)  # about 2 min on 2 idle cores; more when trainings share the machine
 def test_kill_9_at_many_moments_then_rerun_gives_identical_weights(tmp_path):
     iterations, keep = 40, 2
     config = write_config(tmp_path / "cfg.toml", kill_raw(iterations, checkpoint_every=2, keep=keep))
