@@ -157,17 +157,20 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
 
 
 def _take_finished(pending: list[Task], results: dict[str, dict | None], log) -> None:
-    """Record the ready tasks finished by an earlier benchmark here, without starting a worker."""
-    taken = True
-    while taken:  # a finished task may make a later finished one ready
-        taken = False
-        for task in list(pending):
-            if all(n in results for n in task.needs) and finished(task.run_dir):
-                check_run_dir(task.config, task.run_dir)  # a finished run of another config is refused
-                pending.remove(task)
-                results[task.name] = test_metrics(task.run_dir)
-                log(f"done {task.name} ({task.run_dir}: finished earlier)")
-                taken = True
+    """Record the ready tasks finished by an earlier benchmark here, without starting a worker.
+
+    One pass in list order suffices: a task needs only earlier tasks, so one recorded here
+    makes the later ones that need it ready within the same pass.
+    """
+    for task in list(pending):
+        if not all(n in results for n in task.needs) or not (task.run_dir / MODEL_FILE).exists():
+            continue
+        metrics = test_metrics(task.run_dir)
+        if metrics is not None:
+            check_run_dir(task.config, task.run_dir)  # a finished run of another config is refused
+            pending.remove(task)
+            results[task.name] = metrics
+            log(f"done {task.name} ({task.run_dir}: finished earlier)")
 
 
 def _work(config: RunConfig, run_dir: Path, threads: int, parent: int, sender: Connection) -> None:

@@ -101,12 +101,10 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     The JSON holds every metric per frame and averaged, the baseline, the transfer gates,
     the source names and the number of sequences.
     """
-    from transmem.data import build_dataset
+    from transmem.data import DataError, build_dataset
     from transmem.evaluation.pictures import plot_transfer_gates
     from transmem.run import load_model
     from transmem.training.checkpoint import atomic_write_text
-
-    from transmem.data import DataError
 
     run_dir = Path(run_dir)
     loaded = load_model(run_dir, device)
