@@ -27,6 +27,7 @@ from transmem.data import (
     validate_frames,
 )
 from transmem.data.balls import collide_pairs, simulate
+from transmem.data.frames import check_value_range
 from transmem.data.digits import MNIST_SIDE, load_digit_table, mnist_csv_path
 from transmem.data.preview import preview_dataset
 
@@ -289,6 +290,17 @@ def test_out_of_range_floats_are_always_rejected(array, bad, draw):
     array[position] = bad
     with pytest.raises(DataError, match=r"frames.npy: float values must lie in \[0, 1\]"):
         validate_frames(array, "frames.npy")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([np.nan, np.inf, -0.25, 1.5]), st.data())
+def test_chunked_scan_names_the_first_bad_element_across_chunks(bad, draw):
+    array = np.full((7, 3, 4, 5), 0.5, np.float32)
+    position = tuple(draw.draw(st.integers(0, side - 1)) for side in array.shape)
+    array[position] = bad
+    with pytest.raises(DataError, match="frames.npy: ") as error:
+        check_value_range(array, "frames.npy", chunk=2 * 3 * 4 * 5)  # two rows per chunk
+    assert f"index {position} of shape (7, 3, 4, 5)" in str(error.value)
 
 
 def test_float64_just_above_one_is_rejected_before_rounding_to_float32():

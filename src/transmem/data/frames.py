@@ -87,14 +87,23 @@ def check_value_range(array: np.ndarray, name: str, chunk: int = 1 << 24) -> Non
     step = max(1, chunk // per_row)
     for start in range(0, array.shape[0], step):
         block = np.asarray(array[start : start + step])
-        if not np.isfinite(block).all():
-            raise DataError(f"{name}: contains NaN or infinite values (in rows {start}..{start + len(block) - 1})")
+        finite = np.isfinite(block)
+        if not finite.all():
+            where = _first_index(~finite, start)
+            raise DataError(f"{name}: contains NaN or infinite values (first at index {where} of shape {array.shape})")
         low, high = block.min(), block.max()
         if low < 0 or high > 1:
+            where = _first_index((block < 0) | (block > 1), start)
             raise DataError(
                 f"{name}: float values must lie in [0, 1], found range [{float(low):g}, {float(high):g}] "
-                f"(in rows {start}..{start + len(block) - 1})"
+                f"(first outside at index {where} of shape {array.shape})"
             )
+
+
+def _first_index(bad: np.ndarray, start: int) -> tuple[int, ...]:
+    """Index, in the whole array, of the first True of ``bad`` (a block starting at row ``start``)."""
+    index = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    return (start + int(index[0]), *(int(i) for i in index[1:]))
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
