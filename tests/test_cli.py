@@ -3,9 +3,12 @@
 import json
 
 import numpy as np
+import pytest
+import torch
 from imageio import v3 as iio
 
 from tests.conftest import tiny_raw
+from transmem import cli
 from transmem.cli import main
 
 import tomli_w
@@ -67,3 +70,32 @@ def test_data_list_and_preview(tmp_path, capsys):
     assert "at most 3640 fit in a GIF" in capsys.readouterr().err and out.read_bytes() == before
     assert main(["data", "preview", "moving_digits", "--out", str(out), "--num", "0"]) == 2
     assert "--num: must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "error, size",
+    [
+        (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                      "you tried to allocate 3221225472 bytes. Error code 12"), "3.0 GiB"),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), ""),
+        (MemoryError(), ""),
+    ],
+)
+def test_out_of_memory_is_one_line_exit_4(monkeypatch, capsys, error, size):
+    def fail(args):
+        raise error
+
+    monkeypatch.setitem(cli.COMMANDS, "zoo", fail)
+    assert main(["zoo", "list", "somewhere"]) == cli.EXIT_OUT_OF_MEMORY == 4
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("transmem: error: out of memory") and "\n" not in err and "model.hidden" in err
+    assert (f"(tried to allocate {size})" in err) == bool(size)
+
+
+def test_other_runtime_errors_are_not_disguised_as_out_of_memory(monkeypatch):
+    def fail(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "zoo", fail)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["zoo", "list", "somewhere"])

@@ -10,7 +10,8 @@
 Expected failures (bad config, bad data, unusable checkpoints or sources, a run folder
 holding another run, a path that cannot be read or written) print one line
 ``transmem: error: ...`` and exit with status 2; nothing is written or deleted. A diverged
-run exits with 3, Ctrl-C with 130 (rerunning the same command resumes).
+run exits with 3, running out of memory with 4, Ctrl-C with 130 (rerunning the same command
+resumes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from transmem.config import ConfigError
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_OUT_OF_MEMORY = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -33,6 +36,23 @@ def _one_line(error: BaseException, limit: int = 1000) -> str:
     """The error's message on one line (inner line breaks become spaces), at most ``limit`` chars."""
     message = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
     return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _out_of_memory_message(error: BaseException) -> str | None:
+    """A one-line message if ``error`` is a failed allocation (host or device), else None.
+
+    PyTorch's CPU allocator raises a plain ``RuntimeError`` ("can't allocate memory: you tried
+    to allocate N bytes"), CUDA an ``OutOfMemoryError``, numpy a ``MemoryError``.
+    """
+    text = str(error)
+    if not (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in text):
+        return None
+    tried = re.search(r"allocate (\d+) bytes", text)
+    size = f" (tried to allocate {int(tried.group(1)) / 2**30:,.1f} GiB)" if tried else ""
+    return (
+        f"out of memory{size}: lower model.hidden, data.batch_size or the frame size; "
+        "a run that was training resumes from its last checkpoint when rerun"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -312,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     except (*EXPECTED_ERRORS, OSError) as error:  # OSError: unreadable/unwritable path, disk full
         print(f"transmem: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
+    except (MemoryError, RuntimeError) as error:  # torch.OutOfMemoryError is a RuntimeError
+        message = _out_of_memory_message(error)
+        if message is None:
+            raise
+        print(f"transmem: error: {message}", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
     except KeyboardInterrupt:
         print("transmem: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
     finally:
