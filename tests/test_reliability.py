@@ -399,6 +399,7 @@ def test_bad_override_and_missing_config_are_refused(workspace, capsys):
         ("inf frames", np.full((1, 6, 1, 16, 16), np.inf, np.float32), "NaN or infinite"),
         ("out of range", np.full((6, 16, 16), 2.0, np.float32), "must lie in [0, 1]"),
         ("three channels", np.zeros((6, 3, 16, 16), np.uint8), "3 channels, the model takes 1"),
+        ("channels last", np.zeros((6, 16, 16, 1), np.uint8), "(1, 6, 16, 16, 1) read as (B, T, C, H, W) have 16 channels"),
         ("object array", np.array([[[None]]], dtype=object), "not a plain .npy array"),
     ],
 )

@@ -215,7 +215,10 @@ def _predict(args) -> int:
     frames = _read_frames(args.input)
     truth = _read_frames(args.truth) if args.truth else None
     if frames.shape[2] != data.channels:
-        raise DataError(f"{args.input}: frames have {frames.shape[2]} channels, the model takes {data.channels}")
+        raise DataError(
+            f"{args.input}: frames of shape {tuple(frames.shape)} read as (B, T, C, H, W) have {frames.shape[2]} "
+            f"channels, the model takes {data.channels} (predict wants channels before height and width)"
+        )
     if truth is None and frames.shape[1] > data.input_len:
         frames, truth = frames[:, : data.input_len], frames[:, data.input_len :]
     elif truth is not None and (truth.shape[0] != frames.shape[0] or truth.shape[2:] != frames.shape[2:]):
