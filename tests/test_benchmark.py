@@ -84,7 +84,7 @@ def test_finished_runs_are_skipped_and_interrupted_runs_resume(tiny_benchmark):
 
 def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     def metrics(mse, ssim):
-        frame = lambda v: {"per_frame": [v, v], "mean": v}  # noqa: E731
+        frame = lambda v: {"per_frame": [0.5 * v, 1.5 * v], "mean": v}  # noqa: E731
         return {"mse": frame(mse), "mae": frame(mse), "mse_pixel": frame(mse / 256), "ssim": frame(ssim), "psnr": frame(20.0 + ssim)}
 
     rows, per_run = [], []
@@ -107,6 +107,9 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     assert "**41 ± 1.414**" in lines["tmu"] or "**41.00 ± 1.414**" in lines["tmu"]
     assert "**" not in lines["scratch"].split("|")[3]  # mse column: scratch is not best
     assert "**" not in lines["copy last frame"]
+    # The per-frame MSE table: mean over seeds, frame by frame, and the copy baseline.
+    assert "| frame | 1 | 2 |" in page and "| tmu | 20.5 | 61.5 |" in page and "| scratch | 26.0 | 78.0 |" in page
+    assert "| copy last frame | 45.0 | 135.0 |" in page and results["per_frame"]["tmu"]["mse"] == [20.5, 61.5]
 
 
 def test_plan_covers_every_seed_and_finetune_source(tmp_path):

@@ -278,16 +278,20 @@ def write_results(suite, profile_name, profile, out: Path, rows, per_run, source
         "session_seconds": round(seconds, 1),
         "table": table,
     }
-    results["pictures"] = _write_pictures(out, per_run, profile)
+    curves, bands = per_frame_curves(per_run)
+    results["per_frame"] = curves
+    results["pictures"] = _write_pictures(out, per_run, profile, curves, bands)
     write_results_json(out / "results.json", results)
     (out / "results.md").write_text(_markdown(suite, profile_name, profile, results))
     return results
 
 
-def _write_pictures(out: Path, per_run: list[dict], profile: Profile) -> list[str]:
-    """Write the benchmark's pictures into ``out``; return the names of those written."""
-    if not per_run:
-        return []
+def per_frame_curves(per_run: list[dict]) -> tuple[dict, dict]:
+    """Per-frame test MSE and SSIM of each method: mean over seeds and std (0 for one seed).
+
+    Returns ``(curves, bands)``, each ``{method: {"mse": [T_out floats], "ssim": [...]}}``;
+    ``curves`` ends with the copy-last-frame baseline (no band).
+    """
     curves, bands = {}, {}
     for method in dict.fromkeys(r["method"] for r in per_run):
         runs = [r["metrics"] for r in per_run if r["method"] == method]
@@ -296,7 +300,15 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile) -> list[st
             values = torch.tensor([m[metric]["per_frame"] for m in runs], dtype=torch.float64)
             curves[method][metric] = values.mean(0).tolist()
             bands[method][metric] = (values.std(0) if len(runs) > 1 else torch.zeros(values.shape[1])).tolist()
-    curves["copy last frame"] = {m: per_run[0]["metrics"]["copy_last_frame"][m]["per_frame"] for m in ("mse", "ssim")}
+    if per_run:
+        curves["copy last frame"] = {m: per_run[0]["metrics"]["copy_last_frame"][m]["per_frame"] for m in ("mse", "ssim")}
+    return curves, bands
+
+
+def _write_pictures(out: Path, per_run: list[dict], profile: Profile, curves: dict, bands: dict) -> list[str]:
+    """Write the benchmark's pictures into ``out``; return the names of those written."""
+    if not per_run:
+        return []
     plot_per_frame(out / "per_frame.png", curves, metrics=("mse", "ssim"), bands=bands)
 
     learning = {}
@@ -394,6 +406,7 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         f"this session {results['session_seconds']:.0f} s).",
         "",
     ]
+    lines += _per_frame_table(results.get("per_frame") or {})
     captions = {
         "per_frame.png": "per-frame metrics",
         "validation.png": "validation MSE over training",
@@ -403,3 +416,13 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
     for name in results.get("pictures") or []:
         lines += [f"![{captions[name]}]({name})", ""]
     return "\n".join(lines)
+
+
+def _per_frame_table(curves: dict) -> list[str]:
+    """Markdown lines: test MSE per predicted frame, one row per method (mean over seeds)."""
+    if not curves:
+        return []
+    frames = len(next(iter(curves.values()))["mse"])
+    header = "| frame | " + " | ".join(str(t + 1) for t in range(frames)) + " |"
+    rows = [f"| {method} | " + " | ".join(f"{v:.1f}" for v in curve["mse"]) + " |" for method, curve in curves.items()]
+    return ["Test MSE per predicted frame (mean over seeds):", "", header, "|---" * (frames + 1) + "|", *rows, ""]
