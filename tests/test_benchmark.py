@@ -119,6 +119,16 @@ def test_plan_covers_every_seed_and_finetune_source(tmp_path):
     assert len(plan) == 3 * (len(SUITES["far"].methods) - 1 + len(SUITES["far"].sources))
     with pytest.raises(ValueError, match="unknown method"):
         plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["nope"])
+    # One finetune by its run name, in the suite's order whatever the order asked.
+    picked = plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["tmu", "finetune_advection"])
+    assert [p["method"] for p in picked] == ["finetune_advection", "tmu"] * 3
+    assert picked[0]["sources"] == ["advection"] and picked[0]["run_dir"] == tmp_path / "runs" / "finetune_advection" / "seed0"
+    # Only the sources the chosen runs read are trained.
+    tasks = lambda methods: [t.name for t in benchmark_tasks("far", "full", tmp_path, methods)[3] if t.name.startswith("source")]  # noqa: E731
+    assert tasks(["scratch"]) == [] and tasks(["finetune_video", "scratch"]) == ["source video"]
+    assert tasks(None) == ["source balls", "source advection", "source video"]
+    with pytest.raises(ValueError, match="unknown method.*finetune_mnist"):
+        plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["finetune_mnist"])
 
 
 def test_cli_rejects_unknown_suite(capsys):
@@ -176,7 +186,7 @@ def test_zoo_is_shared_between_suites_and_a_conflicting_source_is_refused(tiny_b
     assert f'"{zoo / "digits2"}"' in plan[0]["overrides"][-1]  # the video suite's TMU reads the shared source
     # same name and config: reused as it is; another config under a taken name: refused, nothing written
     before = sorted(p.name for p in zoo.iterdir())
-    code = main(["benchmark", "digits", "--out", str(tmp_path / "b"), "--zoo", str(zoo), "--methods", "scratch",
+    code = main(["benchmark", "digits", "--out", str(tmp_path / "b"), "--zoo", str(zoo), "--methods", "finetune",
                  "--no-progress", *[f"--set={o}" for o in TINY], "--set=model.hidden=[4, 4]"])
     assert code == 2 and "holds a finished run of a different config" in capsys.readouterr().err
     assert digits2.stat().st_mtime_ns == stamp and sorted(p.name for p in zoo.iterdir()) == before
@@ -304,7 +314,7 @@ def test_killing_a_parallel_benchmark_stops_its_workers(tmp_path):
     """SIGKILL of ``transmem benchmark --jobs 2`` leaves no worker training on (their run locks free up)."""
     out = tmp_path / "bench"
     slow = [*TINY, "train.iterations=1000000", "train.checkpoint_every=1000"]
-    command = [sys.executable, "-m", "transmem", "benchmark", "digits", "--out", str(out), "--jobs", "2", "--no-progress", "--methods", "scratch"]
+    command = [sys.executable, "-m", "transmem", "benchmark", "digits", "--out", str(out), "--jobs", "2", "--no-progress", "--methods", "finetune"]
     command += [arg for item in slow for arg in ("--set", item)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

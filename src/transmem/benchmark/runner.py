@@ -103,19 +103,22 @@ def plan_runs(
 ) -> list[dict]:
     """Every target run of the benchmark: ``{"method", "seed", "config_file", "overrides", "run_dir", "sources"}``.
 
-    ``sources`` names the suite's sources the run reads (none for scratch).
+    ``sources`` names the suite's sources the run reads (none for scratch). ``methods`` picks
+    among the suite's methods (``finetune`` is one run per source) and ``finetune_<source>``
+    names; runs come in the suite's order.
 
     Sources are the run folders ``<zoo>/<name>`` (default zoo: ``out/sources``).
     """
-    chosen = methods or list(suite.methods)
-    unknown = [m for m in chosen if m not in suite.methods]
+    finetunes = [f"finetune_{name}" for name in suite.sources]
+    chosen = set(methods or suite.methods)
+    unknown = sorted(chosen - set(suite.methods) - set(finetunes))
     if unknown:
-        raise ConfigError(f"unknown method(s) {unknown}; suite {suite.name} has {list(suite.methods)}")
+        raise ConfigError(f"unknown method(s) {unknown}; suite {suite.name} has {[*suite.methods, *finetunes]}")
     source_dirs = {name: zoo_folder(out, zoo) / name for name in suite.sources}
     all_sources = "[" + ", ".join(json.dumps(str(p)) for p in source_dirs.values()) + "]"
     plan = []
     for seed in profile.seeds:
-        for method in chosen:
+        for method in suite.methods:
             base = [*profile.target_overrides, *(overrides or []), f"train.seed={seed}", f"transfer.cache_dir={json.dumps(str(out / 'memory_bank'))}"]
             variants = (
                 {f"finetune_{name}": ([f"transfer.sources=[{json.dumps(str(path))}]"], [name]) for name, path in source_dirs.items()}
@@ -123,6 +126,8 @@ def plan_runs(
                 else {method: ([], []) if method == "scratch" else ([f"transfer.sources={all_sources}"], list(source_dirs))}
             )
             for name, (extra, sources) in variants.items():
+                if name not in chosen and method not in chosen:
+                    continue
                 plan.append(
                     {
                         "method": name,
@@ -146,7 +151,7 @@ def benchmark_tasks(
     zoo: str | Path | None = None,
     target_overrides: list[str] | None = None,
 ) -> tuple[Suite, Profile, Path, list[Task], list[dict]]:
-    """The benchmark's runs as scheduler tasks (sources first), with every config loaded and
+    """The benchmark's runs as scheduler tasks (the sources they read first), with every config loaded and
     validated; also the suite, the profile (with ``seeds``), the absolute ``out`` and the
     target plan of :func:`plan_runs`. Writes nothing. Arguments as :func:`run_benchmark`."""
     if suite_name not in SUITES:
@@ -163,11 +168,13 @@ def benchmark_tasks(
     out = Path(out).resolve()
     zoo = zoo_folder(out, zoo)
     root = configs_root()
+    plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo)
+    needed = {name for entry in plan for name in entry["sources"]}  # `--methods scratch` trains no source
     tasks = [
         Task(f"source {name}", load_config(root / config_file, [*profile.source_overrides, *(overrides or [])]), zoo / name)
         for name, config_file in suite.sources.items()
+        if name in needed
     ]
-    plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo)
     for entry in plan:
         config = load_config(root / entry["config_file"], entry["overrides"])
         needs = tuple(f"source {name}" for name in entry["sources"])
@@ -236,7 +243,7 @@ def run_benchmark(
     started = time.time()
     log(f"benchmark {suite.name} ({profile_name}): {suite.description}")
     metrics_by_task = run_tasks(tasks, jobs, progress=progress, log=log)
-    source_metrics = {name: metrics_by_task[f"source {name}"] for name in suite.sources}
+    source_metrics = {name: metrics_by_task[f"source {name}"] for name in suite.sources if f"source {name}" in metrics_by_task}
 
     rows, per_run = [], []
     for entry in plan:
