@@ -98,10 +98,13 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     runner_pictures = runner._write_pictures
     runner._write_pictures = lambda *a, **k: ["per_frame.png", "validation.png"]  # pictures need real runs; tested above
     try:
+        write_results(SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {}, 1.0)
+        assert "Sources on their own test sets: none (no chosen method reads a source)" in (tmp_path / "results.md").read_text()
         results = write_results(SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {"digits1": None}, 1.0)
     finally:
         runner._write_pictures = runner_pictures
     page = (tmp_path / "results.md").read_text()
+    assert "Sources on their own test sets: digits1: no test set" in page
     assert "![validation MSE over training](validation.png)" in page and "predictions.gif" not in page  # only those written
     lines = {line.split("|")[1].strip(): line for line in results["table"].splitlines()[2:]}
     assert "**41 ± 1.414**" in lines["tmu"] or "**41.00 ± 1.414**" in lines["tmu"]

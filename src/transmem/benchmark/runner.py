@@ -403,9 +403,12 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         + ", ".join(_time_to_quality_text(r) for r in results["rows"]),
         "",
         "Sources on their own test sets: "
-        + ", ".join(
-            f"{name}: mse {m['mse']:.2f}, ssim {m['ssim']:.3f}" if m else f"{name}: no test set"
-            for name, m in results["sources"].items()
+        + (
+            ", ".join(
+                f"{name}: mse {m['mse']:.2f}, ssim {m['ssim']:.3f}" if m else f"{name}: no test set"
+                for name, m in results["sources"].items()
+            )
+            or "none (no chosen method reads a source)"
         ),
         "",
         f"Reproduce: `transmem benchmark {suite.name} --profile {profile_name} --out DIR` "
