@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from transmem.benchmark.runner import benchmark_tasks, plan_runs, run_benchmark, write_results
+from transmem.benchmark.scheduler import threads_per_run
 from transmem.benchmark.suites import PROFILES, SUITES
 from transmem.cli import main
 from transmem.training.locks import FileLock, LockedError
@@ -100,11 +101,14 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     try:
         write_results(SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {}, 1.0)
         assert "Sources on their own test sets: none (no chosen method reads a source)" in (tmp_path / "results.md").read_text()
-        results = write_results(SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {"digits1": None}, 1.0)
+        results = write_results(SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {"digits1": None}, 1.0, jobs=2)
     finally:
         runner._write_pictures = runner_pictures
     page = (tmp_path / "results.md").read_text()
     assert "Sources on their own test sets: digits1: no test set" in page
+    # How to reproduce it, thread count included (it changes CPU results).
+    assert "`transmem benchmark digits --profile quick --out DIR --jobs 2`" in page
+    assert f"{threads_per_run(2)} torch thread(s) per run" in page and results["environment"]["jobs"] == 2
     assert "![validation MSE over training](validation.png)" in page and "predictions.gif" not in page  # only those written
     lines = {line.split("|")[1].strip(): line for line in results["table"].splitlines()[2:]}
     assert "**41 ± 1.414**" in lines["tmu"] or "**41.00 ± 1.414**" in lines["tmu"]
@@ -113,6 +117,15 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     # The per-frame MSE table: mean over seeds, frame by frame, and the copy baseline.
     assert "| frame | 1 | 2 |" in page and "| tmu | 20.5 | 61.5 |" in page and "| scratch | 26.0 | 78.0 |" in page
     assert "| copy last frame | 45.0 | 135.0 |" in page and results["per_frame"]["tmu"]["mse"] == [20.5, 61.5]
+
+
+def test_threads_per_run_splits_this_process_threads():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert [threads_per_run(jobs) for jobs in (1, 2, 3, 8)] == [4, 2, 1, 1]
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_plan_covers_every_seed_and_finetune_source(tmp_path):

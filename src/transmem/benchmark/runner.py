@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from transmem.benchmark.scheduler import Task, finished, run_tasks
+from transmem.benchmark.scheduler import Task, finished, run_tasks, threads_per_run
 from transmem.benchmark.suites import PROFILES, SUITES, Profile, Suite
 from transmem.config import ConfigError, RunConfig, load_config
 from transmem.data import build_dataset
@@ -263,13 +263,13 @@ def run_benchmark(
         target = scratch_final.get(row["seed"], float("nan"))
         row["iterations_to_scratch"], row["seconds_to_scratch"] = time_to_quality(Path(run["run_dir"]), target)
 
-    results = write_results(suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started)
+    results = write_results(suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started, jobs)
     log(results["table"])
     log(f"wrote {out / 'results.md'}, " + ", ".join(["results.csv", "results.json", *results["pictures"]]))
     return results
 
 
-def write_results(suite, profile_name, profile, out: Path, rows, per_run, source_metrics, seconds) -> dict:
+def write_results(suite, profile_name, profile, out: Path, rows, per_run, source_metrics, seconds, jobs: int = 1) -> dict:
     summary = summarize_runs(rows)
     baseline = per_run[0]["metrics"]["copy_last_frame"] if per_run else None
     table = markdown_results_table(summary, metrics=("mse", "mae", "ssim", "psnr"), baseline=baseline)
@@ -281,7 +281,7 @@ def write_results(suite, profile_name, profile, out: Path, rows, per_run, source
         "summary": summary,
         "baseline_copy_last_frame": {k: baseline[k]["mean"] for k in METRICS} if baseline else None,
         "sources": {k: ({m: v[m]["mean"] for m in METRICS} if v else None) for k, v in source_metrics.items()},
-        "environment": environment(),
+        "environment": environment(jobs),
         "session_seconds": round(seconds, 1),
         "table": table,
     }
@@ -354,7 +354,8 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile, curves: di
     return written
 
 
-def environment() -> dict:
+def environment(jobs: int = 1) -> dict:
+    """Commit, versions, machine and date; ``jobs`` runs at a time, each with its share of threads."""
     try:
         # The commit of the transmem source tree (an editable install), wherever DIR is.
         commit = subprocess.run(
@@ -366,7 +367,9 @@ def environment() -> dict:
         "commit": commit or "unknown",
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or platform.system()}",
+        "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
+        "jobs": jobs,
+        "threads_per_run": threads_per_run(jobs),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
 
@@ -411,9 +414,11 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
             or "none (no chosen method reads a source)"
         ),
         "",
-        f"Reproduce: `transmem benchmark {suite.name} --profile {profile_name} --out DIR` "
-        f"(commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; "
-        f"this session {results['session_seconds']:.0f} s).",
+        f"Reproduce: `transmem benchmark {suite.name} --profile {profile_name} --out DIR"
+        + (f" --jobs {env['jobs']}" if env["jobs"] > 1 else "")
+        + f"` (commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; this session "
+        f"{results['session_seconds']:.0f} s, {env['threads_per_run']} torch thread(s) per run: on CPU another "
+        "thread count sums in another order and trains to other numbers).",
         "",
     ]
     lines += _per_frame_table(results.get("per_frame") or {})

@@ -105,8 +105,17 @@ def run_tasks(tasks: list[Task], jobs: int = 1, threads: int | None = None, prog
             results[task.name] = test_metrics(task.run_dir)
             log(f"  {line}")
         return results
-    threads = threads or max(1, torch.get_num_threads() // jobs)
+    threads = threads or threads_per_run(jobs)
     return _run_parallel(tasks, jobs, threads, log)
+
+
+def threads_per_run(jobs: int) -> int:
+    """Torch threads each run gets when ``jobs`` run at once: this process's threads split evenly.
+
+    On CPU the thread count changes the order of floating-point sums, so a run trained with
+    another count gives other (equally valid) weights.
+    """
+    return torch.get_num_threads() if jobs <= 1 else max(1, torch.get_num_threads() // jobs)
 
 
 def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, dict | None]:
