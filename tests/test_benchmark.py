@@ -108,7 +108,7 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     assert "Sources on their own test sets: digits1: no test set" in page
     # How to reproduce it, thread count included (it changes CPU results).
     assert "`transmem benchmark digits --profile quick --out DIR --jobs 2`" in page
-    assert f"{threads_per_run(2)} torch thread(s) per run" in page and results["environment"]["jobs"] == 2
+    assert f"the runs it trained had {threads_per_run(2)} torch thread(s) each" in page and results["environment"]["jobs"] == 2
     assert "![validation MSE over training](validation.png)" in page and "predictions.gif" not in page  # only those written
     lines = {line.split("|")[1].strip(): line for line in results["table"].splitlines()[2:]}
     assert "**41 ± 1.414**" in lines["tmu"] or "**41.00 ± 1.414**" in lines["tmu"]

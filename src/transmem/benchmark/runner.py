@@ -416,9 +416,9 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         "",
         f"Reproduce: `transmem benchmark {suite.name} --profile {profile_name} --out DIR"
         + (f" --jobs {env['jobs']}" if env["jobs"] > 1 else "")
-        + f"` (commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; this session "
-        f"{results['session_seconds']:.0f} s, {env['threads_per_run']} torch thread(s) per run: on CPU another "
-        "thread count sums in another order and trains to other numbers).",
+        + f"` (commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; this session took "
+        f"{results['session_seconds']:.0f} s, and the runs it trained had {env['threads_per_run']} torch thread(s) "
+        "each: on CPU another thread count sums in another order and trains to other numbers).",
         "",
     ]
     lines += _per_frame_table(results.get("per_frame") or {})
