@@ -92,7 +92,7 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     for method, seed, mse, ssim in [("scratch", 0, 50.0, 0.6), ("scratch", 1, 54.0, 0.62), ("tmu", 0, 40.0, 0.7), ("tmu", 1, 42.0, 0.71)]:
         m = metrics(mse, ssim)
         m["copy_last_frame"] = metrics(90.0, 0.5)
-        rows.append({"method": method, "seed": seed, **{k: m[k]["mean"] for k in ("mse", "mae", "mse_pixel", "ssim", "psnr")}, "train_seconds": 1.0})
+        rows.append({"method": method, "seed": seed, **{k: m[k]["mean"] for k in ("mse", "mae", "mse_pixel", "ssim", "psnr")}, "train_seconds": 1.0, "threads": "1"})
         per_run.append({"method": method, "seed": seed, "metrics": m, "run_dir": str(tmp_path)})
     import transmem.benchmark.runner as runner
 
@@ -106,6 +106,7 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
         runner._write_pictures = runner_pictures
     page = (tmp_path / "results.md").read_text()
     assert "Sources on their own test sets: digits1: no test set" in page
+    assert "tmu (seed 1) 1.0 on 1 thread(s)" in page and "threads_mean" not in results["summary"][0]
     # How to reproduce it, thread count included (it changes CPU results).
     assert "`transmem benchmark digits --profile quick --out DIR --jobs 2`" in page
     assert f"the runs it trained had {threads_per_run(2)} torch thread(s) each" in page and results["environment"]["jobs"] == 2

@@ -1,5 +1,6 @@
 """Training loop: scheduled sampling, batch order, exact resume, run folders, divergence."""
 
+import csv
 import math
 import os
 import pickle
@@ -286,3 +287,24 @@ def test_a_run_trained_by_another_process_while_this_one_starts_is_refused(tmp_p
         train(config, tmp_path / "run", progress=False)
     monkeypatch.undo()
     assert train(config, tmp_path / "run", progress=False).resumed_from == 4
+
+
+def test_train_csv_records_the_thread_count_even_across_a_resume_with_another(tmp_path):
+    from transmem.benchmark.runner import train_threads
+
+    config = tiny_config(train={"iterations": 4, "checkpoint_every": 2, "log_every": 1})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train(config, tmp_path / "run", progress=False, stop_at=2)
+        torch.set_num_threads(2)
+        train(config, tmp_path / "run", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "train.csv")))
+    assert [(r["iteration"], r["threads"]) for r in rows] == [("1", "1"), ("2", "1"), ("3", "2"), ("4", "2")]
+    assert train_threads(tmp_path / "run") == "1, 2"
+    # A log of an older version, without the column: rows kept, the count unknown.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "train.csv").write_text("iteration,loss,seconds_per_iteration\n10,1,0.5\n")
+    assert train_threads(tmp_path / "old") == "" and train_threads(tmp_path / "missing") == ""

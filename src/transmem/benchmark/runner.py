@@ -68,6 +68,17 @@ def train_seconds(run_dir: Path, until: int | None = None) -> float:
     return total
 
 
+def train_threads(run_dir: Path) -> str:
+    """The torch thread counts a run trained with, from its train.csv: ``"1"``, ``"1, 2"``
+    (resumed with another count), or ``""`` when not logged (runs of older versions)."""
+    path = run_dir / TRAIN_LOG
+    if not path.exists():
+        return ""
+    with open(path, newline="") as handle:
+        counts = {int(row["threads"]) for row in csv.DictReader(handle) if (row.get("threads") or "").isdigit()}
+    return ", ".join(map(str, sorted(counts)))
+
+
 def validation_curve(run_dir: Path) -> list[tuple[int, float]]:
     """``(iteration, validation mse)`` rows of a run's val.csv, in order."""
     path = run_dir / VAL_LOG
@@ -251,6 +262,7 @@ def run_benchmark(
         row = {"method": entry["method"], "seed": entry["seed"]}
         row.update({name: metrics[name]["mean"] for name in METRICS})
         row["train_seconds"] = round(train_seconds(entry["run_dir"]), 1)
+        row["threads"] = train_threads(entry["run_dir"])  # a string: not a metric to average
         rows.append(row)
         per_run.append({**entry, "metrics": metrics, "run_dir": str(entry["run_dir"])})
 
@@ -399,7 +411,10 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         results["table"],
         "",
         "Training wall time per run (s): "
-        + ", ".join(f"{r['method']} (seed {r['seed']}) {r['train_seconds']}" for r in results["rows"]),
+        + ", ".join(
+            f"{r['method']} (seed {r['seed']}) {r['train_seconds']}" + (f" on {r['threads']} thread(s)" if r.get("threads") else "")
+            for r in results["rows"]
+        ),
         "",
         "Time to quality (iterations and seconds until the validation MSE first reaches the final validation MSE "
         "of scratch with the same seed; '-' = never): "

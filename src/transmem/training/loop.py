@@ -42,7 +42,11 @@ log = logging.getLogger(__name__)
 TRAIN_LOG = "train.csv"
 VAL_LOG = "val.csv"
 RUN_LOCK = "train.lock"
-LOG_FIELDS = ["iteration", "loss", "prediction", "distill", "decouple", "input_truth_prob", "future_truth_prob", "lr", "seconds_per_iteration"]
+LOG_FIELDS = [
+    "iteration", "loss", "prediction", "distill", "decouple", "input_truth_prob", "future_truth_prob", "lr",
+    "seconds_per_iteration",
+    "threads",  # torch threads (of rank 0): on CPU another count trains to other weights
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -296,6 +300,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
                 "future_truth_prob": f"{future_prob:.4f}",
                 "lr": f"{optimizer.param_groups[0]['lr']:.6g}",
                 "seconds_per_iteration": f"{elapsed / config.train.log_every:.4f}",
+                "threads": torch.get_num_threads(),
             }
             train_log.write(row)
             bar.set_postfix(loss=f"{loss.item():.4g}", pred=f"{prediction.item():.4g}")
