@@ -77,7 +77,8 @@ def test_data_list_and_preview(tmp_path, capsys):
     [
         (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
                       "you tried to allocate 3221225472 bytes. Error code 12"), "3.0 GiB"),
-        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), ""),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "2.00 GiB"),
+        (MemoryError("Unable to allocate 4.00 EiB for an array with shape (1, 2)"), "4.00 EiB"),
         (MemoryError(), ""),
     ],
 )
@@ -89,7 +90,7 @@ def test_out_of_memory_is_one_line_exit_4(monkeypatch, capsys, error, size):
     assert main(["zoo", "list", "somewhere"]) == cli.EXIT_OUT_OF_MEMORY == 4
     err = capsys.readouterr().err.strip()
     assert err.startswith("transmem: error: out of memory") and "\n" not in err and "model.hidden" in err
-    assert (f"(tried to allocate {size})" in err) == bool(size)
+    assert (f"(tried to allocate {size})" in err) == bool(size) and "rerun the same command to resume" in err
 
 
 def test_other_runtime_errors_are_not_disguised_as_out_of_memory(monkeypatch):

@@ -136,6 +136,27 @@ def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path):
         load_checkpoint(newest)
 
 
+def test_out_of_memory_while_resuming_is_raised_not_taken_for_damage(tmp_path, monkeypatch):
+    """A checkpoint that cannot be loaded for lack of memory is not skipped: skipping every
+    one would restart the run from iteration 0 over its logs."""
+    import transmem.training.checkpoint as checkpoint
+
+    config = tiny_config(train={"iterations": 6, "checkpoint_every": 2})
+    train(config, tmp_path / "run", progress=False, stop_at=4)
+    log = (tmp_path / "run" / "train.csv").read_text()
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 4.00 EiB")
+
+    monkeypatch.setattr(checkpoint.torch, "load", no_memory)
+    with pytest.raises(MemoryError):
+        train(config, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "train.csv").read_text() == log
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")][-1] == "ckpt-00000004.pt"
+    monkeypatch.undo()
+    assert train(config, tmp_path / "run", progress=False).resumed_from == 4
+
+
 class _Exploit:
     def __reduce__(self):
         return (print, ("pwned",))
@@ -308,3 +329,6 @@ def test_train_csv_records_the_thread_count_even_across_a_resume_with_another(tm
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "train.csv").write_text("iteration,loss,seconds_per_iteration\n10,1,0.5\n")
     assert train_threads(tmp_path / "old") == "" and train_threads(tmp_path / "missing") == ""
+    # Resumed past the upgrade: the count of the first part is unknown, and says so.
+    (tmp_path / "old" / "train.csv").write_text("iteration,seconds_per_iteration,threads\n10,0.5,\n20,0.5,2\n")
+    assert train_threads(tmp_path / "old") == "unknown, 2"

@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -39,19 +38,16 @@ def _one_line(error: BaseException, limit: int = 1000) -> str:
 
 
 def _out_of_memory_message(error: BaseException) -> str | None:
-    """A one-line message if ``error`` is a failed allocation (host or device), else None.
+    """A one-line message if ``error`` is a failed allocation (host or device), else None."""
+    from transmem.memory_errors import allocation_size, is_out_of_memory
 
-    PyTorch's CPU allocator raises a plain ``RuntimeError`` ("can't allocate memory: you tried
-    to allocate N bytes"), CUDA an ``OutOfMemoryError``, numpy a ``MemoryError``.
-    """
-    text = str(error)
-    if not (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in text):
+    if not is_out_of_memory(error):
         return None
-    tried = re.search(r"allocate (\d+) bytes", text)
-    size = f" (tried to allocate {int(tried.group(1)) / 2**30:,.1f} GiB)" if tried else ""
+    size = allocation_size(error)
     return (
-        f"out of memory{size}: lower model.hidden, data.batch_size or the frame size; "
-        "a run that was training resumes from its last checkpoint when rerun"
+        f"out of memory{f' (tried to allocate {size})' if size else ''}: free memory and rerun the same "
+        "command to resume from the last checkpoint, or lower data.batch_size, model.hidden or the frame "
+        "size in a new --out folder (or with --force)"
     )
 
 

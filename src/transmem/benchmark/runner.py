@@ -70,13 +70,17 @@ def train_seconds(run_dir: Path, until: int | None = None) -> float:
 
 def train_threads(run_dir: Path) -> str:
     """The torch thread counts a run trained with, from its train.csv: ``"1"``, ``"1, 2"``
-    (resumed with another count), or ``""`` when not logged (runs of older versions)."""
+    (resumed with another count), ``"unknown, 2"`` (partly trained by a version that did not
+    log it), or ``""`` (never logged)."""
     path = run_dir / TRAIN_LOG
     if not path.exists():
         return ""
     with open(path, newline="") as handle:
-        counts = {int(row["threads"]) for row in csv.DictReader(handle) if (row.get("threads") or "").isdigit()}
-    return ", ".join(map(str, sorted(counts)))
+        logged = [row.get("threads") or "" for row in csv.DictReader(handle)]
+    counts = sorted({int(value) for value in logged if value.isdigit()})
+    if not counts:
+        return ""
+    return ", ".join([*(["unknown"] if len(counts) < len(set(logged)) else []), *map(str, counts)])
 
 
 def validation_curve(run_dir: Path) -> list[tuple[int, float]]:

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from transmem.memory_errors import is_out_of_memory
+
 log = logging.getLogger(__name__)
 
 FORMAT = "transmem-checkpoint-1"
@@ -160,6 +162,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", expect
         first = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
         raise CheckpointError(f"{path}: refused to load (not plain weights: {first[:200]})") from None
     except Exception as error:  # zip/EOF/format errors from a truncated or foreign file
+        if is_out_of_memory(error):  # not damage: falling back to an older checkpoint would lose work
+            raise
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})"[:400]) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a transmem checkpoint")
