@@ -52,19 +52,26 @@ def configs_root() -> Path:
     return Path(str(files("transmem") / "configs"))
 
 
+def _log_rows(path: Path) -> list[dict] | None:
+    """The rows of a run's CSV log (train.csv, val.csv), None if it has none."""
+    if not path.exists():
+        return None
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def train_seconds(run_dir: Path, until: int | None = None) -> float:
     """Wall time of training (up to iteration ``until``), summed from the logged seconds per iteration."""
-    path = run_dir / TRAIN_LOG
-    if not path.exists():
+    rows = _log_rows(run_dir / TRAIN_LOG)
+    if rows is None:
         return float("nan")
     total, previous = 0.0, 0
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            iteration = int(row["iteration"])
-            if until is not None and iteration > until:
-                break
-            total += float(row["seconds_per_iteration"]) * (iteration - previous)
-            previous = iteration
+    for row in rows:
+        iteration = int(row["iteration"])
+        if until is not None and iteration > until:
+            break
+        total += float(row["seconds_per_iteration"]) * (iteration - previous)
+        previous = iteration
     return total
 
 
@@ -72,11 +79,7 @@ def train_threads(run_dir: Path) -> str:
     """The torch thread counts a run trained with, from its train.csv: ``"1"``, ``"1, 2"``
     (resumed with another count), ``"unknown, 2"`` (partly trained by a version that did not
     log it), or ``""`` (never logged)."""
-    path = run_dir / TRAIN_LOG
-    if not path.exists():
-        return ""
-    with open(path, newline="") as handle:
-        logged = [row.get("threads") or "" for row in csv.DictReader(handle)]
+    logged = [row.get("threads") or "" for row in _log_rows(run_dir / TRAIN_LOG) or []]
     counts = sorted({int(value) for value in logged if value.isdigit()})
     if not counts:
         return ""
@@ -85,11 +88,7 @@ def train_threads(run_dir: Path) -> str:
 
 def validation_curve(run_dir: Path) -> list[tuple[int, float]]:
     """``(iteration, validation mse)`` rows of a run's val.csv, in order."""
-    path = run_dir / VAL_LOG
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return [(int(r["iteration"]), float(r["mse"])) for r in csv.DictReader(handle)]
+    return [(int(r["iteration"]), float(r["mse"])) for r in _log_rows(run_dir / VAL_LOG) or []]
 
 
 def time_to_quality(run_dir: Path, target_mse: float) -> tuple[float, float]:
