@@ -36,3 +36,43 @@ def tiny_config(overrides: list[str] | None = None, **sections) -> RunConfig:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+# ----------------------------------------------------------------------------- a tiny source zoo
+#
+# Trained once per test session (16x16 frames, 6-frame sequences, 6 iterations):
+# - ``digits1``: ConvLSTM [8], patch 4, 1 moving digit (online data);
+# - ``digits2``: ConvLSTM [8], patch 4, 2 moving digits;
+# - ``small``:   ConvLSTM [4], patch 2 (memory 4 x 8 x 8: needs projection and interpolation);
+# - ``coarse``:  PredRNN [8], patch 8 (memory 8 x 2 x 2: interpolation only, ST-LSTM source).
+# Targets read 3-digit sequences (``train_size`` 8, so the cached bank applies).
+
+SOURCE_SPECS = {
+    "digits1": {},
+    "digits2": {"data": {"options": {"num_digits": 2}}},
+    "small": {"model": {"hidden": [4], "patch": 2}},
+    "coarse": {"model": {"backbone": "predrnn", "hidden": [8], "patch": 8}},
+}
+TARGET_DATA = {"train_size": 8, "options": {"num_digits": 3}}
+STEPS = 5  # total_len - 1
+
+
+def target_config(sources, *, data=None, model=None, train_=None, **transfer) -> RunConfig:
+    """A tiny TMU target (cached bank) reading ``sources``; keyword arguments set ``[transfer]`` keys."""
+    transfer = {"method": "tmu", "sources": [str(s) for s in sources], "layers": [0], "bank": "cached", **transfer}
+    sections = {"data": {**TARGET_DATA, **(data or {})}, "transfer": transfer}
+    if model:
+        sections["model"] = model
+    if train_:
+        sections["train"] = train_
+    return tiny_config(**sections)
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    from transmem.training.loop import train
+
+    root = tmp_path_factory.mktemp("zoo")
+    for name, sections in SOURCE_SPECS.items():
+        train(tiny_config(**sections), root / name, progress=False)
+    return {name: root / name for name in SOURCE_SPECS}

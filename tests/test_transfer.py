@@ -1,13 +1,6 @@
 """Transfer: frozen source zoo, memory banks, distillation loss, TMU targets end to end.
 
-Tiny sources are trained once per module (16x16 frames, 6-frame sequences, 6 iterations):
-
-- ``digits1``: ConvLSTM [8], patch 4, 1 moving digit (online data);
-- ``digits2``: ConvLSTM [8], patch 4, 2 moving digits;
-- ``small``:   ConvLSTM [4], patch 2 (memory 4 x 8 x 8: needs projection and interpolation);
-- ``coarse``:  PredRNN [8], patch 8 (memory 8 x 2 x 2: interpolation only, ST-LSTM source).
-
-Targets read 3-digit sequences (``train_size`` 8, so the cached bank applies).
+The tiny source zoo (``zoo``, trained once per session) is described in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tests.conftest import tiny_config
+from tests.conftest import STEPS, TARGET_DATA, target_config, tiny_config
 from transmem.cli import main
 from transmem.config import ConfigError
 from transmem.data import build_dataset
@@ -37,6 +30,7 @@ from transmem.transfer import (
     CachedMemoryBank,
     LiveMemoryBank,
     SourceError,
+    TrainingBatch,
     distillation_loss,
     load_source,
     load_zoo,
@@ -44,38 +38,10 @@ from transmem.transfer import (
 from transmem.transfer.memory_bank import BUILD_LOCK
 from transmem.transfer.methods import TransferableMemoryMethod
 
-SOURCE_SPECS = {
-    "digits1": {},
-    "digits2": {"data": {"options": {"num_digits": 2}}},
-    "small": {"model": {"hidden": [4], "patch": 2}},
-    "coarse": {"model": {"backbone": "predrnn", "hidden": [8], "patch": 8}},
-}
-TARGET_DATA = {"train_size": 8, "options": {"num_digits": 3}}
-STEPS = 5  # total_len - 1
-
-
-def target_config(sources, *, data=None, model=None, train_=None, **transfer):
-    transfer = {"method": "tmu", "sources": [str(s) for s in sources], "layers": [0], "bank": "cached", **transfer}
-    sections = {"data": {**TARGET_DATA, **(data or {})}, "transfer": transfer}
-    if model:
-        sections["model"] = model
-    if train_:
-        sections["train"] = train_
-    return tiny_config(**sections)
-
-
 def file_digests(folder: Path) -> dict[str, str]:
     """SHA-256 of the weights files of a run folder (model and checkpoints)."""
     files = [folder / "model.safetensors", *sorted((folder / "checkpoints").iterdir())]
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zoo")
-    for name, sections in SOURCE_SPECS.items():
-        train(tiny_config(**sections), root / name, progress=False)
-    return {name: root / name for name in SOURCE_SPECS}
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +89,10 @@ def test_a_target_step_sends_no_gradient_into_sources(zoo, tmp_path, bank):
     mask = torch.tensor([[True, False, True, False]] * 2)  # scheduled-sampling inputs
     rollout = model(frames, mask, **method.forward_kwargs(frames, 0))
     assert (rollout.inputs is not None) == (bank == "live")
-    bank_memories = method.bank.get(indices, rollout.inputs)
+    batch = TrainingBatch(indices, frames, mask)
+    bank_memories = method.bank.get(batch, rollout.inputs)
     assert all(not m.requires_grad for memories in bank_memories for m in memories.values())
-    (weight, value), = method.losses(model, indices, rollout).values()
+    (weight, value), = method.losses(model, batch, rollout).values()
     assert weight == pytest.approx(0.1)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     (F.mse_loss(rollout.predictions, frames[:, 1:]) + weight * value).backward()
@@ -146,7 +113,7 @@ def test_distillation_loss_matches_definition_and_reaches_only_distillers(zoo, t
     method.prepare(model, None, progress=False)
     frames = build_dataset(config.data, "train").batch([0, 1])
     rollout = model(frames, None, return_inputs=True)  # teacher forcing: inputs = true frames
-    bank = method.bank.get([0, 1], rollout.inputs)
+    bank = method.bank.get(TrainingBatch([0, 1], frames), rollout.inputs)
     loss = distillation_loss(model, rollout, bank)
 
     # independent computation: mean over sources of MSE(interp(W_proj * D^n), C^n)
@@ -182,12 +149,12 @@ def test_zero_distill_weight_sends_no_distillation_gradient(zoo, tmp_path, monke
     method.prepare(model, build_dataset(config0.data, "train"), progress=False)
     frames = build_dataset(config0.data, "train").batch([2, 3])
     rollout = model(frames, None, **method.forward_kwargs(frames, 0))
-    (weight, value), = method.losses(model, [2, 3], rollout).values()
+    (weight, value), = method.losses(model, TrainingBatch([2, 3], frames), rollout).values()
     assert weight == 0.0 and value.item() > 0 and value.requires_grad
 
     train(config0, tmp_path / "zero", progress=False)
     train(target_config(sources, distill_weight=0.1), tmp_path / "tenth", progress=False)
-    monkeypatch.setattr(TransferableMemoryMethod, "losses", lambda self, model, indices, rollout: {})
+    monkeypatch.setattr(TransferableMemoryMethod, "losses", lambda self, model, batch, rollout: {})
     train(config0, tmp_path / "prediction_only", progress=False)
 
     zero = load_model(tmp_path / "zero").model.state_dict()
@@ -212,8 +179,8 @@ def test_cached_and_live_banks_agree_on_true_frames(zoo, tmp_path):
     live = LiveMemoryBank(sources, [0])
     indices = [5, 0, 7]
     frames = dataset.batch(indices)
-    from_cache = cached.get(indices)
-    from_live = live.get(indices, frames[:, :-1])
+    from_cache = cached.get(TrainingBatch(indices, frames))
+    from_live = live.get(TrainingBatch(indices, frames), frames[:, :-1])
     shapes = [(3, STEPS, 8, 4, 4), (3, STEPS, 4, 8, 8), (3, STEPS, 8, 2, 2)]
     for n, shape in enumerate(shapes):
         a, b = from_cache[n][0], from_live[n][0]
@@ -224,7 +191,7 @@ def test_cached_and_live_banks_agree_on_true_frames(zoo, tmp_path):
     # live memories follow the inputs causally: changing the input of step 3 changes steps 3..
     changed = frames[:, :-1].clone()
     changed[:, 3] = 1.0 - changed[:, 3]
-    other = live.get(indices, changed)
+    other = live.get(TrainingBatch(indices, frames), changed)
     for n in range(3):
         assert torch.equal(other[n][0][:, :3], from_live[n][0][:, :3])
         assert not torch.allclose(other[n][0][:, 3:], from_live[n][0][:, 3:])
@@ -395,7 +362,7 @@ def test_corrupted_cache_is_detected_and_rebuilt(zoo, tmp_path, caplog, damage):
     sources = load_zoo([str(zoo["digits1"]), str(zoo["small"])], target_config([zoo["digits1"]]), [0])
     dataset = target_set()
     bank = CachedMemoryBank(sources, [0], dataset, tmp_path, batch_size=4, progress=False)
-    original = bank.get(list(range(8)))
+    original = bank.get(TrainingBatch(list(range(8)), None))
     file = bank.folder / "source1_layer0.f16"
     raw = bytearray(file.read_bytes())
     del bank
@@ -415,7 +382,7 @@ def test_corrupted_cache_is_detected_and_rebuilt(zoo, tmp_path, caplog, damage):
         rebuilt = CachedMemoryBank(sources, [0], dataset, tmp_path, batch_size=4, progress=False)
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
     assert rebuilt.folder == file.parent
-    again = rebuilt.get(list(range(8)))
+    again = rebuilt.get(TrainingBatch(list(range(8)), None))
     for n in range(2):
         assert torch.equal(again[n][0], original[n][0])
     caplog.clear()
@@ -436,7 +403,7 @@ def test_stale_cache_key_builds_a_new_folder(zoo, tmp_path):
     assert len({first.folder, second.folder, third.folder}) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(b.folder.name for b in (first, second, third))
     assert {p.name: p.read_bytes() for p in first.folder.iterdir()} == files
-    assert not torch.equal(first.get([0])[0][0], second.get([0])[0][0])
+    assert not torch.equal(first.get(TrainingBatch([0], None))[0][0], second.get(TrainingBatch([0], None))[0][0])
 
 
 
@@ -463,7 +430,8 @@ def test_a_bank_being_built_by_another_process_is_waited_for_then_reused(zoo, tm
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name != BUILD_LOCK} == {
         k: v for k, v in stamps.items() if k != BUILD_LOCK
     }  # reused, not rebuilt
-    assert torch.equal(bank.get([0, 1])[0][0], reference.get([0, 1])[0][0])
+    first = TrainingBatch([0, 1], None)
+    assert torch.equal(bank.get(first)[0][0], reference.get(first)[0][0])
 
 # ----------------------------------------------------------------------------- 7. zoo list
 

@@ -6,6 +6,7 @@
     transmem predict RUN_DIR --input FRAMES.npy --out DIR [--horizon N] [--truth TRUTH.npy]
     transmem data preview NAME --out FILE.gif [--set data.key=value ...]
     transmem zoo list DIR
+    transmem zoo rank SOURCE... --target CONFIG.toml --out DIR [--set key=value ...] [--probe N]
 
 Expected failures (bad config, bad data, unusable checkpoints or sources, a run folder
 holding another run, a path that cannot be read or written) print one line
@@ -118,6 +119,18 @@ def _parser() -> argparse.ArgumentParser:
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_list = zoo_commands.add_parser("list", help="describe the sources in a folder")
     zoo_list.add_argument("folder")
+    zoo_rank = zoo_commands.add_parser(
+        "rank", help="rank sources for a target on its validation split (zero-shot MSE and a short finetune probe)"
+    )
+    zoo_rank.add_argument("sources", nargs="*", help="source run folders or model files")
+    zoo_rank.add_argument("--target", required=True, help="the target's TOML run configuration (its data, model and optimiser)")
+    zoo_rank.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of the target config")
+    zoo_rank.add_argument(
+        "--probe", type=int, default=None, metavar="N",
+        help="finetune probe iterations per source (default: the target's transfer.rank_probe, 100; 0 = zero-shot only)",
+    )
+    zoo_rank.add_argument("--out", required=True, help="folder for the probe runs and rank.json (reused when run again)")
+    zoo_rank.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -255,6 +268,8 @@ def _data(args) -> int:
 
 
 def _zoo(args) -> int:
+    if args.zoo_command == "rank":
+        return _zoo_rank(args)
     from transmem.transfer.zoo import describe_zoo
 
     rows = describe_zoo(args.folder)
@@ -271,6 +286,28 @@ def _zoo(args) -> int:
         ssim = f"{row['test_ssim']:.3f}" if row["test_ssim"] is not None else "-"
         dataset = row["dataset"] + "".join(f" {k}={v}" for k, v in row["options"].items())
         print(f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}  {dataset}")
+    return 0
+
+
+def _zoo_rank(args) -> int:
+    from transmem.config import load_config
+    from transmem.training.checkpoint import atomic_write_text
+    from transmem.transfer.ranking import format_ranking, rank_sources
+    from transmem.transfer.zoo import SourceError, load_zoo
+
+    if not args.sources:
+        raise SourceError("zoo rank: no sources given (name source run folders or model files)")
+    target = load_config(args.target, args.overrides)
+    probe = target.transfer.rank_probe if args.probe is None else args.probe
+    if probe < 0:
+        raise ConfigError(f"zoo rank: --probe must be >= 0, got {probe}")
+    sources = load_zoo(args.sources, target, [0])
+    rows = rank_sources(sources, target, args.out, probe, progress=not args.no_progress)
+    out = Path(args.out) / "rank.json"
+    atomic_write_text(out, json.dumps({"target": args.target, "probe": probe, "rows": rows}, indent=1))
+    print(f"sources for {args.target} on its validation split ({len(rows)} sources, probe {probe} iterations):")
+    print(format_ranking(rows))
+    print(f"wrote {out}")
     return 0
 
 

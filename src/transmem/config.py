@@ -151,6 +151,9 @@ class EvalConfig:
         _non_negative(self, "max_sequences")
 
 
+BANKS = ("auto", "cached", "live", "rollout")  # transfer.bank (see transmem.transfer.memory_bank)
+
+
 @dataclass
 class TransferConfig:
     """How the target uses the source zoo (see :data:`transmem.transfer.METHODS`)."""
@@ -158,13 +161,24 @@ class TransferConfig:
     method: str = "none"  # none | tmu | distill | finetune | kflow
     sources: list = field(default_factory=list)  # run folders or checkpoint files
     layers: list = field(default_factory=lambda: [0])  # target/source layers (0 = first)
-    bank: str = "auto"  # auto (cached for a finite training set, else live) | cached | live
+    # auto (cached for a finite training set, else live) | cached (sources read the true frames,
+    # computed once) | live (sources read what the target read) | rollout (each source runs its
+    # own rollout under the target's scheduled-sampling mask: the authors' release)
+    bank: str = "auto"
     distill_weight: float = 0.1
     cache_dir: str = ""  # "" = <run>/memory_bank
     flow_stop: float = 0.5  # kflow: fraction of training after which teachers no longer flow in
     # tmu: memory carried to the next step. "sum": C_t = C'_t + sum_n M^n_t (METHOD.md, the
     # authors' release); "mean": that sum divided by N + 1, which keeps C_t at the scale of C'_t.
+    # memory_merge = "residual": the mean merge as a correction of C'_t with a learned scale that
+    # starts at zero, so a source-initialised target starts as its source (init_from).
     memory_merge: str = "sum"
+    # tmu, distill, kflow, finetune: start the target's backbone from a source's weights:
+    # "" (fresh weights; finetune's single source), a source of `sources` (its path or name),
+    # or "best" (the source ranked first on the target's validation split, see `zoo rank`).
+    init_from: str = ""
+    rank_probe: int = 100  # init_from = "best": iterations of the finetune probe per source (0: zero-shot MSE)
+    hint_to_backbone: bool = True  # tmu, distill: False stops the distillation gradient at the distillers
 
     def validate(self) -> None:
         from transmem.models.tmu import MEMORY_MERGES
@@ -172,8 +186,8 @@ class TransferConfig:
 
         if self.method not in METHODS:
             raise ConfigError(f"transfer.method: unknown method {self.method!r}; known: {', '.join(METHODS)}")
-        if self.bank not in ("auto", "cached", "live"):
-            raise ConfigError(f"transfer.bank: expected 'auto', 'cached' or 'live', got {self.bank!r}")
+        if self.bank not in BANKS:
+            raise ConfigError(f"transfer.bank: expected one of {', '.join(BANKS)}, got {self.bank!r}")
         if self.memory_merge not in MEMORY_MERGES:
             raise ConfigError(f"transfer.memory_merge: expected one of {', '.join(MEMORY_MERGES)}, got {self.memory_merge!r}")
         if self.distill_weight < 0:
@@ -188,8 +202,15 @@ class TransferConfig:
         for source in self.sources:
             if not isinstance(source, str) or not source:
                 raise ConfigError(f"transfer.sources: every source is a path (a non-empty string), got {source!r}")
-        if self.method == "finetune" and len(self.sources) != 1:
-            raise ConfigError("transfer.sources: finetune takes exactly one source")
+        if self.method == "finetune" and not self.init_from and len(self.sources) != 1:
+            raise ConfigError(
+                "transfer.sources: finetune takes exactly one source, or several with transfer.init_from "
+                "naming one of them or \"best\""
+            )
+        if self.init_from and self.method == "none":
+            raise ConfigError("transfer.init_from: method 'none' trains from scratch; use method 'finetune' to start from a source")
+        if self.rank_probe < 0:
+            raise ConfigError(f"transfer.rank_probe: must be >= 0, got {self.rank_probe}")
         if not 0.0 <= self.flow_stop <= 1.0:
             raise ConfigError(f"transfer.flow_stop: must be a fraction in [0, 1], got {self.flow_stop}")
         if not self.layers:

@@ -85,6 +85,7 @@ def build_workload(
     import torch.nn.functional as F
 
     from transmem.training.sampling import batch_indices, teacher_mask
+    from transmem.transfer.memory_bank import TrainingBatch
     from transmem.transfer.methods import METHODS
 
     if variant == "plain":
@@ -118,7 +119,7 @@ def build_workload(
         with autocast():
             rollout = forward_model(frames, mask, **method.forward_kwargs(frames, iteration))
             loss = F.mse_loss(rollout.predictions.float(), frames[:, 1:])
-            for weight, value in method.losses(model, indices, rollout).values():
+            for weight, value in method.losses(model, TrainingBatch(indices, frames, mask), rollout).values():
                 if weight > 0:
                     loss = loss + weight * value.float()
         if not torch.isfinite(loss):

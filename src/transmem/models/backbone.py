@@ -87,7 +87,7 @@ class RecurrentPredictor(nn.Module):
         norm: ``"none"`` or ``"group"`` (GroupNorm(1, C) after convolutions; any frame size).
         transfer_layout: for a transfer target, ``{layer: {"kind": "tmu" | "kflow",
             "source_channels": [...], "source_sizes": [[h, w] | None, ...], "use_gates": bool,
-            "merge": "sum" | "mean"}}``:
+            "merge": "sum" | "mean" | "residual", "hint_to_backbone": bool}}``:
             ``tmu`` layers get a :class:`TransferableMemory` (``use_gates = False``: the
             distill ablation), ``kflow`` layers a :class:`KnowledgeFlowMixer`. Plain JSON so
             the architecture can be rebuilt from a checkpoint with no source present.
@@ -136,6 +136,7 @@ class RecurrentPredictor(nn.Module):
                     sizes or None,
                     layout.get("use_gates", True),
                     layout.get("merge", "sum"),
+                    layout.get("hint_to_backbone", True),
                 )
             cells.append(cell_type(in_channels, hidden_channels, kernel, norm, transfer))
         self.cells = nn.ModuleList(cells)

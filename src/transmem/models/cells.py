@@ -8,7 +8,9 @@ distilled memories and transfer-gate means.
 
 A cell becomes a TMU cell when built with ``transfer=TransferableMemory(...)``: its gate
 convolution then also produces one transfer-gate group per source (4 + N gate groups for
-ConvLSTM), exactly as in METHOD.md.
+ConvLSTM), exactly as in METHOD.md; with the ``residual`` merge a separate convolution of
+the same input produces them (``transfer_gate_conv``), so the cell's own convolutions keep
+the shapes of a plain backbone and a source's weights load into them unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +45,23 @@ def _conv(in_channels: int, out_channels: int, kernel: int, norm: str) -> nn.Mod
     return conv
 
 
+def _transfer_gate_conv(transfer: TransferableMemory | None, in_channels: int, kernel: int, norm: str) -> nn.Module | None:
+    """The separate convolution of ``[x, H]`` giving the transfer gates of a ``residual`` TMU."""
+    if transfer is None or not transfer.separate_gate_groups:
+        return None
+    return _conv(in_channels, transfer.separate_gate_groups * transfer.hidden_channels, kernel, norm)
+
+
+def _transfer_preactivation(cell: nn.Module, x: Tensor, hidden: Tensor, fused: Tensor) -> Tensor | None:
+    """Transfer-gate pre-activations ``(B, N * hidden, h, w)``: from the separate convolution
+    when the cell has one, else the extra groups ``fused`` of its own gate convolution."""
+    if not cell.transfer.use_gates:
+        return None
+    if cell.transfer_gate_conv is not None:
+        return cell.transfer_gate_conv(torch.cat([x, hidden], dim=1))
+    return fused
+
+
 class ConvLSTMCell(nn.Module):
     """ConvLSTM (Shi et al. 2015): gates i, f, g, o from one convolution of [x, H].
 
@@ -65,8 +84,10 @@ class ConvLSTMCell(nn.Module):
         self.transfer = transfer
         extra = transfer.gate_groups if transfer is not None else 0
         self.gate_conv = _conv(in_channels + hidden_channels, (4 + extra) * hidden_channels, kernel, norm)
+        self.transfer_gate_conv = _transfer_gate_conv(transfer, in_channels + hidden_channels, kernel, norm)
 
     def forward(self, x: Tensor, hidden: Tensor, memory: Tensor, spatial: Tensor | None = None) -> CellOutput:
+        hidden_in = hidden
         gates = self.gate_conv(torch.cat([x, hidden], dim=1))
         k = self.hidden_channels
         # One split (its backward is one cat) instead of slices (each backward zero-fills a full-size gradient).
@@ -75,7 +96,8 @@ class ConvLSTMCell(nn.Module):
         hidden = torch.sigmoid(o) * torch.tanh(candidate)
         if self.transfer is None:
             return CellOutput(hidden=hidden, memory=candidate)
-        memory, distilled, gate_means = self.transfer(candidate, transfer_preactivation if self.transfer.use_gates else None)
+        preactivation = _transfer_preactivation(self, x, hidden_in, transfer_preactivation)
+        memory, distilled, gate_means = self.transfer(candidate, preactivation)
         return CellOutput(hidden=hidden, memory=memory, distilled=distilled, gate_means=gate_means)
 
 
@@ -113,9 +135,11 @@ class SpatioTemporalLSTMCell(nn.Module):
         self.conv_m = _conv(k, 3 * k, kernel, norm)
         self.conv_o = _conv(2 * k, k, kernel, norm)
         self.conv_last = nn.Conv2d(2 * k, k, kernel_size=1, bias=False)
+        self.transfer_gate_conv = _transfer_gate_conv(transfer, in_channels + k, kernel, norm)
 
     def forward(self, x: Tensor, hidden: Tensor, memory: Tensor, spatial: Tensor | None = None) -> CellOutput:
         k = self.hidden_channels
+        hidden_in = hidden
         xs = self.conv_x(x)
         hs = self.conv_h(hidden)
         ms = self.conv_m(spatial)
@@ -144,7 +168,7 @@ class SpatioTemporalLSTMCell(nn.Module):
             delta_spatial=delta_spatial,
         )
         if self.transfer is not None:
-            preactivation = x_transfer + h_transfer if self.transfer.use_gates else None
+            preactivation = _transfer_preactivation(self, x, hidden_in, x_transfer + h_transfer)
             out.memory, out.distilled, out.gate_means = self.transfer(candidate, preactivation)
         return out
 

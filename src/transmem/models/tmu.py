@@ -9,6 +9,7 @@ for N sources (METHOD.md, steps 3-5)::
     M^n_t = T^n_t * D^n_t + (1 - T^n_t) * C'_t     # mixed memory
     C_t   = C'_t + sum_n M^n_t                     # memory carried to the next step ("sum")
     C_t   = (C'_t + sum_n M^n_t) / (N + 1)         # or, with merge="mean", their mean
+    C_t   = C'_t + sum_n a^n * T^n_t * (D^n_t - C'_t) / (N + 1)   # or, with merge="residual"
 
 ``D^n_t`` is the target's reconstruction of source n's memory; the distillation loss
 (computed by the training code, never here) compares ``project(D^n_t)`` with the frozen
@@ -20,8 +21,21 @@ the memory to itself, so ``C_t`` can grow geometrically over the sequence (by ab
 ``(1 + sum_n (1 - T^n)) * f`` per step) and saturate ``tanh(C_t)``; ``merge="mean"`` makes
 ``C_t`` a convex combination of ``C'_t`` and the (normalized) distilled memories instead.
 
+``merge="residual"`` is the mean merge written as a correction of ``C'_t`` (the mean merge
+equals ``C'_t + sum_n T^n (D^n - C'_t) / (N + 1)``), scaled by a learned per-source,
+per-channel ``a^n`` that starts at zero. At initialisation ``C_t = C'_t`` exactly, so a
+target whose backbone was copied from a source predicts exactly what the source predicts
+(``transfer.init_from``); the transfer then grows only as far as training finds it useful
+(``a^n = 1`` is the mean merge). Its transfer-gate pre-activations come from a convolution
+of their own (built by the cell, :attr:`separate_gate_groups`), so the cell's gate
+convolution keeps the source's shape and normalization.
+
 With ``use_gates=False`` (the ``distill`` ablation) the distillers are side branches only:
 ``C_t = C'_t`` and the distillers are trained by the hint loss alone.
+
+With ``hint_to_backbone=False`` the distillers read a detached ``C'_t``: the distillation
+loss then trains the distillers (and projections) only, never the cell that produced the
+memory, so it cannot pull a source-initialised backbone away from its starting point.
 
 Norm is GroupNorm with one group: it normalizes over (C, H, W) like the authors' LayerNorm
 but its affine weights are per channel, so the unit works at any frame size.
@@ -34,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-MEMORY_MERGES = ("sum", "mean")  # how C_t is formed from C'_t and the mixed memories
+MEMORY_MERGES = ("sum", "mean", "residual")  # how C_t is formed from C'_t and the mixed memories
 
 
 class TransferableMemory(nn.Module):
@@ -46,7 +60,9 @@ class TransferableMemory(nn.Module):
         source_sizes: spatial size ``(h, w)`` of each source's memory, or None for "same as
             the target's" (then no interpolation).
         use_gates: False for the distillation-only ablation (no transfer gates, C_t = C'_t).
-        merge: ``"sum"`` (C_t = C'_t + sum_n M^n_t) or ``"mean"`` (that sum over N + 1).
+        merge: ``"sum"`` (C_t = C'_t + sum_n M^n_t), ``"mean"`` (that sum over N + 1) or
+            ``"residual"`` (the mean merge's correction of C'_t scaled by a zero-initialised a^n).
+        hint_to_backbone: False detaches C'_t at the distillers' input (see the module doc).
     """
 
     def __init__(
@@ -56,6 +72,7 @@ class TransferableMemory(nn.Module):
         source_sizes: list[tuple[int, int] | None] | None = None,
         use_gates: bool = True,
         merge: str = "sum",
+        hint_to_backbone: bool = True,
     ) -> None:
         super().__init__()
         if not source_channels:
@@ -63,6 +80,7 @@ class TransferableMemory(nn.Module):
         if merge not in MEMORY_MERGES:
             raise ValueError(f"merge must be one of {MEMORY_MERGES}, got {merge!r}")
         self.merge = merge
+        self.hint_to_backbone = hint_to_backbone
         self.hidden_channels = hidden_channels
         self.num_sources = len(source_channels)
         self.use_gates = use_gates
@@ -79,11 +97,19 @@ class TransferableMemory(nn.Module):
             nn.Identity() if channels == hidden_channels else nn.Conv2d(hidden_channels, channels, 1, bias=False)
             for channels in source_channels
         )
+        if merge == "residual" and use_gates:
+            # a^n: (N, hidden, 1, 1), zero at initialisation (C_t = C'_t), one = the mean merge
+            self.transfer_scale = nn.Parameter(torch.zeros(self.num_sources, hidden_channels, 1, 1))
 
     @property
     def gate_groups(self) -> int:
-        """Number of extra gate groups the cell's convolution must produce."""
-        return self.num_sources if self.use_gates else 0
+        """Number of extra gate groups the cell's own gate convolution must produce."""
+        return self.num_sources if self.use_gates and self.merge != "residual" else 0
+
+    @property
+    def separate_gate_groups(self) -> int:
+        """Gate groups of the separate transfer-gate convolution (``residual`` merge), else 0."""
+        return self.num_sources if self.use_gates and self.merge == "residual" else 0
 
     def forward(self, candidate: Tensor, gate_preactivation: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         """One step of memory transfer.
@@ -97,15 +123,19 @@ class TransferableMemory(nn.Module):
             distilled: ``D_t`` for every source, ``(B, N, hidden, h, w)``.
             gate_means: mean transfer gate per source, ``(B, N)`` (None without gates).
         """
-        distilled = self.distill(candidate)
+        distilled = self.distill(candidate if self.hint_to_backbone else candidate.detach())
         if not self.use_gates:
             return candidate, distilled, None
         batch = candidate.shape[0]
         gates = torch.sigmoid(gate_preactivation).view(batch, self.num_sources, *candidate.shape[1:])
-        mixed = gates * distilled + (1.0 - gates) * candidate.unsqueeze(1)
-        memory = candidate + mixed.sum(dim=1)
-        if self.merge == "mean":
-            memory = memory / (self.num_sources + 1)
+        if self.merge == "residual":
+            correction = (self.transfer_scale * gates * (distilled - candidate.unsqueeze(1))).sum(dim=1)
+            memory = candidate + correction / (self.num_sources + 1)
+        else:
+            mixed = gates * distilled + (1.0 - gates) * candidate.unsqueeze(1)
+            memory = candidate + mixed.sum(dim=1)
+            if self.merge == "mean":
+                memory = memory / (self.num_sources + 1)
         return memory, distilled, gates.mean(dim=(2, 3, 4))
 
     def distill(self, candidate: Tensor) -> Tensor:

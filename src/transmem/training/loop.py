@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ from transmem.training.distributed import init_distributed
 from transmem.training.locks import FileLock, LockedError
 from transmem.training.rundir import RunConflictError, check_run_dir, prepare_run_dir
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
-from transmem.transfer.methods import METHODS
+from transmem.transfer.memory_bank import TrainingBatch
+from transmem.transfer.methods import INIT_FILE, METHODS
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,13 @@ class _CsvLog:
 
 
 def train(
-    config: RunConfig, run_dir: str | Path, *, force: bool = False, progress: bool = True, stop_at: int | None = None
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    stop_at: int | None = None,
+    check_test_split: bool = True,
 ) -> TrainResult:
     """Train the run described by ``config`` in ``run_dir``, resuming if it holds one.
 
@@ -138,15 +146,19 @@ def train(
     again resumes it. Returns a :class:`TrainResult` (``val`` is empty unless finished).
     While it trains, ``run_dir/train.lock`` is held (by rank 0): a second process training
     the same folder stops with :class:`~transmem.training.locks.LockedError`.
+    ``check_test_split=False`` skips the refusal of data without a test split (a source
+    ranking's probe, which must never build the test split).
     """
     lock = FileLock(Path(run_dir) / RUN_LOCK)
     try:
-        return _train(config, Path(run_dir), force, progress, stop_at, lock)
+        return _train(config, Path(run_dir), force, progress, stop_at, lock, check_test_split)
     finally:
         lock.release()
 
 
-def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_at: int | None, lock: FileLock) -> TrainResult:
+def _train(
+    config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_at: int | None, lock: FileLock, check_test_split: bool
+) -> TrainResult:
     started = time.time()
     device = resolve_device(config.train.device)
     ctx = init_distributed(device)
@@ -171,7 +183,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
         torch.utils.deterministic.fill_uninitialized_memory = False
     train_set = build_dataset(config.data, "train")
     val_set = build_dataset(config.data, "val") if config.data.val_size > 0 else None
-    if len(build_dataset(config.data, "test")) == 0:  # found now, not after training, by evaluate
+    if check_test_split and len(build_dataset(config.data, "test")) == 0:  # found now, not after training, by evaluate
         raise DataError(f"data: the {config.data.name} test split is empty; a run needs test sequences (data.test_size)")
 
     method = METHODS[config.transfer.method](config, run_dir, device)
@@ -205,8 +217,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
         start = int(state["iteration"])
         if ctx.is_main:
             log.info("resuming %s from %s (iteration %d)", run_dir, path.name, start)
-    elif start == 0:
-        method.initialize(model)
+    fresh = found is None and start == 0
     if ctx.is_main:
         # The first write. A second process on this folder stops here, having written nothing.
         # The lock comes only now (a refused command must not touch the folder), so check that
@@ -218,6 +229,12 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
         prepare_run_dir(config, run_dir, force, set_aside=replacing)
         remove_stale_temporaries(checkpoints)
         remove_stale_temporaries(run_dir)
+    if fresh:
+        # Once the folder is this run's: starting from a source may first rank the sources
+        # (probe runs in the shared cache), which a refused command must not do.
+        record = method.initialize(model, progress=progress)
+        if record is not None and ctx.is_main:
+            atomic_write_text(run_dir / INIT_FILE, json.dumps(record, indent=1))
     ctx.barrier()
 
     total = config.train.iterations
@@ -253,20 +270,21 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
         input_prob, future_prob = sampling_probabilities(config.train, iteration)
         mask = teacher_mask(data.batch_size, data.total_len, data.input_len, input_prob, future_prob, generator)
         reverse = torch.rand(data.batch_size, generator=generator) < 0.5 if config.train.time_reversal else None
-        indices, mask = ctx.shard(indices), mask[ctx.rank :: ctx.world_size]
+        indices, mask = ctx.shard(indices), mask[ctx.rank :: ctx.world_size].to(device)
         frames = _load_batch(train_set, indices, device)
         if reverse is not None:
             flip = reverse[ctx.rank :: ctx.world_size].to(device).view(-1, 1, 1, 1, 1)
             frames = torch.where(flip, frames.flip(1), frames)
+        batch = TrainingBatch(indices, frames, mask)
 
         forward_kwargs = method.forward_kwargs(frames, iteration)
         # bf16 autocast (opt-in): convolutions in bfloat16, losses in float32 (autocast's fp32 list).
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16"):
-            rollout = forward_model(frames, mask.to(device), collect_decoupling=model.uses_decoupling, **forward_kwargs)
+            rollout = forward_model(frames, mask, collect_decoupling=model.uses_decoupling, **forward_kwargs)
             prediction = F.mse_loss(rollout.predictions, frames[:, 1:])
             loss = prediction
             terms = {"prediction": prediction}
-            for name, (weight, value) in method.losses(model, indices, rollout).items():
+            for name, (weight, value) in method.losses(model, batch, rollout).items():
                 terms[name] = value
                 if weight > 0:
                     loss = loss + weight * value

@@ -20,8 +20,9 @@ from transmem.training.checkpoint import atomic_write_text
 CONFIG_FILE = "config.toml"
 RUN_FILES = (
     "config.toml", "checkpoints", "model.safetensors", "train.csv", "val.csv", "metrics.json", "metrics_val.json", "memory_bank",
-    "tensorboard", "transfer_gates.png", "transfer_gates_val.png",
+    "tensorboard", "transfer_gates.png", "transfer_gates_val.png", "init_source.json", "source_rank",
 )
+SHARED_CACHES = ("memory_bank", "source_rank")  # keyed, checksummed caches other runs may share
 
 
 class RunConflictError(RuntimeError):
@@ -55,8 +56,8 @@ def check_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> bool
         raise RunConflictError(f"{run_dir}: exists and is not a folder")
     saved = run_dir / CONFIG_FILE
     if not saved.exists():  # a new run, unless the folder holds files a run would overwrite
-        # A memory bank folder alone may be another run's shared cache (keyed, checksummed): not a conflict.
-        found = [name for name in RUN_FILES if name != "memory_bank" and (run_dir / name).exists()]
+        # A memory bank or ranking folder alone may be another run's shared cache: not a conflict.
+        found = [name for name in RUN_FILES if name not in SHARED_CACHES and (run_dir / name).exists()]
         if found and not force:
             raise RunConflictError(
                 f"{run_dir}: holds {', '.join(found)} but no {CONFIG_FILE} (not a transmem run, or its config "

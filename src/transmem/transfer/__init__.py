@@ -1,6 +1,6 @@
 """Transfer between predictive networks: source zoo, memory bank and transfer methods."""
 
-from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError
+from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank, TrainingBatch
 from transmem.transfer.methods import METHODS, distillation_loss
 from transmem.transfer.zoo import Source, SourceError, describe_zoo, load_source, load_zoo
 
@@ -9,8 +9,10 @@ __all__ = [
     "CachedMemoryBank",
     "LiveMemoryBank",
     "MemoryBankError",
+    "RolloutMemoryBank",
     "Source",
     "SourceError",
+    "TrainingBatch",
     "describe_zoo",
     "distillation_loss",
     "load_source",

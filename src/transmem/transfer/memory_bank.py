@@ -4,9 +4,13 @@ For a batch, the bank gives, for every source n and chosen layer l, the cell mem
 ``C^{n,l}_t`` at every step: a tensor ``(B, T-1, c_n, h_n, w_n)``.
 
 - :class:`LiveMemoryBank` runs the sources on exactly the frames the target read at each
-  step (scheduled-sampling inputs included), as the authors' code does. A source's state at
-  step t depends only on the inputs up to t, so running it after the target over the
-  recorded inputs gives the same memories as running it in lockstep.
+  step (scheduled-sampling inputs, i.e. the *target's* predictions, included). A source's
+  state at step t depends only on the inputs up to t, so running it after the target over
+  the recorded inputs gives the same memories as running it in lockstep.
+- :class:`RolloutMemoryBank` is the authors' release (thuml/transferable-memory,
+  ``model_adaptive.py``): every source runs its *own* rollout over the training sequence with
+  the target's scheduled-sampling mask. Where the mask says "true frame" it reads the true
+  frame; elsewhere it reads its own previous prediction, never the target's.
 - :class:`CachedMemoryBank` has the sources read the true frames. The bank is then a fixed
   function of the training sequence: it is computed once, stored as float16 memory-mapped
   arrays in a folder keyed by source weights, dataset fingerprint, layers and sequence
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +45,30 @@ class MemoryBankError(RuntimeError):
     """The memory bank cannot be built or read. The message names the file."""
 
 
-def source_memories(sources: list[Source], frames: Tensor, layers: list[int]) -> list[dict[int, Tensor]]:
-    """Run every source over ``frames`` ``(B, T, C, H, W)`` reading them at every step.
+@dataclass
+class TrainingBatch:
+    """One training batch, as the banks and transfer methods see it."""
+
+    indices: list[int]  # dataset indices of the sequences
+    frames: Tensor  # (B, T, C, H, W), as the target reads them (time-reversed where drawn so)
+    mask: Tensor | None = None  # (B, T-2) scheduled-sampling teacher mask (True: true frame)
+
+
+def source_memories(
+    sources: list[Source], frames: Tensor, layers: list[int], mask: Tensor | None = None
+) -> list[dict[int, Tensor]]:
+    """Run every source over ``frames`` ``(B, T, C, H, W)``: reading them at every step
+    (``mask`` None), or under the teacher ``mask`` ``(B, T-2)``, feeding back its own
+    prediction where the mask is False.
 
     Returns one ``{layer: (B, T-1, c, h, w)}`` per source.
     """
     with torch.no_grad():
-        return [source.model(frames, None, record_layers=layers).memories for source in sources]
+        return [source.model(frames, mask, record_layers=layers).memories for source in sources]
 
 
 class LiveMemoryBank:
-    """Sources recomputed every step on the target's own inputs (authors' scheme)."""
+    """Sources recomputed every step on the target's own inputs."""
 
     needs_inputs = True
 
@@ -58,11 +76,25 @@ class LiveMemoryBank:
         self.sources = sources
         self.layers = list(layers)
 
-    def get(self, indices: list[int], inputs: Tensor) -> list[dict[int, Tensor]]:
+    def get(self, batch: TrainingBatch, inputs: Tensor) -> list[dict[int, Tensor]]:
         """``inputs``: the ``(B, T-1, C, H, W)`` frames the target read at steps 0..T-2."""
         # One padding frame makes a T-frame sequence whose T-1 steps read exactly ``inputs``.
         padded = torch.cat([inputs, inputs[:, -1:]], dim=1)
         return source_memories(self.sources, padded, self.layers)
+
+
+class RolloutMemoryBank:
+    """Each source runs its own rollout under the target's teacher mask (the authors' release)."""
+
+    needs_inputs = False
+
+    def __init__(self, sources: list[Source], layers: list[int]) -> None:
+        self.sources = sources
+        self.layers = list(layers)
+
+    def get(self, batch: TrainingBatch, inputs: Tensor | None = None) -> list[dict[int, Tensor]]:
+        """Memories of every source rolled out over ``batch.frames`` under ``batch.mask``."""
+        return source_memories(self.sources, batch.frames, self.layers, batch.mask)
 
 
 class CachedMemoryBank:
@@ -192,9 +224,9 @@ class CachedMemoryBank:
     def _open(self) -> None:
         self.arrays = {k: np.memmap(self._file(*k), np.float16, "r", shape=s) for k, s in self._shapes().items()}
 
-    def get(self, indices: list[int], inputs: Tensor | None = None) -> list[dict[int, Tensor]]:
-        """Memories of sequences ``indices``: one ``{layer: (B, T-1, c, h, w)}`` per source."""
-        order = np.asarray(indices)
+    def get(self, batch: TrainingBatch, inputs: Tensor | None = None) -> list[dict[int, Tensor]]:
+        """Memories of sequences ``batch.indices``: one ``{layer: (B, T-1, c, h, w)}`` per source."""
+        order = np.asarray(batch.indices)
         out = []
         for n in range(len(self.sources)):
             out.append(

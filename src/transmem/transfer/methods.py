@@ -1,9 +1,10 @@
 """Transfer methods: how a target network is built and what it adds to the loss.
 
 Each method is a class in :data:`METHODS` (keyed by ``transfer.method``). The training loop
-asks a method to build the model, to prepare (load sources, build the memory bank), which
-keyword arguments to pass to the model's ``forward`` and which extra loss terms to add to
-the prediction MSE. The loss itself is always assembled by the training loop.
+asks a method to build the model, to set the initial weights of a fresh run, to prepare
+(build the memory bank), which keyword arguments to pass to the model's ``forward`` and
+which extra loss terms to add to the prediction MSE. The loss itself is always assembled by
+the training loop.
 
 - ``none``: training from scratch.
 - ``finetune``: weights initialised from one source (same architecture), then trained.
@@ -12,10 +13,17 @@ the prediction MSE. The loss itself is always assembled by the training loop.
 - ``distill``: the same distillers and hint loss without transfer gates (C_t = C'_t).
 - ``kflow``: Knowledge Flow; teachers' hidden states (on the true frames) are mixed into
   ``transfer.layers`` with learned weights scaled from 1 to 0 by ``transfer.flow_stop``.
+
+Every method but ``none`` can start its backbone from a source's weights
+(``transfer.init_from``: a source, or ``"best"``, the source ranked first on the target's
+validation split by :mod:`~transmem.transfer.ranking`); the transfer parts (distillers,
+gates, mixers) start fresh. A ``distill`` target, and a ``tmu`` target with
+``memory_merge = "residual"``, then predict exactly what that source predicts at iteration 0.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -24,18 +32,21 @@ from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig
 from transmem.models import RecurrentPredictor, Rollout, build_predictor
-from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank
+from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, RolloutMemoryBank, TrainingBatch
 from transmem.transfer.zoo import Source, SourceError, load_zoo
 
+INIT_FILE = "init_source.json"  # in the run folder: the source the backbone started from, and why
+RANK_FOLDER = "source_rank"  # under transfer.cache_dir (else the run folder): cached source rankings
 
 class ScratchMethod:
-    """Train the target from random initialisation."""
+    """Train the target from random initialisation (the base of every method)."""
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.device = device
         self.sources: list[Source] = []  # the frozen source networks the method reads
+        self.init_candidates: list[Source] = []  # sources the backbone may start from
 
     def source_digests(self) -> dict[str, str]:
         """SHA-256 of each source's weights by path: checkpoints record them, so a resume
@@ -48,8 +59,16 @@ class ScratchMethod:
     def build_model(self) -> RecurrentPredictor:
         return build_predictor(self.config.model, self.config.data.channels, self.transfer_layout())
 
-    def initialize(self, model: RecurrentPredictor) -> None:
-        """Set initial weights of a fresh (not resumed) model."""
+    def initialize(self, model: RecurrentPredictor, progress: bool = False) -> dict | None:
+        """Set the initial weights of a fresh (not resumed) model, once its run folder exists.
+
+        Returns what the run folder records about it (:data:`INIT_FILE`), or None.
+        """
+        if not self.init_candidates:
+            return None
+        source, ranking = self._choose_init_source(progress)
+        load_backbone(model, source)
+        return {"init_from": self.config.transfer.init_from, "source": str(source.path), "name": source.name, "ranking": ranking}
 
     def prepare(self, model: RecurrentPredictor, train_dataset, progress: bool = True) -> None:
         """Anything needed before the first step (also after a resume)."""
@@ -58,33 +77,111 @@ class ScratchMethod:
         """Extra keyword arguments of the model's forward for this batch ``(B, T, C, H, W)``."""
         return {}
 
-    def losses(self, model: RecurrentPredictor, indices: list[int], rollout: Rollout) -> dict[str, tuple[float, Tensor]]:
+    def losses(self, model: RecurrentPredictor, batch: TrainingBatch, rollout: Rollout) -> dict[str, tuple[float, Tensor]]:
         """Extra loss terms ``name -> (weight, value)``; the loop adds ``weight * value``."""
         return {}
 
+    # ------------------------------------------------------------------ init_from
+
+    def _load_sources(self, layers: list[int]) -> None:
+        """Load ``transfer.sources`` frozen and pick the ``init_from`` candidates; refuses
+        (before anything is written) a source that is missing, unusable or, as a
+        candidate, of another architecture."""
+        self.sources = load_zoo(self.config.transfer.sources, self.config, layers, self.device)
+        self.init_candidates = init_candidates(self.sources, self.config)
+
+    def _choose_init_source(self, progress: bool) -> tuple[Source, list[dict] | None]:
+        if len(self.init_candidates) == 1:
+            return self.init_candidates[0], None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(
+                "transfer.init_from = \"best\" under torchrun: rank the sources first (transmem zoo rank) "
+                "and name the chosen one in transfer.init_from"
+            )
+        from transmem.transfer.ranking import rank_sources  # the ranking trains probes: it needs the loop
+
+        folder = Path(self.config.transfer.cache_dir or self.run_dir) / RANK_FOLDER
+        ranking = rank_sources(self.sources, self.config, folder, self.config.transfer.rank_probe, progress=progress)
+        usable = {str(s.path) for s in self.init_candidates}
+        best = next(row for row in ranking if row["path"] in usable)
+        return next(s for s in self.init_candidates if str(s.path) == best["path"]), ranking
+
 
 class FinetuneMethod(ScratchMethod):
-    """Initialise from a source with the same architecture, then train on the target."""
+    """Initialise from a source with the same architecture, then train on the target.
+
+    One source, or several with ``transfer.init_from`` naming one of them or ``"best"``.
+    """
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         super().__init__(config, run_dir, device)
-        self.sources = load_zoo(config.transfer.sources, config, [0], "cpu")
-        self.source = self.sources[0]
+        self._load_sources([0])
+        if not self.init_candidates:  # a single source and no init_from
+            self.init_candidates = init_candidates(self.sources, config, "finetune")
 
-    def initialize(self, model: RecurrentPredictor) -> None:
-        source = self.source.model
-        mine = (model.backbone, model.hidden, model.patch, model.channels)
-        theirs = (source.backbone, source.hidden, source.patch, source.channels)
-        if mine != theirs or model.state_dict().keys() != source.state_dict().keys():
+
+def init_candidates(sources: list[Source], config: RunConfig, method: str | None = None) -> list[Source]:
+    """The sources named by ``transfer.init_from``, each checked to have the target's backbone
+    architecture: none for ``""``; for ``"best"``, every source of that architecture (a zoo
+    may hold others, e.g. for a TMU to distil). ``method`` = ``"finetune"``: the one source
+    of a plain finetune."""
+    wanted = config.transfer.init_from
+    if method == "finetune":
+        chosen = sources[:1]
+    elif not wanted:
+        return []
+    elif wanted == "best":
+        chosen = []
+        for source in sources:
+            try:
+                check_same_backbone(source, config)
+            except SourceError:
+                continue
+            chosen.append(source)
+        if not chosen:
             raise SourceError(
-                f"source {self.source.path}: finetuning needs the same architecture; source has "
-                f"(backbone, hidden, patch, channels) = {theirs}, target {mine}"
+                "transfer.init_from = \"best\": no source has the target's architecture (backbone, hidden, "
+                "patch, kernel, norm); name none to start from fresh weights"
             )
-        try:
-            model.load_state_dict(source.state_dict())
-        except RuntimeError as error:
-            raise SourceError(f"source {self.source.path}: weights do not fit the target ({str(error)[:200]})") from None
+    else:
+        chosen = [s for s in sources if wanted in (str(s.path), s.name, Path(s.path).as_posix())]
+        if not chosen:
+            names = ", ".join(f"{s.name} ({s.path})" for s in sources)
+            raise SourceError(f"transfer.init_from: {wanted!r} is not one of transfer.sources: {names}")
+    verb = "finetuning" if method == "finetune" or config.transfer.method == "finetune" else "starting from a source"
+    for source in chosen:
+        check_same_backbone(source, config, verb)
+    return chosen
 
+
+def check_same_backbone(source: Source, config: RunConfig, verb: str = "starting from a source") -> None:
+    """Raise SourceError unless ``source`` has the target's backbone architecture."""
+    model = source.model
+    theirs = (model.backbone, model.hidden, model.patch, model.channels, source.config.model.kernel, source.config.model.norm)
+    target = config.model
+    mine = (target.backbone, list(target.hidden), target.patch, config.data.channels, target.kernel, target.norm)
+    if mine != theirs:
+        raise SourceError(
+            f"source {source.path}: {verb} needs the same architecture; source has "
+            f"(backbone, hidden, patch, channels, kernel, norm) = {theirs}, target {mine}"
+        )
+
+
+def load_backbone(model: RecurrentPredictor, source: Source) -> None:
+    """Copy ``source``'s weights into ``model``'s backbone; the transfer parts keep theirs.
+
+    Every source tensor must exist in the target. One whose target has more output rows (the
+    gate convolution of a ``sum`` or ``mean`` TMU cell, with N extra transfer-gate groups)
+    fills the leading rows; the transfer-gate rows keep their fresh initialisation.
+    """
+    target = model.state_dict()
+    with torch.no_grad():
+        for name, value in source.model.state_dict().items():
+            mine = target.get(name)
+            if mine is None or mine.shape[1:] != value.shape[1:] or mine.shape[0] < value.shape[0]:
+                shape = None if mine is None else tuple(mine.shape)
+                raise SourceError(f"source {source.path}: its {name} {tuple(value.shape)} does not fit the target ({shape})")
+            mine[: value.shape[0]].copy_(value)
 
 def memory_layouts(sources, layers: list[int], config: RunConfig, **fields) -> dict:
     """Per target layer: each source's memory channels and spatial size (None = target's)."""
@@ -109,16 +206,18 @@ class TransferableMemoryMethod(ScratchMethod):
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         super().__init__(config, run_dir, device)
         self.layers = list(config.transfer.layers)
-        self.sources = load_zoo(config.transfer.sources, config, self.layers, device)
+        self._load_sources(self.layers)
         self.bank = None
         self.bank_folder = Path(config.transfer.cache_dir or run_dir / "memory_bank")
         if self.bank_folder.exists() and not self.bank_folder.is_dir():  # refused before the run folder is written
             raise ConfigError(f"transfer.cache_dir: {self.bank_folder} exists and is not a folder")
 
     def transfer_layout(self) -> dict:
-        return memory_layouts(
-            self.sources, self.layers, self.config, kind="tmu", use_gates=self.use_gates, merge=self.config.transfer.memory_merge
-        )
+        transfer = self.config.transfer
+        fields = {"kind": "tmu", "use_gates": self.use_gates, "merge": transfer.memory_merge}
+        if not transfer.hint_to_backbone:  # recorded only when set: older layouts stay as they were
+            fields["hint_to_backbone"] = False
+        return memory_layouts(self.sources, self.layers, self.config, **fields)
 
     def bank_mode(self, train_dataset) -> str:
         """``auto`` is ``cached`` for a finite training set read forward in time, else ``live``.
@@ -134,8 +233,9 @@ class TransferableMemoryMethod(ScratchMethod):
         return mode
 
     def prepare(self, model: RecurrentPredictor, train_dataset, progress: bool = True) -> None:
-        if self.bank_mode(train_dataset) == "live":
-            self.bank = LiveMemoryBank(self.sources, self.layers)
+        mode = self.bank_mode(train_dataset)
+        if mode in ("live", "rollout"):
+            self.bank = (LiveMemoryBank if mode == "live" else RolloutMemoryBank)(self.sources, self.layers)
             return
         self.bank = CachedMemoryBank(
             self.sources, self.layers, train_dataset, self.bank_folder, self.config.eval.batch_size, self.device, progress
@@ -144,8 +244,8 @@ class TransferableMemoryMethod(ScratchMethod):
     def forward_kwargs(self, frames: Tensor, iteration: int) -> dict:
         return {"return_inputs": bool(self.bank is not None and self.bank.needs_inputs)}
 
-    def losses(self, model: RecurrentPredictor, indices: list[int], rollout: Rollout) -> dict[str, tuple[float, Tensor]]:
-        bank = self.bank.get(indices, rollout.inputs)
+    def losses(self, model: RecurrentPredictor, batch: TrainingBatch, rollout: Rollout) -> dict[str, tuple[float, Tensor]]:
+        bank = self.bank.get(batch, rollout.inputs)
         return {"distill": (self.config.transfer.distill_weight, distillation_loss(model, rollout, bank))}
 
 
@@ -161,7 +261,7 @@ class KnowledgeFlowMethod(ScratchMethod):
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         super().__init__(config, run_dir, device)
         self.layers = list(config.transfer.layers)
-        self.sources = load_zoo(config.transfer.sources, config, self.layers, device)
+        self._load_sources(self.layers)
 
     def transfer_layout(self) -> dict:
         return memory_layouts(self.sources, self.layers, self.config, kind="kflow")
