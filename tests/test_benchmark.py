@@ -24,11 +24,12 @@ TINY = [
     "data.input_len=3",
     "data.total_len=6",
     "data.train_size=8",
-    "data.val_size=0",
+    "data.val_size=2",
     "data.test_size=4",
     "data.batch_size=2",
     "model.hidden=[8, 8]",
     "train.iterations=2",
+    "transfer.rank_probe=2",
     "train.checkpoint_every=1",
     "train.log_every=1",
     "eval.batch_size=4",
@@ -45,7 +46,10 @@ def tiny_benchmark(tmp_path_factory):
 def test_every_method_runs_and_results_are_written(tiny_benchmark):
     out, results = tiny_benchmark
     methods = [row["method"] for row in results["rows"]]
-    assert methods == ["scratch", "finetune_digits1", "finetune_digits2", "distill", "tmu_nodistill", "kflow", "tmu"]
+    assert methods == [
+        "scratch", "finetune_digits1", "finetune_digits2", "finetune_best", "distill", "tmu_nodistill", "kflow", "tmu",
+        "tmu_rollout", "tmu_ft",
+    ]
     for name in ("results.md", "results.csv", "results.json", "per_frame.png", "predictions.gif", "transfer_gates.png"):
         assert (out / name).stat().st_size > 0, name
     table = (out / "results.md").read_text()
@@ -54,9 +58,17 @@ def test_every_method_runs_and_results_are_written(tiny_benchmark):
         assert len(list(csv.DictReader(handle))) == len(methods)
     saved = json.loads((out / "results.json").read_text())
     assert saved["environment"]["torch"] and saved["sources"]["digits1"]["mse"] > 0
-    assert "Time to quality" in table  # no validation split in this tiny run: every entry is "-"
-    # the TMU runs share one cached memory bank folder per (sources, dataset, layers)
-    assert len([p for p in (out / "memory_bank").iterdir() if p.is_dir()]) == 1
+    assert "Time to quality" in table
+    # the cached-bank TMU runs (tmu, tmu_ft) share one memory bank folder per (sources, dataset,
+    # layers); finetune_best and tmu_ft share one source ranking
+    banks = [p for p in (out / "memory_bank").iterdir() if p.is_dir() and p.name != "source_rank"]
+    assert len(banks) == 1 and len(list((out / "memory_bank" / "source_rank").iterdir())) == 1
+    best = next(row for row in results["rows"] if row["method"] == "finetune_best")
+    tmu_ft = next(row for row in results["rows"] if row["method"] == "tmu_ft")
+    assert best["init_source"] in ("digits1", "digits2") and tmu_ft["init_source"] == best["init_source"]
+    assert f"finetune_best (seed 0) {best['init_source']}" in table
+    chosen = next(row for row in results["rows"] if row["method"] == f"finetune_{best['init_source']}")
+    assert best["mse"] == chosen["mse"]  # the same run once the source is chosen
 
 
 def test_finished_runs_are_skipped_and_interrupted_runs_resume(tiny_benchmark):
@@ -235,7 +247,7 @@ def test_status_reports_each_run_without_writing(tiny_benchmark, tmp_path, capsy
 
     out, _ = tiny_benchmark
     rows = benchmark_status("digits", "quick", out, overrides=TINY)
-    assert [r["state"] for r in rows] == ["finished"] * 9 and rows[0]["run"] == "source digits1"
+    assert [r["state"] for r in rows] == ["finished"] * 12 and rows[0]["run"] == "source digits1"
     # a fresh benchmark: one source half trained, another process training it now
     fresh = tmp_path / "fresh"
     (source,) = [t for t in benchmark_tasks("digits", "quick", fresh, overrides=TINY)[3] if t.name == "source digits1"]
@@ -253,7 +265,7 @@ def test_status_reports_each_run_without_writing(tiny_benchmark, tmp_path, capsy
     finally:
         holder.release()
     printed = capsys.readouterr().out
-    assert "0 of 9 runs finished" in printed
+    assert "0 of 12 runs finished" in printed
     assert re.search(rf"source digits1 +at iteration 1 of 2 \(training now, pid {os.getpid()}\)\n", printed)
     assert sorted(str(p) for p in fresh.rglob("*")) == before
 

@@ -30,7 +30,7 @@ def test_defaults_are_valid():
         ({"data": {"name": "nope"}}, r"data\.name: unknown dataset 'nope'"),
         ({"data": {"options": {"num_digitz": 2}}}, r"data\.options\.num_digitz: unknown key"),
         ({"transfer": {"method": "distill", "sources": ["a"], "distill_weight": 0.0}}, r"transfer\.distill_weight: must be > 0 for method 'distill'"),
-        ({"transfer": {"memory_merge": "max"}}, r"transfer\.memory_merge: expected one of sum, mean, got 'max'"),
+        ({"transfer": {"memory_merge": "max"}}, r"transfer\.memory_merge: expected one of sum, mean, residual, got 'max'"),
     ],
 )
 def test_bad_configs_fail_with_one_line_naming_the_key(raw, message):

@@ -44,6 +44,7 @@ from transmem.training.checkpoint import checkpoint_iteration, list_checkpoints
 from transmem.training.locks import FileLock
 from transmem.training.loop import RUN_LOCK, TRAIN_LOG, VAL_LOG
 from transmem.training.rundir import CONFIG_FILE, RunConflictError, check_run_dir
+from transmem.transfer.methods import INIT_FILE
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 
@@ -84,6 +85,16 @@ def train_threads(run_dir: Path) -> str:
     if not counts:
         return ""
     return ", ".join([*(["unknown"] if len(counts) < len(set(logged)) else []), *map(str, counts)])
+
+
+def init_source(run_dir: Path) -> str:
+    """The name of the source a ``transfer.init_from`` run started from (its ``init_source.json``),
+    else ``""`` (also for a plain finetune, whose source is its only one)."""
+    try:
+        record = json.loads((run_dir / INIT_FILE).read_text())
+        return str(record["name"]) if record.get("init_from") else ""
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return ""
 
 
 def validation_curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -266,6 +277,7 @@ def run_benchmark(
         row.update({name: metrics[name]["mean"] for name in METRICS})
         row["train_seconds"] = round(train_seconds(entry["run_dir"]), 1)
         row["threads"] = train_threads(entry["run_dir"])  # a string: not a metric to average
+        row["init_source"] = init_source(entry["run_dir"])  # the source a run started from, if chosen
         rows.append(row)
         per_run.append({**entry, "metrics": metrics, "run_dir": str(entry["run_dir"])})
 
@@ -423,6 +435,7 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         "of scratch with the same seed; '-' = never): "
         + ", ".join(_time_to_quality_text(r) for r in results["rows"]),
         "",
+        *_chosen_sources_lines(results["rows"]),
         "Sources on their own test sets: "
         + (
             ", ".join(
@@ -449,6 +462,14 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
     for name in results.get("pictures") or []:
         lines += [f"![{captions[name]}]({name})", ""]
     return "\n".join(lines)
+
+
+def _chosen_sources_lines(rows: list[dict]) -> list[str]:
+    """Markdown lines naming the source each ``init_from`` run started from."""
+    chosen = [f"{r['method']} (seed {r['seed']}) {r['init_source']}" for r in rows if r.get("init_source")]
+    if not chosen:
+        return []
+    return ["Source each run started from, ranked on the target's validation split: " + ", ".join(chosen), ""]
 
 
 def _per_frame_table(curves: dict) -> list[str]:

@@ -14,6 +14,8 @@ Profiles (reasoning in docs/benchmark.md):
   not a verdict.
 - ``full``: three seeds, sources trained 4x longer than targets, targets long enough for
   scratch training to leave the copy-last-frame regime; about 3 hours per suite on 2 cores.
+- ``lowdata``: ``full`` with 100 target training sequences (sources unchanged, so a zoo
+  trained for ``full`` is reused): the setting where transfer matters most.
 """
 
 from __future__ import annotations
@@ -38,15 +40,21 @@ class Profile:
     notes: str = ""
 
 
+METHOD_NAMES = (
+    "scratch",
+    "finetune",  # one run per source: finetune_<source>
+    "finetune_best",  # finetune from the source ranked best on the target's validation split
+    "distill",
+    "tmu_nodistill",
+    "kflow",
+    "tmu",
+    "tmu_rollout",  # TMU with the sources fed as in the authors' release (transfer.bank = "rollout")
+    "tmu_ft",  # TMU on a target started from the best source (init_from = "best", residual merge)
+)
+
+
 def _methods(suite: str) -> dict[str, str]:
-    return {
-        "scratch": f"{suite}/scratch.toml",
-        "finetune": f"{suite}/finetune.toml",
-        "distill": f"{suite}/distill.toml",
-        "tmu_nodistill": f"{suite}/tmu_nodistill.toml",
-        "kflow": f"{suite}/kflow.toml",
-        "tmu": f"{suite}/tmu.toml",
-    }
+    return {name: f"{suite}/{name}.toml" for name in METHOD_NAMES}
 
 
 SUITES: dict[str, Suite] = {
@@ -97,3 +105,10 @@ PROFILES: dict[str, Profile] = {
         notes="sources 6000 iterations, targets 1500 iterations on 1000 training sequences",
     ),
 }
+PROFILES["lowdata"] = Profile(
+    seeds=PROFILES["full"].seeds,
+    source_overrides=PROFILES["full"].source_overrides,
+    target_overrides=(*PROFILES["full"].target_overrides, "data.train_size=100"),
+    gif_sequences=PROFILES["full"].gif_sequences,
+    notes="sources 6000 iterations (as full), targets 1500 iterations on 100 training sequences",
+)
