@@ -7,6 +7,7 @@
     transmem data preview NAME --out FILE.gif [--set data.key=value ...]
     transmem zoo list DIR
     transmem zoo rank SOURCE... --target CONFIG.toml --out DIR [--set key=value ...] [--probe N]
+    transmem zoo build --out DIR [--sources NAME ...] [--jobs N] [--install]
 
 Expected failures (bad config, bad data, unusable checkpoints or sources, a run folder
 holding another run, a path that cannot be read or written) print one line
@@ -102,7 +103,10 @@ def _parser() -> argparse.ArgumentParser:
         "--target-set", dest="target_overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a key of every target run only (after --set)",
     )
-    bench.add_argument("--zoo", help="folder of the source runs, shared between suites (default: OUT/sources)")
+    bench.add_argument(
+        "--zoo", help="folder of the source runs, shared between suites (default: OUT/sources); 'builtin': the sources "
+        "that ship with transmem where they match the profile (the others are trained in OUT/sources)",
+    )
     bench.add_argument(
         "--jobs", type=int, default=1, metavar="N",
         help="train N runs at once in worker processes, each with 1/N of torch's threads (default 1)",
@@ -118,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     zoo = commands.add_parser("zoo", help="source zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_list = zoo_commands.add_parser("list", help="describe the sources in a folder")
-    zoo_list.add_argument("folder")
+    zoo_list.add_argument("folder", help="a folder of sources, or \"builtin\" (the sources that ship with transmem)")
     zoo_rank = zoo_commands.add_parser(
         "rank", help="rank sources for a target on its validation split (zero-shot MSE and a short finetune probe)"
     )
@@ -131,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     zoo_rank.add_argument("--out", required=True, help="folder for the probe runs and rank.json (reused when run again)")
     zoo_rank.add_argument("--no-progress", action="store_true")
+    zoo_build = zoo_commands.add_parser("build", help="train the builtin sources from scratch (resumable) and pack them")
+    zoo_build.add_argument("--out", required=True, help="folder for the source runs and the packed builtin_zoo/")
+    zoo_build.add_argument("--sources", nargs="+", metavar="NAME", help="builtin sources to build (default: all)")
+    zoo_build.add_argument("--jobs", type=int, default=1, metavar="N", help="train N sources at once")
+    zoo_build.add_argument("--install", action="store_true", help="copy them into the package's builtin_zoo/ (an editable install's source tree)")
     return parser
 
 
@@ -270,6 +279,13 @@ def _data(args) -> int:
 def _zoo(args) -> int:
     if args.zoo_command == "rank":
         return _zoo_rank(args)
+    if args.zoo_command == "build":
+        from transmem.benchmark.zoo_build import build_builtin_zoo
+
+        if args.jobs < 1:
+            raise ConfigError(f"zoo build: --jobs must be at least 1, got {args.jobs}")
+        build_builtin_zoo(args.out, args.sources, args.jobs, args.install)
+        return 0
     from transmem.transfer.zoo import describe_zoo
 
     rows = describe_zoo(args.folder)
@@ -285,7 +301,8 @@ def _zoo(args) -> int:
         mse = f"{row['test_mse']:.2f}" if row["test_mse"] is not None else "-"
         ssim = f"{row['test_ssim']:.3f}" if row["test_ssim"] is not None else "-"
         dataset = row["dataset"] + "".join(f" {k}={v}" for k, v in row["options"].items())
-        print(f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}  {dataset}")
+        baseline = f"  (copy last frame: mse {row['copy_mse']:.2f}, ssim {row['copy_ssim']:.3f}; {row['bytes'] / 1e6:.2f} MB)" if "copy_mse" in row else ""
+        print(f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}  {dataset}{baseline}")
     return 0
 
 

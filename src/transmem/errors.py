@@ -5,6 +5,7 @@ from transmem.data import DataError
 from transmem.training.checkpoint import CheckpointError
 from transmem.training.locks import LockedError
 from transmem.training.rundir import RunConflictError
+from transmem.transfer.builtin import BuiltinZooError
 from transmem.transfer.memory_bank import MemoryBankError
 from transmem.transfer.zoo import SourceError
 
@@ -16,4 +17,5 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     RunConflictError,
     MemoryBankError,
     LockedError,
+    BuiltinZooError,
 )

@@ -32,9 +32,14 @@ from pathlib import Path
 
 import torch
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
+    import tomli as tomllib
+
 from transmem.benchmark.scheduler import Task, finished, run_tasks, threads_per_run
 from transmem.benchmark.suites import PROFILES, SUITES, Profile, Suite
-from transmem.config import ConfigError, RunConfig, load_config
+from transmem.config import ConfigError, RunConfig, config_from_dict, load_config
 from transmem.data import build_dataset
 from transmem.evaluation.pictures import plot_per_frame, plot_transfer_gates, save_gif_grid
 from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
@@ -43,10 +48,12 @@ from transmem.run import CHECKPOINT_DIR, MODEL_FILE, load_model
 from transmem.training.checkpoint import checkpoint_iteration, list_checkpoints
 from transmem.training.locks import FileLock
 from transmem.training.loop import RUN_LOCK, TRAIN_LOG, VAL_LOG
-from transmem.training.rundir import CONFIG_FILE, RunConflictError, check_run_dir
+from transmem.training.rundir import CONFIG_FILE, RunConflictError, check_run_dir, config_differences
+from transmem.transfer.builtin import PREFIX, builtin_index, builtin_name
 from transmem.transfer.methods import INIT_FILE
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
+BUILTIN_ZOO = "builtin"  # --zoo builtin: the sources that ship with transmem, where they match the profile
 
 
 def configs_root() -> Path:
@@ -114,8 +121,20 @@ def time_to_quality(run_dir: Path, target_mse: float) -> tuple[float, float]:
 
 
 def zoo_folder(out: Path, zoo: str | Path | None = None) -> Path:
-    """The folder of the source runs: ``zoo`` if given (made absolute), else ``out/sources``."""
-    return Path(zoo).resolve() if zoo is not None else Path(out) / "sources"
+    """The folder of the source runs: ``zoo`` if given (made absolute), else ``out/sources``
+    (also for ``--zoo builtin``: the sources the builtin zoo lacks are trained there)."""
+    return Path(zoo).resolve() if zoo is not None and str(zoo) != BUILTIN_ZOO else Path(out) / "sources"
+
+
+def builtin_match(suite: Suite, name: str, config: RunConfig) -> str | None:
+    """``builtin:NAME`` if the builtin zoo ships the suite's source ``name`` trained with
+    exactly ``config``, else None (the benchmark then trains its own)."""
+    builtin = builtin_name(suite.name, name)
+    entry = builtin_index().get(builtin) if builtin else None
+    if entry is None:
+        return None
+    stored = config_from_dict(tomllib.loads(entry["config"]), stored=True)
+    return f"{PREFIX}{builtin}" if not config_differences(stored, config) else None
 
 
 def plan_runs(
@@ -125,6 +144,7 @@ def plan_runs(
     methods: list[str] | None = None,
     overrides: list[str] | None = None,
     zoo: Path | None = None,
+    source_paths: dict[str, str] | None = None,
 ) -> list[dict]:
     """Every target run of the benchmark: ``{"method", "seed", "config_file", "overrides", "run_dir", "sources"}``.
 
@@ -132,14 +152,15 @@ def plan_runs(
     among the suite's methods (``finetune`` is one run per source) and ``finetune_<source>``
     names; runs come in the suite's order.
 
-    Sources are the run folders ``<zoo>/<name>`` (default zoo: ``out/sources``).
+    Sources are the run folders ``<zoo>/<name>`` (default zoo: ``out/sources``), or the
+    paths ``source_paths`` gives (``builtin:NAME``).
     """
     finetunes = [f"finetune_{name}" for name in suite.sources]
     chosen = set(methods or suite.methods)
     unknown = sorted(chosen - set(suite.methods) - set(finetunes))
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; suite {suite.name} has {[*suite.methods, *finetunes]}")
-    source_dirs = {name: zoo_folder(out, zoo) / name for name in suite.sources}
+    source_dirs = {name: (source_paths or {}).get(name) or zoo_folder(out, zoo) / name for name in suite.sources}
     all_sources = "[" + ", ".join(json.dumps(str(p)) for p in source_dirs.values()) + "]"
     plan = []
     for seed in profile.seeds:
@@ -161,6 +182,7 @@ def plan_runs(
                         "overrides": base + extra,
                         "run_dir": out / "runs" / name / f"seed{seed}",
                         "sources": sources,
+                        "source_paths": [str(source_dirs[s]) for s in sources],
                     }
                 )
     return plan
@@ -191,18 +213,23 @@ def benchmark_tasks(
     # Absolute paths: the runs' configs name the sources and the bank folder, and must not
     # depend on how DIR was spelled (a resumed benchmark would refuse its own runs).
     out = Path(out).resolve()
+    builtin = str(zoo) == BUILTIN_ZOO
     zoo = zoo_folder(out, zoo)
     root = configs_root()
-    plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo)
+    source_configs = {
+        name: load_config(root / config_file, [*profile.source_overrides, *(overrides or [])])
+        for name, config_file in suite.sources.items()
+    }
+    shipped = {name: builtin_match(suite, name, config) for name, config in source_configs.items()} if builtin else {}
+    shipped = {name: path for name, path in shipped.items() if path}
+    plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo, shipped)
     needed = {name for entry in plan for name in entry["sources"]}  # `--methods scratch` trains no source
     tasks = [
-        Task(f"source {name}", load_config(root / config_file, [*profile.source_overrides, *(overrides or [])]), zoo / name)
-        for name, config_file in suite.sources.items()
-        if name in needed
+        Task(f"source {name}", config, zoo / name) for name, config in source_configs.items() if name in needed and name not in shipped
     ]
     for entry in plan:
         config = load_config(root / entry["config_file"], entry["overrides"])
-        needs = tuple(f"source {name}" for name in entry["sources"])
+        needs = tuple(f"source {name}" for name in entry["sources"] if name not in shipped)
         tasks.append(Task(f"{entry['method']} seed {entry['seed']}", config, entry["run_dir"], needs))
     return suite, profile, out, tasks, plan
 
@@ -269,6 +296,10 @@ def run_benchmark(
     log(f"benchmark {suite.name} ({profile_name}): {suite.description}")
     metrics_by_task = run_tasks(tasks, jobs, progress=progress, log=log)
     source_metrics = {name: metrics_by_task[f"source {name}"] for name in suite.sources if f"source {name}" in metrics_by_task}
+    for entry in plan:  # sources from the builtin zoo: the scores recorded when it was built
+        for name, path in zip(entry["sources"], entry["source_paths"]):
+            if str(path).startswith(PREFIX) and name not in source_metrics:
+                source_metrics[name] = builtin_index()[str(path)[len(PREFIX) :]]["test"]
 
     rows, per_run = [], []
     for entry in plan:

@@ -18,6 +18,7 @@ from transmem.config import RunConfig
 from transmem.models import RecurrentPredictor
 from transmem.run import load_model
 from transmem.training.checkpoint import CheckpointError
+from transmem.transfer.builtin import PREFIX, builtin_file, describe_builtin, is_builtin
 
 
 class SourceError(ValueError):
@@ -46,7 +47,12 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 
 def load_source(path: str | Path, device: str | torch.device = "cpu") -> Source:
     """Load a source frozen. A run folder must hold finished training (``model.safetensors``);
-    a checkpoint file named explicitly is used as it is."""
+    a checkpoint file named explicitly is used as it is; ``builtin:NAME`` is a source that
+    ships with transmem (:mod:`~transmem.transfer.builtin`), its SHA-256 checked first."""
+    if is_builtin(path):
+        loaded = load_model(builtin_file(path), device)
+        name = str(path)[len(PREFIX) :]
+        return Source(name=name, path=Path(str(path)), model=freeze(loaded.model), config=loaded.config, digest=loaded.digest)
     path = Path(path)
     try:
         loaded = load_model(path, device)
@@ -92,6 +98,8 @@ def describe_zoo(folder: str | Path) -> list[dict]:
     """One row per source found in ``folder`` (run folders or model files) for ``zoo list``."""
     from transmem.evaluation.evaluate import read_metrics  # here: it imports the plotting libraries
 
+    if str(folder) == "builtin":
+        return describe_builtin()
     folder = Path(folder)
     if not folder.is_dir():
         raise SourceError(f"{folder}: not a folder")
