@@ -104,7 +104,9 @@ def test_residual_transfer_scale_starts_at_zero_and_learns_from_the_prediction_l
     unit = model.transfer_unit(0)
     assert unit.transfer_scale.shape == (2, 8, 1, 1) and torch.equal(unit.transfer_scale, torch.zeros(2, 8, 1, 1))
     x = frames()
-    F.mse_loss(model(x).predictions, x[:, 1:]).backward()
+    rollout = model(x)
+    assert torch.equal(rollout.gate_means[0], torch.zeros(3, 5, 2))  # the effective gates a^n T^n start closed
+    F.mse_loss(rollout.predictions, x[:, 1:]).backward()
     assert unit.transfer_scale.grad.abs().sum() > 0
     # the gates get no gradient while the scale is zero: the transfer opens through the scale
     gate_grad = model.cells[0].transfer_gate_conv.weight.grad

@@ -121,7 +121,8 @@ class TransferableMemory(nn.Module):
         Returns:
             memory: ``C_t`` carried to the next step, ``(B, hidden, h, w)``.
             distilled: ``D_t`` for every source, ``(B, N, hidden, h, w)``.
-            gate_means: mean transfer gate per source, ``(B, N)`` (None without gates).
+            gate_means: mean transfer gate per source, ``(B, N)`` (None without gates); for
+                the residual merge the effective gate ``a^n T^n``.
         """
         distilled = self.distill(candidate if self.hint_to_backbone else candidate.detach())
         if not self.use_gates:
@@ -129,8 +130,8 @@ class TransferableMemory(nn.Module):
         batch = candidate.shape[0]
         gates = torch.sigmoid(gate_preactivation).view(batch, self.num_sources, *candidate.shape[1:])
         if self.merge == "residual":
-            correction = (self.transfer_scale * gates * (distilled - candidate.unsqueeze(1))).sum(dim=1)
-            memory = candidate + correction / (self.num_sources + 1)
+            gates = self.transfer_scale * gates  # a^n T^n: what the memory takes from source n
+            memory = candidate + (gates * (distilled - candidate.unsqueeze(1))).sum(dim=1) / (self.num_sources + 1)
         else:
             mixed = gates * distilled + (1.0 - gates) * candidate.unsqueeze(1)
             memory = candidate + mixed.sum(dim=1)
