@@ -381,8 +381,6 @@ def _check_resumable(run_dir: Path, path: Path, state: dict, model: RecurrentPre
 
 
 def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, config: RunConfig, method) -> None:
-    import json
-
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),

@@ -38,6 +38,7 @@ from transmem.transfer.zoo import Source, SourceError, load_zoo
 INIT_FILE = "init_source.json"  # in the run folder: the source the backbone started from, and why
 RANK_FOLDER = "source_rank"  # under transfer.cache_dir (else the run folder): cached source rankings
 
+
 class ScratchMethod:
     """Train the target from random initialisation (the base of every method)."""
 
