@@ -100,3 +100,11 @@ def test_other_runtime_errors_are_not_disguised_as_out_of_memory(monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "zoo", fail)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["zoo", "list", "somewhere"])
+
+
+def test_an_empty_config_file_is_refused_and_nothing_is_written(tmp_path, capsys):
+    (tmp_path / "empty.toml").write_text("# nothing yet\n")
+    assert main(["train", str(tmp_path / "empty.toml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("transmem: error: ") and "empty config" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
