@@ -582,6 +582,44 @@ def test_folder_holding_another_finished_run_is_refused_unless_forced(workspace,
     assert load_config(run / "config.toml").train.lr == 0.02 and (run / "model.safetensors").exists()
 
 
+def _edit_config(path: Path, section: str, **values) -> None:
+    raw = tomllib.loads(path.read_text())
+    raw[section].update(values)
+    path.write_text(tomli_w.dumps(raw))
+
+
+def test_a_finished_run_whose_config_toml_was_edited_is_refused(workspace, capsys):
+    config, run = workspace
+    _edit_config(run / "config.toml", "model", hidden=[16])
+    edited = run.parent / "edited.toml"
+    shutil.copy2(run / "config.toml", edited)
+    # Training the edited config in the run folder: the weights say hidden [8].
+    needle = "model.hidden = [8] in the model, [16] in the config given"
+    err = refused(["train", str(edited), "--out", str(run), "--no-progress"], capsys, run.parent, "config.toml was edited after training", needle)
+    assert "nothing to do" not in err
+    # The config it was trained with: config.toml is the odd one out.
+    refused(["train", str(config), "--out", str(run), "--no-progress"], capsys, run.parent, "config.toml was edited after training", "model.hidden")
+    # --force sets the old run aside and trains the edited config.
+    assert main(["train", str(edited), "--out", str(run), "--no-progress", "--force"]) == 0
+    assert load_config(run / "config.toml", stored=True).model.hidden == [16] and list(run.glob("model.safetensors.previous-*"))
+
+
+def test_an_unfinished_run_whose_config_toml_was_edited_is_refused_naming_the_keys(tmp_path):
+    from transmem.training.loop import train
+    from transmem.training.rundir import RunConflictError
+
+    raw = tiny_raw(train={"iterations": 4, "checkpoint_every": 2, "device": "cpu"})
+    train(config_from_dict(raw), tmp_path / "run", progress=False, stop_at=2)
+    _edit_config(tmp_path / "run" / "config.toml", "model", hidden=[16])
+    before = snapshot(tmp_path / "run")
+    edited = load_config(tmp_path / "run" / "config.toml")
+    message = r"ckpt-00000002\.pt was trained with another config .*model\.hidden = \[8\] in the checkpoint, \[16\] in the config given"
+    with pytest.raises(RunConflictError, match=message) as info:
+        train(edited, tmp_path / "run", progress=False)
+    assert "source" not in str(info.value)
+    assert snapshot(tmp_path / "run") == before
+
+
 def _flip_inside_tensor_data(path: Path, weights: torch.Tensor) -> None:
     data = bytearray(path.read_bytes())
     position = data.find(weights.detach().contiguous().numpy().tobytes()[:32])

@@ -71,6 +71,20 @@ def _config_from_toml(text: str, where: Path) -> RunConfig:
         raise CheckpointError(f"{where}: its stored configuration is invalid ({error})") from None
 
 
+def stored_model_config(path: str | Path) -> RunConfig | None:
+    """The configuration in a ``model.safetensors``'s metadata (the one its weights were
+    trained with), read without loading the weights; None if the file is not a readable
+    transmem model."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return _config_from_toml(metadata["config"], Path(path)) if metadata.get("format") == "transmem-model-1" else None
+    except (SafetensorError, OSError, ValueError, KeyError, CheckpointError):
+        return None
+
+
 def _build(config: RunConfig, layout_json: str, state: dict[str, Tensor], where: Path) -> RecurrentPredictor:
     bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:

@@ -33,7 +33,7 @@ from transmem.run import CHECKPOINT_DIR, MODEL_FILE, save_model
 from transmem.training.checkpoint import atomic_write_text, latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
 from transmem.training.distributed import init_distributed
 from transmem.training.locks import FileLock, LockedError
-from transmem.training.rundir import RunConflictError, check_run_dir, prepare_run_dir
+from transmem.training.rundir import CONFIG_FILE, RunConflictError, check_run_dir, config_differences, describe_differences, prepare_run_dir
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.transfer.methods import METHODS
 
@@ -189,7 +189,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
         start, found = config.train.iterations, None
     elif found is not None:
         try:
-            _check_resumable(run_dir, found[0], found[1], model, method)
+            _check_resumable(run_dir, found[0], found[1], config, model, method)
         except RunConflictError:
             if not force:
                 raise
@@ -344,10 +344,19 @@ def _resume_stamp(run_dir: Path) -> list[tuple[str, int]]:
     return stamp
 
 
-def _check_resumable(run_dir: Path, path: Path, state: dict, model: RecurrentPredictor, method) -> None:
-    """Refuse to resume from ``state`` if a source changed or its weights do not fit ``model``
-    (checked without loading anything, so ``--force`` can still start from fresh weights)."""
-    advice = "restore them, or pass --force to start over (the old files are kept, renamed)"
+def _check_resumable(run_dir: Path, path: Path, state: dict, config: RunConfig, model: RecurrentPredictor, method) -> None:
+    """Refuse to resume from ``state`` if it was trained with another config (``config.toml``
+    edited by hand), a source changed or its weights do not fit ``model`` (checked without
+    loading anything, so ``--force`` can still start from fresh weights)."""
+    force = "pass --force to start over (the old files are kept, renamed)"
+    trained = _checkpoint_config(state)
+    if trained is not None and (edited := config_differences(trained, config)):
+        raise RunConflictError(
+            f"{run_dir}: {path.name} was trained with another config than this one, was {CONFIG_FILE} edited? "
+            f"({describe_differences(trained, config, edited, 'in the checkpoint', 'in the config given')}); "
+            f"restore {CONFIG_FILE}, choose another --out, or {force}"
+        )
+    advice = f"restore them, or {force}"
     recorded, current = state.get("source_digests"), method.source_digests()
     if recorded is not None and recorded != current:  # checkpoints from before this check have none
         changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
@@ -357,9 +366,19 @@ def _check_resumable(run_dir: Path, path: Path, state: dict, model: RecurrentPre
     if stored != expected:
         differing = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
         raise RunConflictError(
-            f"{run_dir}: {path.name} does not fit this run's model (did a source change?): "
+            f"{run_dir}: {path.name} does not fit this run's model (did a source's architecture change?): "
             f"{', '.join(differing[:3])}{' ...' if len(differing) > 3 else ''} differ; {advice}"
         )
+
+
+def _checkpoint_config(state: dict) -> RunConfig | None:
+    """The config a checkpoint was trained with, None if it holds no readable one."""
+    from transmem.config import config_from_dict, tomllib
+
+    try:
+        return config_from_dict(tomllib.loads(state["config"]), stored=True)
+    except (KeyError, TypeError, ValueError):  # ConfigError and TOMLDecodeError are ValueErrors
+        return None
 
 
 def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, config: RunConfig, method) -> None:
