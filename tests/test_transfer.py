@@ -303,7 +303,7 @@ def test_memory_scale_is_the_rms_of_the_test_time_memory_and_inspect_prints_it(t
 
     assert main(["inspect", str(tmu_run["run"]), "--sequences", "2"]) == 0
     out = capsys.readouterr().out
-    assert "2 val sequences" in out and "layer 1 memory rms" in out and "gate digits1" in out and "gate digits2" in out
+    assert "2 val sequences" in out and "layer 0 memory rms" in out and "gate digits1" in out and "gate digits2" in out
     assert main(["inspect", str(tmu_run["run"]), "--sequences", "0"]) == 2
     assert "--sequences must be >= 1" in capsys.readouterr().err
 

@@ -36,7 +36,7 @@ from transmem.benchmark.scheduler import Task, finished, run_tasks, threads_per_
 from transmem.benchmark.suites import PROFILES, SUITES, Profile, Suite
 from transmem.config import ConfigError, RunConfig, load_config
 from transmem.data import build_dataset
-from transmem.evaluation.pictures import plot_per_frame, plot_transfer_gates, save_gif_grid
+from transmem.evaluation.pictures import layer_name, plot_per_frame, plot_transfer_gates, save_gif_grid
 from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
 from transmem.evaluation.training_curves import mean_curve, plot_validation_curves
 from transmem.run import CHECKPOINT_DIR, MODEL_FILE, load_model
@@ -356,14 +356,14 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile, curves: di
         model = load_model(run["run_dir"]).model.eval()
         predicted = model.predict(frames[:, :input_len], config.data.total_len - input_len).clamp(0, 1)
         grid[run["method"]] = torch.cat([frames[:, :input_len], predicted], dim=1)
-    save_gif_grid(out / "predictions.gif", grid, fps=4, scale=2)
+    save_gif_grid(out / "predictions.gif", grid, fps=4, scale=2, input_len=input_len)
     written.append("predictions.gif")
 
     gated = [r for r in first_seed if r["metrics"].get("transfer_gates") and r["method"] == "tmu"]
     if gated:
         metrics = gated[0]["metrics"]
         names = [Path(s).name for s in metrics.get("sources", [])] or None
-        layers = {f"layer {int(k) + 1}": v for k, v in metrics["transfer_gates"].items()}
+        layers = {layer_name(k): v for k, v in metrics["transfer_gates"].items()}
         plot_transfer_gates(out / "transfer_gates.png", layers, names, input_len=metrics["input_len"])
         written.append("transfer_gates.png")
     return written

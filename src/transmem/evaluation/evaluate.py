@@ -102,7 +102,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     the source names and the number of sequences.
     """
     from transmem.data import DataError, build_dataset
-    from transmem.evaluation.pictures import plot_transfer_gates
+    from transmem.evaluation.pictures import layer_name, plot_transfer_gates
     from transmem.run import load_model
     from transmem.training.checkpoint import atomic_write_text
 
@@ -124,7 +124,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     atomic_write_text(out, json.dumps(result, indent=1))
     if result["transfer_gates"]:
         names = [Path(s).name for s in config.transfer.sources]
-        layers = {f"layer {int(k) + 1}": v for k, v in result["transfer_gates"].items()}
+        layers = {layer_name(k): v for k, v in result["transfer_gates"].items()}
         picture = "transfer_gates.png" if split == "test" else f"transfer_gates_{split}.png"
         plot_transfer_gates(out.with_name(picture), layers, names, input_len=config.data.input_len)
     return result
