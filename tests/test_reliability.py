@@ -691,6 +691,52 @@ def test_unusable_output_paths_and_horizon_are_one_line_errors(workspace, capsys
     assert "--set = x" in err
 
 
+def test_predict_warns_about_frames_unlike_training_and_refuses_what_the_model_cannot_read(workspace, capsys):
+    _, run = workspace  # trained on 3 input frames of 16x16, patch 4
+    for name, shape, needle in [
+        ("fewer.npy", (2, 1, 16, 16), "2 input frames, fewer than the 3 the model was trained on"),
+        ("larger.npy", (3, 1, 32, 32), "frames of 32x32 pixels, the model was trained on 16x16"),
+    ]:
+        np.save(run.parent / name, np.zeros(shape, np.uint8))
+        capsys.readouterr()
+        assert main(["predict", str(run), "--input", str(run.parent / name), "--out", str(run.parent / name.replace(".npy", ""))]) == 0
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("transmem: warning: ") and needle in err and "\n" not in err, err
+        assert np.load(run.parent / name.replace(".npy", "") / "prediction.npy").shape == (1, 3, 1, *shape[-2:])
+    np.save(run.parent / "odd.npy", np.zeros((3, 1, 18, 18), np.uint8))
+    refused(["predict", str(run), "--input", str(run.parent / "odd.npy"), "--out", str(run.parent / "odd")], capsys, run.parent, "18x18", "patch size 4")
+
+
+def test_predict_length_follows_the_truth_as_its_help_says_and_writes_float32(workspace, capsys):
+    from transmem.cli import _parser
+
+    _, run = workspace
+    np.save(run.parent / "in.npy", np.zeros((2, 3, 1, 16, 16), np.float64))
+    np.save(run.parent / "truth.npy", np.zeros((2, 5, 1, 16, 16), np.uint8))
+    argv = ["predict", str(run), "--input", str(run.parent / "in.npy"), "--truth", str(run.parent / "truth.npy"), "--out", str(run.parent / "p")]
+    assert main(argv) == 0
+    prediction = np.load(run.parent / "p" / "prediction.npy")
+    assert prediction.dtype == np.float32 and prediction.shape == (2, 5, 1, 16, 16)  # (B, T, C, H, W), T from --truth
+    assert "float32 (B, T, C, H, W)" in capsys.readouterr().out
+    predict_help = " ".join(_parser()._subparsers._group_actions[0].choices["predict"].format_help().split())
+    assert "default: as many as the true frames, from --truth or --input, else the run's T_out" in predict_help
+    assert "always float32 (B, T, C, H, W)" in predict_help
+
+
+def test_predict_refuses_to_overwrite_earlier_predictions_unless_forced(workspace, capsys):
+    _, run = workspace
+    frames, out = run.parent / "frames.npy", run.parent / "pred"
+    np.save(frames, np.zeros((6, 16, 16), np.uint8))
+    argv = ["predict", str(run), "--input", str(frames), "--out", str(out)]
+    assert main(argv) == 0
+    refused(argv, capsys, run.parent, f"--out {out}: holds earlier predictions (prediction.npy, prediction_0.gif, strip_0.png)", "--force")
+    first = (out / "prediction.npy").read_bytes()
+    assert main([*argv, "--force"]) == 0
+    kept = list(out.glob("prediction.npy.previous-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == first and (out / "prediction.npy").exists()
+    assert len(list(out.glob("strip_0.png.previous-*"))) == 1
+
+
 def test_evaluate_refuses_a_corrupted_final_model(workspace, capsys):
     _, run = workspace
     model = run / "model.safetensors"

@@ -3,7 +3,7 @@
     transmem train CONFIG.toml --out RUN_DIR [--set section.key=value ...] [--force]
     transmem evaluate RUN_DIR [--out metrics.json] [--split test|val]
     transmem inspect RUN_DIR [--split val|test] [--sequences N]
-    transmem predict RUN_DIR --input FRAMES.npy --out DIR [--horizon N] [--truth TRUTH.npy]
+    transmem predict RUN_DIR --input FRAMES.npy --out DIR [--horizon N] [--truth TRUTH.npy] [--force]
     transmem data preview NAME --out FILE.gif [--set data.key=value ...]
     transmem zoo list DIR
 
@@ -73,12 +73,24 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--split", default="val", choices=["val", "test"])
     inspect.add_argument("--sequences", type=int, default=16, help="number of sequences (the split's first ones)")
 
-    predict = commands.add_parser("predict", help="predict future frames of given sequences")
+    predict = commands.add_parser(
+        "predict", help="predict future frames of given sequences",
+        description="Predict the frames after --input. Writes OUT/prediction.npy, always float32 (B, T, C, H, W) in "
+        "[0, 1] whatever the input's dtype or rank, and per sequence a PNG strip and a GIF of input, truth and prediction.",
+    )
     predict.add_argument("run", help="run folder, model.safetensors or checkpoint")
-    predict.add_argument("--input", required=True, help=".npy of (T, H, W), (T, C, H, W) or (B, T, C, H, W); uint8 or float in [0, 1]")
-    predict.add_argument("--out", required=True, help="output folder")
-    predict.add_argument("--horizon", type=int, help="frames to predict (default: the run's T_out)")
+    predict.add_argument(
+        "--input", required=True,
+        help=".npy of (T, H, W), (T, C, H, W) or (B, T, C, H, W); uint8 or float in [0, 1]; frames past the run's T_in "
+        "are taken as the truth (unless --truth is given)",
+    )
+    predict.add_argument("--out", required=True, help="output folder (refused if it holds predictions, unless --force)")
+    predict.add_argument(
+        "--horizon", type=int,
+        help="frames to predict (default: as many as the true frames, from --truth or --input, else the run's T_out)",
+    )
     predict.add_argument("--truth", help="optional .npy of the true future frames, drawn next to the prediction")
+    predict.add_argument("--force", action="store_true", help="write into an --out folder holding predictions (the old files are renamed *.previous-<time>)")
 
     data = commands.add_parser("data", help="datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -196,9 +208,57 @@ def _read_frames(path: str):
     return torch.as_tensor(np.asarray(validate_frames(array, str(file)), dtype=np.float32))
 
 
+PREDICTION_FILES = ("prediction.npy", "strip_*.png", "prediction_*.gif")
+
+
+def _prediction_out(path: str, force: bool) -> Path:
+    """The ``predict --out`` folder; refused if it is a file, or holds predictions and not ``force``
+    (then the old prediction files are renamed ``*.previous-<time>``). Nothing is written here."""
+    from transmem.data import DataError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: exists and is not a folder")
+    found = sorted(p.name for pattern in PREDICTION_FILES for p in out.glob(pattern)) if out.is_dir() else []
+    if found and not force:
+        shown = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
+        raise DataError(f"--out {out}: holds earlier predictions ({shown}); choose another --out or pass --force to keep them renamed *.previous-<time>")
+    return out
+
+
+def _set_aside_predictions(out: Path) -> None:
+    """Rename the prediction files in ``out`` with a ``.previous-<time>`` suffix (``--force``)."""
+    import time
+
+    suffix = time.strftime(".previous-%Y%m%d-%H%M%S")
+    for pattern in PREDICTION_FILES:
+        for path in out.glob(pattern):
+            target, n = path.with_name(path.name + suffix), 1
+            while target.exists():
+                n += 1
+                target = path.with_name(f"{path.name}{suffix}-{n}")
+            path.rename(target)
+
+
+def _input_warnings(frames, data, patch: int, source: str) -> list[str]:
+    """One line per way ``frames`` (B, T, C, H, W) differ from what the model was trained on
+    and it can still run; a frame size the model cannot take raises DataError."""
+    from transmem.data import DataError
+
+    height, width = frames.shape[-2:]
+    if height % patch or width % patch:
+        raise DataError(f"{source}: frames of {height}x{width} pixels cannot be read by the model (its patch size {patch} must divide both sides)")
+    lines = []
+    if frames.shape[1] != data.input_len:
+        fewer = "fewer" if frames.shape[1] < data.input_len else "more"
+        lines.append(f"{source}: {frames.shape[1]} input frames, {fewer} than the {data.input_len} the model was trained on; predictions may be worse")
+    if (height, width) != (data.frame_size, data.frame_size):
+        lines.append(f"{source}: frames of {height}x{width} pixels, the model was trained on {data.frame_size}x{data.frame_size}; predictions may be worse")
+    return lines
+
+
 def _predict(args) -> int:
     import numpy as np
-    import torch
 
     from transmem.data import DataError
     from transmem.evaluation.pictures import save_gif, save_strip_png
@@ -206,6 +266,7 @@ def _predict(args) -> int:
 
     if args.horizon is not None and args.horizon < 1:
         raise ConfigError(f"--horizon: must be at least 1, got {args.horizon}")
+    out = _prediction_out(args.out, args.force)
     predictor = load(args.run)
     data = predictor.config.data
     frames = _read_frames(args.input)
@@ -222,19 +283,28 @@ def _predict(args) -> int:
             f"{args.truth}: true frames of shape {tuple(truth.shape)} (B, T, C, H, W) do not match the input "
             f"{tuple(frames.shape)} in batch, channels or frame size"
         )
+    for line in _input_warnings(frames, data, predictor.model.patch, args.input):
+        print(f"transmem: warning: {line}", file=sys.stderr)
     horizon = args.horizon or (truth.shape[1] if truth is not None else data.total_len - data.input_len)
     prediction = predictor.predict(frames, horizon)
-    out = Path(args.out)
+    if args.force and out.is_dir():
+        _set_aside_predictions(out)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "prediction.npy", prediction.numpy())
+    np.save(out / "prediction.npy", prediction.numpy().astype(np.float32))
+    observed = frames.shape[1]  # one time axis: the future starts after the input frames
+    start = {"truth": observed, "prediction": observed}
     for b in range(prediction.shape[0]):
         rows = {"input": frames[b]}
         if truth is not None:
             rows["truth"] = truth[b]
         rows["prediction"] = prediction[b]
-        save_strip_png(out / f"strip_{b}.png", rows)
-        save_gif(out / f"prediction_{b}.gif", rows)
-    print(f"wrote {out / 'prediction.npy'} {tuple(prediction.shape)} and {prediction.shape[0]} PNG strip(s) and GIF(s) in {out}")
+        placed = {name: column for name, column in start.items() if name in rows}
+        save_strip_png(out / f"strip_{b}.png", rows, start=placed, input_len=observed)
+        save_gif(out / f"prediction_{b}.gif", rows, pad="blank", start=placed, input_len=observed)
+    print(
+        f"wrote {out / 'prediction.npy'} (float32 (B, T, C, H, W) = {tuple(prediction.shape)}) and "
+        f"{prediction.shape[0]} PNG strip(s) and GIF(s) in {out}"
+    )
     return 0
 
 
