@@ -681,7 +681,7 @@ def test_unusable_output_paths_and_horizon_are_one_line_errors(workspace, capsys
     _, run = workspace
     frames = run.parent / "frames.npy"
     np.save(frames, np.zeros((6, 16, 16), np.uint8))
-    refused(["evaluate", str(run), "--out", str(run.parent / "missing" / "m.json")], capsys, run.parent, "No such file or directory", "missing/m.json")
+    refused(["evaluate", str(run), "--out", str(run.parent / "missing" / "m.json")], capsys, run.parent, "missing/m.json: no such file or folder")
     (run.parent / "a_file").write_text("keep me")
     refused(["predict", str(run), "--input", str(frames), "--out", str(run.parent / "a_file")], capsys, run.parent, "a_file")
     for horizon in ("0", "-2"):

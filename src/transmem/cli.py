@@ -6,6 +6,7 @@
     transmem predict RUN_DIR --input FRAMES.npy --out DIR [--horizon N] [--truth TRUTH.npy] [--force]
     transmem data preview NAME --out FILE.gif [--set data.key=value ...]
     transmem zoo list DIR
+    transmem --version
 
 Expected failures (bad config, bad data, unusable checkpoints or sources, a run folder
 holding another run, a path that cannot be read or written) print one line
@@ -17,7 +18,6 @@ resumes).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -37,6 +37,38 @@ def _one_line(error: BaseException, limit: int = 1000) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
+def _os_error_message(error: OSError) -> str:
+    """One clear line for an unreadable or unwritable path, instead of a raw ``[Errno N]`` text."""
+    import errno
+
+    where = error.filename if error.filename is not None else "a path"
+    reasons = {
+        errno.ENOTDIR: "a part of this path is a file, not a folder",
+        errno.EISDIR: "is a folder, not a file",
+        errno.EEXIST: "already exists and is not a folder",
+        errno.ENOENT: "no such file or folder",
+    }
+    if error.errno in reasons:
+        return f"{where}: {reasons[error.errno]}"
+    return _one_line(error)
+
+
+def _check_out(path: str, folder: bool, option: str = "--out") -> Path:
+    """``path`` given to ``option`` as a place to write a folder (or a file), else a one-line
+    ConfigError saying why it is not one; nothing is written."""
+    out = Path(path)
+    for parent in out.parents:  # the nearest existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{option} {out}: {parent} is a file, not a folder")
+            break
+    if folder and out.exists() and not out.is_dir():
+        raise ConfigError(f"{option} {out}: exists and is not a folder")
+    if not folder and out.is_dir():
+        raise ConfigError(f"{option} {out}: is a folder; give a file name")
+    return out
+
+
 def _out_of_memory_message(error: BaseException) -> str | None:
     """A one-line message if ``error`` is a failed allocation (host or device), else None."""
     from transmem.memory_errors import allocation_size, is_out_of_memory
@@ -51,9 +83,22 @@ def _out_of_memory_message(error: BaseException) -> str | None:
     )
 
 
+def _version() -> str:
+    """The installed package's version (importlib.metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transmem")
+    except PackageNotFoundError:
+        from transmem import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transmem", description="Unsupervised transfer between spatiotemporal predictive networks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--version", action="version", version=f"transmem {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train (or resume) a run")
@@ -138,6 +183,7 @@ def _train(args) -> int:
     from transmem.training.loop import train
 
     config = load_config(args.config, args.overrides)
+    _check_out(args.out, folder=True)
     result = train(config, args.out, force=args.force, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports
@@ -151,12 +197,17 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from transmem.evaluation.evaluate import evaluate_run
-    from transmem.evaluation.report import format_metrics_table
+    from transmem.evaluation.report import format_metrics_table, format_transfer_gates
+    from transmem.transfer.zoo import source_name
 
+    if args.out:
+        _check_out(args.out, folder=False)
     result = evaluate_run(args.run, args.out, args.split)
     print(format_metrics_table(result["model"], baseline=result["copy_last_frame"]))
     if result["transfer_gates"]:
-        print("mean transfer gate per layer and source:", json.dumps({k: [round(sum(s) / len(s), 3) for s in v] for k, v in result["transfer_gates"].items()}))
+        names = [source_name(s) for s in result["sources"]]
+        print(f"\nmean transfer gate per layer and source (steps 1-{result['input_len']} read input frames, the later ones predictions):")
+        print(format_transfer_gates(result["transfer_gates"], names, result["input_len"]))
     return 0
 
 
@@ -166,6 +217,7 @@ def _inspect(args) -> int:
     from transmem.data import DataError, build_dataset
     from transmem.evaluation.memory_scale import format_memory_scale, memory_scale
     from transmem.run import load_model
+    from transmem.transfer.zoo import source_name
 
     if args.sequences < 1:
         raise ConfigError(f"inspect: --sequences must be >= 1, got {args.sequences}")
@@ -177,7 +229,7 @@ def _inspect(args) -> int:
     frames = torch.stack([dataset[i] for i in range(min(args.sequences, len(dataset)))])
     scale = memory_scale(loaded.model.eval(), frames, config.data.input_len)
     print(f"{args.run}: {len(frames)} {args.split} sequences, the model feeding its own predictions after frame {config.data.input_len}")
-    print(format_memory_scale(scale, [Path(s).name for s in config.transfer.sources]))
+    print(format_memory_scale(scale, [source_name(s) for s in config.transfer.sources]))
     return 0
 
 
@@ -194,8 +246,8 @@ def _read_frames(path: str):
         raise DataError(f"{file}: is not a file")
     try:
         array = np.load(file, allow_pickle=False)
-    except ValueError as error:
-        raise DataError(f"{file}: not a plain .npy array ({error})") from None
+    except (ValueError, EOFError) as error:  # EOFError: an empty or truncated file
+        raise DataError(f"{file}: not a plain .npy array ({error or 'empty file'})") from None
     if not isinstance(array, np.ndarray):  # an .npz archive
         array.close()
         raise DataError(f"{file}: an .npz archive; save the frames alone as .npy (numpy.save)")
@@ -216,9 +268,7 @@ def _prediction_out(path: str, force: bool) -> Path:
     (then the old prediction files are renamed ``*.previous-<time>``). Nothing is written here."""
     from transmem.data import DataError
 
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out}: exists and is not a folder")
+    out = _check_out(path, folder=True)
     found = sorted(p.name for pattern in PREDICTION_FILES for p in out.glob(pattern)) if out.is_dir() else []
     if found and not force:
         shown = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
@@ -318,6 +368,9 @@ def _data(args) -> int:
     from transmem.config import config_from_dict
     from transmem.data.preview import preview_dataset
 
+    if Path(args.out).suffix.lower() != ".gif":
+        raise ConfigError(f"--out {args.out}: a preview is an animated GIF; give a file name ending in .gif")
+    _check_out(args.out, folder=False)
     config = config_from_dict({"data": {"name": args.name}}, args.overrides)
     preview_dataset(config.data, args.split, args.num, args.out)
     print(f"wrote {args.out}")
@@ -325,12 +378,14 @@ def _data(args) -> int:
 
 
 def _zoo(args) -> int:
-    from transmem.transfer.zoo import describe_zoo
+    from transmem.transfer.zoo import SourceError, describe_zoo
 
     rows = describe_zoo(args.folder)
     if not rows:
-        print(f"{args.folder}: no sources found")
-        return 0
+        raise SourceError(
+            f"{args.folder}: no sources found (a source is a run folder holding model.safetensors or checkpoints/, "
+            f"or a .safetensors / .pt file)"
+        )
     header = f"{'name':24s} {'backbone':11s} {'hidden':12s} {'frame':>5s} {'test mse':>9s} {'ssim':>6s}  dataset"
     print(header)
     for row in rows:
@@ -354,6 +409,9 @@ def _benchmark(args) -> int:
         raise ConfigError(f"benchmark: unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
     if args.jobs < 1:
         raise ConfigError(f"benchmark: --jobs must be at least 1, got {args.jobs}")
+    _check_out(args.out, folder=True)
+    if args.zoo:
+        _check_out(args.zoo, folder=True, option="--zoo")
     if args.status:
         options = {"methods": args.methods, "overrides": args.overrides, "seeds": args.seeds, "zoo": args.zoo}
         rows = benchmark_status(args.suite, args.profile, args.out, **options, target_overrides=args.target_overrides)
@@ -398,8 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"transmem: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (*EXPECTED_ERRORS, OSError) as error:  # OSError: unreadable/unwritable path, disk full
+    except EXPECTED_ERRORS as error:
         print(f"transmem: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:  # unreadable/unwritable path, disk full
+        print(f"transmem: error: {_os_error_message(error)}", file=sys.stderr)
         return EXIT_USAGE
     except (MemoryError, RuntimeError) as error:  # torch.OutOfMemoryError is a RuntimeError
         message = _out_of_memory_message(error)

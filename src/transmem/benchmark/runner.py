@@ -44,6 +44,7 @@ from transmem.training.checkpoint import checkpoint_iteration, list_checkpoints
 from transmem.training.locks import FileLock
 from transmem.training.loop import RUN_LOCK, TRAIN_LOG, VAL_LOG
 from transmem.training.rundir import CONFIG_FILE, RunConflictError, check_run_dir
+from transmem.transfer.zoo import source_name
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 
@@ -362,7 +363,7 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile, curves: di
     gated = [r for r in first_seed if r["metrics"].get("transfer_gates") and r["method"] == "tmu"]
     if gated:
         metrics = gated[0]["metrics"]
-        names = [Path(s).name for s in metrics.get("sources", [])] or None
+        names = [source_name(s) for s in metrics.get("sources", [])] or None
         layers = {layer_name(k): v for k, v in metrics["transfer_gates"].items()}
         plot_transfer_gates(out / "transfer_gates.png", layers, names, input_len=metrics["input_len"])
         written.append("transfer_gates.png")
