@@ -447,6 +447,15 @@ def test_bad_run_settings_are_refused_before_the_run_folder_is_written(workspace
     assert not target.exists()
 
 
+def test_a_cached_bank_on_online_data_is_refused_before_the_run_folder_is_written(workspace, capsys):
+    config, run = workspace  # tiny_raw's data.train_size = 0: generated online
+    target = run.parent / "new"
+    argv = ["train", str(config), "--out", str(target), "--no-progress", "--set", "transfer.method=tmu"]
+    argv += ["--set", f"transfer.sources=[{json.dumps(str(run))}]", "--set", "transfer.bank=cached"]
+    refused(argv, capsys, run.parent, "transfer.bank = 'cached' needs a finite training set")
+    assert not target.exists()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
 def test_tensorboard_without_its_package_is_refused_before_writing(workspace, capsys):
     config, run = workspace

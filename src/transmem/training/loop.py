@@ -175,6 +175,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
         raise DataError(f"data: the {config.data.name} test split is empty; a run needs test sequences (data.test_size)")
 
     method = METHODS[config.transfer.method](config, run_dir, device)
+    method.check_data(train_set)
     model = method.build_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     scheduler = make_scheduler(optimizer, config)

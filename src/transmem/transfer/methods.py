@@ -24,7 +24,7 @@ from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig
 from transmem.models import RecurrentPredictor, Rollout, build_predictor
-from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank
+from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError
 from transmem.transfer.zoo import Source, SourceError, load_zoo
 
 
@@ -50,6 +50,9 @@ class ScratchMethod:
 
     def initialize(self, model: RecurrentPredictor) -> None:
         """Set initial weights of a fresh (not resumed) model."""
+
+    def check_data(self, train_dataset) -> None:
+        """Refuse a training set the method cannot use, before anything is written."""
 
     def prepare(self, model: RecurrentPredictor, train_dataset, progress: bool = True) -> None:
         """Anything needed before the first step (also after a resume)."""
@@ -132,6 +135,12 @@ class TransferableMemoryMethod(ScratchMethod):
             finite = not getattr(train_dataset, "online", False)
             return "cached" if finite and not self.config.train.time_reversal else "live"
         return mode
+
+    def check_data(self, train_dataset) -> None:
+        if self.bank_mode(train_dataset) == "cached" and getattr(train_dataset, "online", False):
+            raise MemoryBankError(
+                "transfer.bank = 'cached' needs a finite training set (set data.train_size > 0) or transfer.bank = 'live'"
+            )
 
     def prepare(self, model: RecurrentPredictor, train_dataset, progress: bool = True) -> None:
         if self.bank_mode(train_dataset) == "live":
