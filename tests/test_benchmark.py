@@ -59,6 +59,37 @@ def test_every_method_runs_and_results_are_written(tiny_benchmark):
     assert len([p for p in (out / "memory_bank").iterdir() if p.is_dir()]) == 1
 
 
+def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_runs(tiny_benchmark):
+    out, first = tiny_benchmark
+    lines = []
+    again = run_benchmark("digits", "quick", out, progress=False, log=lines.append, overrides=TINY)
+    assert [line for line in lines if line.startswith("run ")][:2] == ["run 1 of 9: source digits1", "run 2 of 9: source digits2"]
+    trained = again["train_seconds"]
+    assert trained == first["train_seconds"] and trained["targets"] > 0 and trained["sources"] > 0
+    total = trained["targets"] + trained["sources"]
+    assert f"training the runs took {total:.0f} s (targets {trained['targets']:.0f} s" in (out / "results.md").read_text()
+
+
+def test_time_left_is_estimated_from_the_iterations_trained_so_far(tmp_path):
+    from transmem.benchmark.scheduler import Task, TimeLeft, remaining_iterations
+    from transmem.config import config_from_dict
+    from tests.conftest import tiny_raw
+
+    estimate = TimeLeft(3)
+    assert estimate.line(1, "source a", 300) == "run 1 of 3: source a (300 iterations to train from here; time left estimated after the first run)"
+    estimate.record(100, 50.0)
+    estimate.record(0, 9.0)  # a run trained earlier: no information
+    assert estimate.line(2, "tmu seed 0", 200) == "run 2 of 3: tmu seed 0 (about 1.7 min left for 200 iterations, at 0.5 s per iteration so far)"
+    assert estimate.line(3, "kflow seed 0", 0) == "run 3 of 3: kflow seed 0"
+    task = Task("x", config_from_dict(tiny_raw(train={"iterations": 10})), tmp_path / "run")
+    assert remaining_iterations(task) == 10
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "ckpt-00000004.pt").write_bytes(b"")
+    assert remaining_iterations(task) == 6
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"")
+    assert remaining_iterations(task) == 0
+
+
 def test_finished_runs_are_skipped_and_interrupted_runs_resume(tiny_benchmark):
     out, _ = tiny_benchmark
     finished = out / "runs" / "scratch" / "seed0" / "model.safetensors"
@@ -109,6 +140,7 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     assert "tmu (seed 1) 1.0 on 1 thread(s)" in page and "threads_mean" not in results["summary"][0]
     # How to reproduce it, thread count included (it changes CPU results).
     assert "`transmem benchmark digits --profile quick --out DIR --jobs 2`" in page
+    assert "training the runs took 4 s (targets 4 s, sources 0 s)" in page  # from the rows, not this session's 1 s
     assert f"the runs it trained had {threads_per_run(2)} torch thread(s) each" in page and results["environment"]["jobs"] == 2
     assert "![validation MSE over training](validation.png)" in page and "predictions.gif" not in page  # only those written
     lines = {line.split("|")[1].strip(): line for line in results["table"].splitlines()[2:]}
@@ -269,7 +301,8 @@ def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tin
     )
     assert [r["method"] for r in results["rows"]] == ["scratch", "finetune_digits1", "finetune_digits2", "tmu"]
     assert lines[1] == f"6 runs on 2 worker processes, {max(1, torch.get_num_threads() // 2)} torch thread(s) each"
-    started = {line[len("start "):]: n for n, line in enumerate(lines) if line.startswith("start ")}
+    started = {line[len("start "):].split(" (")[0]: n for n, line in enumerate(lines) if line.startswith("start ")}
+    assert re.fullmatch(r"start source digits1 \(run 1 of 6; 12 iterations to train from here; .*\)", lines[2]), lines[2]
     done = {line[len("done "):].split(" (")[0]: n for n, line in enumerate(lines) if line.startswith("done ")}
     assert set(started) == set(done) == {"source digits1", "source digits2", "scratch seed 0", "finetune_digits1 seed 0", "finetune_digits2 seed 0", "tmu seed 0"}
     assert started["finetune_digits1 seed 0"] > done["source digits1"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 import subprocess
 import time
@@ -279,13 +280,24 @@ def run_benchmark(
         target = scratch_final.get(row["seed"], float("nan"))
         row["iterations_to_scratch"], row["seconds_to_scratch"] = time_to_quality(Path(run["run_dir"]), target)
 
-    results = write_results(suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started, jobs)
+    sources_seconds = sum(train_seconds(t.run_dir) for t in tasks if t.name.startswith("source ") and (t.run_dir / TRAIN_LOG).exists())
+    results = write_results(
+        suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started, jobs, sources_seconds
+    )
     log(results["table"])
     log(f"wrote {out / 'results.md'}, " + ", ".join(["results.csv", "results.json", *results["pictures"]]))
     return results
 
 
-def write_results(suite, profile_name, profile, out: Path, rows, per_run, source_metrics, seconds, jobs: int = 1) -> dict:
+def write_results(
+    suite, profile_name, profile, out: Path, rows, per_run, source_metrics, seconds, jobs: int = 1, sources_seconds: float = 0.0
+) -> dict:
+    """Write results.csv, results.json, results.md and the pictures; return the results.
+
+    ``seconds``: this session's wall time (0 for a rerun that trained nothing);
+    ``sources_seconds``: the sources' training time from their train.csv. The runs' training
+    time (targets from their rows' ``train_seconds``) is reported whenever they trained.
+    """
     summary = summarize_runs(rows)
     baseline = per_run[0]["metrics"]["copy_last_frame"] if per_run else None
     table = markdown_results_table(summary, metrics=("mse", "mae", "ssim", "psnr"), baseline=baseline)
@@ -299,6 +311,10 @@ def write_results(suite, profile_name, profile, out: Path, rows, per_run, source
         "sources": {k: ({m: v[m]["mean"] for m in METRICS} if v else None) for k, v in source_metrics.items()},
         "environment": environment(jobs),
         "session_seconds": round(seconds, 1),
+        "train_seconds": {
+            "targets": round(math.fsum(r["train_seconds"] for r in rows if r["train_seconds"] == r["train_seconds"]), 1),
+            "sources": round(sources_seconds, 1),
+        },
         "table": table,
     }
     curves, bands = per_frame_curves(per_run)
@@ -397,6 +413,13 @@ def _time_to_quality_text(row: dict) -> str:
     return f"{row['method']} (seed {row['seed']}) {int(iterations)} it / {seconds} s"
 
 
+def _train_time_text(results: dict) -> str:
+    """``"620 s (targets 480 s, sources 140 s)"``: the runs' training time, not this session's."""
+    seconds = results.get("train_seconds") or {}
+    targets, sources = seconds.get("targets", 0.0), seconds.get("sources", 0.0)
+    return f"{targets + sources:.0f} s (targets {targets:.0f} s, sources {sources:.0f} s)"
+
+
 def _seeds_text(seeds: tuple[int, ...]) -> str:
     return f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})"
 
@@ -435,7 +458,8 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         "",
         f"Reproduce: `transmem benchmark {suite.name} --profile {profile_name} --out DIR"
         + (f" --jobs {env['jobs']}" if env["jobs"] > 1 else "")
-        + f"` (commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; this session took "
+        + f"` (commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; training the runs took "
+        f"{_train_time_text(results)} (summed from their train.csv, whenever they trained), this session "
         f"{results['session_seconds']:.0f} s, and the runs it trained had {env['threads_per_run']} torch thread(s) "
         "each: on CPU another thread count sums in another order and trains to other numbers).",
         "",

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from transmem.config import ConfigError, RunConfig
 from transmem.data import DataError, build_dataset
@@ -33,6 +32,7 @@ from transmem.run import CHECKPOINT_DIR, MODEL_FILE, save_model
 from transmem.training.checkpoint import atomic_write_text, latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
 from transmem.training.distributed import init_distributed
 from transmem.training.locks import FileLock, LockedError
+from transmem.training.progress import progress_bar
 from transmem.training.rundir import CONFIG_FILE, RunConflictError, check_run_dir, config_differences, describe_differences, prepare_run_dir
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.transfer.methods import METHODS
@@ -246,7 +246,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
     writer = _tensorboard(run_dir) if config.train.tensorboard and ctx.is_main else None
     data = config.data
     online = bool(getattr(train_set, "online", False))
-    bar = tqdm(total=total, initial=start, desc="train", unit="it", disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    bar = progress_bar(total, start, "train", "it", enabled=progress and ctx.is_main)
     tick = time.time()
     model.train()
     for iteration in range(start, total):
@@ -314,6 +314,7 @@ def _train(config: RunConfig, run_dir: Path, force: bool, progress: bool, stop_a
             _validate(model, val_set, config, run_dir, done, device)
             model.train()
             tick = time.time()  # seconds_per_iteration counts training only, not validation
+            bar.unpause()  # and so do the bar's rate and ETA
         if ctx.is_main and (done % config.train.checkpoint_every == 0 or done == total):
             _save(checkpoints, done, model, optimizer, scheduler, generator, config, method)
         if stop_at is not None and done >= stop_at and done < total:
