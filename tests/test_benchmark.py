@@ -140,7 +140,7 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     assert "tmu (seed 1) 1.0 on 1 thread(s)" in page and "threads_mean" not in results["summary"][0]
     # How to reproduce it, thread count included (it changes CPU results).
     assert "`transmem benchmark digits --profile quick --out DIR --jobs 2`" in page
-    assert "training the runs took 4 s (targets 4 s, sources 0 s)" in page  # from the rows, not this session's 1 s
+    assert "training the runs took 4 s (targets 4 s and sources 0 s, summed from their train.csv" in page  # from the rows, not this session's 1 s
     assert f"the runs it trained had {threads_per_run(2)} torch thread(s) each" in page and results["environment"]["jobs"] == 2
     assert "![validation MSE over training](validation.png)" in page and "predictions.gif" not in page  # only those written
     lines = {line.split("|")[1].strip(): line for line in results["table"].splitlines()[2:]}

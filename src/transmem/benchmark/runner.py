@@ -414,10 +414,10 @@ def _time_to_quality_text(row: dict) -> str:
 
 
 def _train_time_text(results: dict) -> str:
-    """``"620 s (targets 480 s, sources 140 s)"``: the runs' training time, not this session's."""
+    """``"620 s (targets 480 s and sources 140 s, ...)"``: the runs' training time, not this session's."""
     seconds = results.get("train_seconds") or {}
     targets, sources = seconds.get("targets", 0.0), seconds.get("sources", 0.0)
-    return f"{targets + sources:.0f} s (targets {targets:.0f} s, sources {sources:.0f} s)"
+    return f"{targets + sources:.0f} s (targets {targets:.0f} s and sources {sources:.0f} s, summed from their train.csv whenever they trained)"
 
 
 def _seeds_text(seeds: tuple[int, ...]) -> str:
@@ -459,7 +459,7 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         f"Reproduce: `transmem benchmark {suite.name} --profile {profile_name} --out DIR"
         + (f" --jobs {env['jobs']}" if env["jobs"] > 1 else "")
         + f"` (commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; training the runs took "
-        f"{_train_time_text(results)} (summed from their train.csv, whenever they trained), this session "
+        f"{_train_time_text(results)}, this session "
         f"{results['session_seconds']:.0f} s, and the runs it trained had {env['threads_per_run']} torch thread(s) "
         "each: on CPU another thread count sums in another order and trains to other numbers).",
         "",

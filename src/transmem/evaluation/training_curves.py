@@ -88,7 +88,8 @@ _NICE_STEPS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 
 def log_ticks(low: float, high: float, most: int = 8) -> list[float]:
     """Round tick values (1, 1.5, 2, 3, 4, 5, 6, 8 times a power of ten) inside ``[low, high]``
-    for a logarithmic axis, thinned to at most ``most``, at least two when the range allows."""
+    for a logarithmic axis, thinned to at most ``most``; a range too narrow for four of them
+    gets evenly spaced round values (35, 40, 45, 50)."""
     if not 0 < low < high:
         raise ValueError(f"a log axis needs 0 < low < high, got {low}, {high}")
     ticks = [
@@ -97,8 +98,8 @@ def log_ticks(low: float, high: float, most: int = 8) -> list[float]:
         for step in _NICE_STEPS
         if low <= step * 10.0**power <= high
     ]
-    if len(ticks) < 2:  # a narrow range (190 to 230): evenly spaced round values instead
-        return [float(t) for t in MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high) if low <= t <= high]
+    if len(ticks) < 4:  # a narrow range (31 to 51): evenly spaced round values instead
+        return [float(t) for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high) if low <= t <= high]
     for keep in ((1.0, 2.0, 5.0), (1.0, 3.0), (1.0,)):  # too many: keep the roundest
         if len(ticks) <= most:
             break
