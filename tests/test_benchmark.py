@@ -71,6 +71,41 @@ def test_every_method_runs_and_results_are_written(tiny_benchmark):
     assert best["mse"] == chosen["mse"]  # the same run once the source is chosen
 
 
+def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_runs(tiny_benchmark):
+    out, first = tiny_benchmark
+    lines = []
+    again = run_benchmark("digits", "quick", out, progress=False, log=lines.append, overrides=TINY)
+    assert [line for line in lines if line.startswith("run ")][:2] == ["run 1 of 12: source digits1", "run 2 of 12: source digits2"]
+    from transmem.benchmark.runner import train_seconds
+
+    trained = again["train_seconds"]  # from the runs' train.csv, the same as when they trained
+    assert trained == first["train_seconds"]
+    assert trained["targets"] == round(sum(r["train_seconds"] for r in again["rows"]), 1)
+    assert trained["sources"] == round(sum(train_seconds(out / "sources" / name) for name in ("digits1", "digits2")), 1)
+    total = trained["targets"] + trained["sources"]
+    assert f"training the runs took {total:.0f} s (targets {trained['targets']:.0f} s" in (out / "results.md").read_text()
+
+
+def test_time_left_is_estimated_from_the_iterations_trained_so_far(tmp_path):
+    from transmem.benchmark.scheduler import Task, TimeLeft, remaining_iterations
+    from transmem.config import config_from_dict
+    from tests.conftest import tiny_raw
+
+    estimate = TimeLeft(3)
+    assert estimate.line(1, "source a", 300) == "run 1 of 3: source a (300 iterations to train from here; time left estimated after the first run)"
+    estimate.record(100, 50.0)
+    estimate.record(0, 9.0)  # a run trained earlier: no information
+    assert estimate.line(2, "tmu seed 0", 200) == "run 2 of 3: tmu seed 0 (about 1.7 min left for 200 iterations, at 0.5 s per iteration so far)"
+    assert estimate.line(3, "kflow seed 0", 0) == "run 3 of 3: kflow seed 0"
+    task = Task("x", config_from_dict(tiny_raw(train={"iterations": 10})), tmp_path / "run")
+    assert remaining_iterations(task) == 10
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "ckpt-00000004.pt").write_bytes(b"")
+    assert remaining_iterations(task) == 6
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"")
+    assert remaining_iterations(task) == 0
+
+
 def test_finished_runs_are_skipped_and_interrupted_runs_resume(tiny_benchmark):
     out, _ = tiny_benchmark
     finished = out / "runs" / "scratch" / "seed0" / "model.safetensors"
@@ -121,6 +156,7 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     assert "tmu (seed 1) 1.0 on 1 thread(s)" in page and "threads_mean" not in results["summary"][0]
     # How to reproduce it, thread count included (it changes CPU results).
     assert "`transmem benchmark digits --profile quick --out DIR --jobs 2`" in page
+    assert "training the runs took 4 s (targets 4 s and sources 0 s, summed from their train.csv" in page  # from the rows, not this session's 1 s
     assert f"the runs it trained had {threads_per_run(2)} torch thread(s) each" in page and results["environment"]["jobs"] == 2
     assert "![validation MSE over training](validation.png)" in page and "predictions.gif" not in page  # only those written
     lines = {line.split("|")[1].strip(): line for line in results["table"].splitlines()[2:]}
@@ -281,7 +317,8 @@ def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tin
     )
     assert [r["method"] for r in results["rows"]] == ["scratch", "finetune_digits1", "finetune_digits2", "tmu"]
     assert lines[1] == f"6 runs on 2 worker processes, {max(1, torch.get_num_threads() // 2)} torch thread(s) each"
-    started = {line[len("start "):]: n for n, line in enumerate(lines) if line.startswith("start ")}
+    started = {line[len("start "):].split(" (")[0]: n for n, line in enumerate(lines) if line.startswith("start ")}
+    assert re.fullmatch(r"start source digits1 \(run 1 of 6; 12 iterations to train from here; .*\)", lines[2]), lines[2]
     done = {line[len("done "):].split(" (")[0]: n for n, line in enumerate(lines) if line.startswith("done ")}
     assert set(started) == set(done) == {"source digits1", "source digits2", "scratch seed 0", "finetune_digits1 seed 0", "finetune_digits2 seed 0", "tmu seed 0"}
     assert started["finetune_digits1 seed 0"] > done["source digits1"]

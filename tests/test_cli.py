@@ -100,3 +100,94 @@ def test_other_runtime_errors_are_not_disguised_as_out_of_memory(monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "zoo", fail)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["zoo", "list", "somewhere"])
+
+
+def test_an_empty_config_file_is_refused_and_nothing_is_written(tmp_path, capsys):
+    (tmp_path / "empty.toml").write_text("# nothing yet\n")
+    assert main(["train", str(tmp_path / "empty.toml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("transmem: error: ") and "empty config" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_version_prints_the_package_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"transmem {version('transmem')}"
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("transmem: error: ") and "\n" not in err and "Errno" not in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    config = _write_config(root / "c.toml", train={"iterations": 2, "checkpoint_every": 2, "device": "cpu"})
+    assert main(["train", str(config), "--out", str(root / "run"), "--no-progress"]) == 0
+    return config, root / "run"
+
+
+def test_bad_out_paths_are_one_clear_line_each(tmp_path, finished_run, capsys):
+    """An --out at a file, under a file or at a folder where a file goes: no raw [Errno] text, nothing written."""
+    config, run = finished_run
+    (tmp_path / "afile").write_text("keep")
+    frames = tmp_path / "frames.npy"
+    np.save(frames, np.zeros((6, 16, 16), np.uint8))
+    cases = [
+        (["train", str(config), "--out", str(tmp_path / "afile")], "exists and is not a folder"),
+        (["train", str(config), "--out", str(tmp_path / "afile" / "sub")], "afile is a file, not a folder"),
+        (["evaluate", str(run), "--out", str(tmp_path / "afile" / "m.json")], "afile is a file, not a folder"),
+        (["evaluate", str(run), "--out", str(tmp_path)], "is a folder; give a file name"),
+        (["predict", str(run), "--input", str(frames), "--out", str(tmp_path / "afile")], "exists and is not a folder"),
+        (["predict", str(run), "--input", str(frames), "--out", str(tmp_path / "afile" / "p")], "afile is a file, not a folder"),
+        (["data", "preview", "moving_digits", "--out", str(tmp_path / "afile" / "x.gif")], "afile is a file, not a folder"),
+        (["data", "preview", "moving_digits", "--out", str(tmp_path / "x.png")], "give a file name ending in .gif"),
+        (["benchmark", "digits", "--out", str(tmp_path / "afile")], "exists and is not a folder"),
+        (["benchmark", "digits", "--out", str(tmp_path / "afile" / "b")], "afile is a file, not a folder"),
+        (["benchmark", "digits", "--out", str(tmp_path / "b"), "--zoo", str(tmp_path / "afile")], "--zoo"),
+        (["evaluate", str(run), "--out", str(tmp_path / "missing" / "m.json")], "missing/m.json: no such file or folder"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        assert needle in _one_error_line(capsys), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "frames.npy"] and (tmp_path / "afile").read_text() == "keep"
+    (tmp_path / "empty.npy").write_bytes(b"")  # no data at all: refused, not a traceback
+    assert main(["predict", str(run), "--input", str(tmp_path / "empty.npy"), "--out", str(tmp_path / "p")]) == 2
+    assert "empty.npy: not a plain .npy array" in _one_error_line(capsys)
+
+
+def test_os_errors_get_plain_words():
+    import errno
+
+    assert cli._os_error_message(NotADirectoryError(errno.ENOTDIR, "Not a directory", "a/b")) == "a/b: a part of this path is a file, not a folder"
+    assert cli._os_error_message(IsADirectoryError(errno.EISDIR, "Is a directory", "d")) == "d: is a folder, not a file"
+    assert cli._os_error_message(FileExistsError(errno.EEXIST, "File exists", "f")) == "f: already exists and is not a folder"
+
+
+def test_evaluate_on_a_benchmark_method_folder_names_its_seed_runs(tmp_path, finished_run, capsys):
+    import shutil
+
+    _, run = finished_run
+    for seed in ("seed0", "seed1"):
+        shutil.copytree(run, tmp_path / "tmu" / seed)
+    assert main(["evaluate", str(tmp_path / "tmu")]) == 2
+    err = _one_error_line(capsys)
+    assert "it holds the runs seed0, seed1" in err and str(tmp_path / "tmu" / "seed0") in err
+
+
+def test_zoo_list_without_sources_is_an_error(tmp_path, capsys):
+    assert main(["zoo", "list", str(tmp_path)]) == 2
+    assert "no sources found" in _one_error_line(capsys)
+
+
+def test_a_file_dataset_without_its_path_says_how_to_give_it(tmp_path, capsys):
+    assert main(["data", "preview", "kth", "--out", str(tmp_path / "k.gif")]) == 2
+    assert "--set data.options.root=" in _one_error_line(capsys)
+    assert main(["data", "preview", "array_file", "--out", str(tmp_path / "a.gif")]) == 2
+    assert "--set data.options.path=" in _one_error_line(capsys)
+    assert not list(tmp_path.iterdir())

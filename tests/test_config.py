@@ -1,5 +1,7 @@
 """Configuration loading: types, unknown keys, impossible values, overrides, round trip."""
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -96,3 +98,32 @@ def test_seeds_out_of_range_are_refused_in_new_configs_and_load_from_stored_ones
     with pytest.raises(ConfigError, match=r"data.seed: must be in \[0, 4294967295\], got 1099511627776"):
         config_from_dict(raw)
     assert config_from_dict(raw, stored=True).data.seed == 2**40  # a run saved before the check
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "an empty config"),
+        ("# only a comment\n", "an empty config"),
+        ('[train]\niterations = 5\n', "no [data] and no [model] section"),
+        ('[data]\nname = "moving_digits"\n', "no [model] section"),
+    ],
+)
+def test_a_config_file_must_name_its_data_and_model(tmp_path, text, message):
+    (tmp_path / "c.toml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        load_config(tmp_path / "c.toml")
+    assert "[data] and [model]" in str(info.value) and "\n" not in str(info.value)
+    # A stored configuration (transmem's own, every key written) and a dict still load.
+    (tmp_path / "c.toml").write_text('[data]\nname = "moving_digits"\n[model]\nhidden = [8]\n')
+    assert load_config(tmp_path / "c.toml").model.hidden == [8]
+    assert config_from_dict({}) == RunConfig()
+
+
+def test_every_shipped_config_loads():
+    from transmem.benchmark.runner import configs_root
+
+    files = sorted(configs_root().glob("*/*.toml"))
+    assert len(files) >= 20
+    for path in files:
+        load_config(path)

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from transmem.evaluation.pictures import (
+    frame_phases,
+    layer_name,
     plot_per_frame,
     plot_transfer_gates,
     save_gif,
@@ -139,9 +141,9 @@ def test_plot_per_frame(tmp_path):
 def test_plot_transfer_gates(tmp_path):
     path = tmp_path / "gates.png"
     gates = {
-        "layer 1": [[0.1, 0.2, 0.3, 0.4, 0.5], [0.9, 0.8, 0.7, 0.6, 0.5]],
-        "layer 2": torch.rand(2, 5),
-        "layer 3": np.full((2, 5), 0.5),
+        "layer 0": [[0.1, 0.2, 0.3, 0.4, 0.5], [0.9, 0.8, 0.7, 0.6, 0.5]],
+        "layer 1": torch.rand(2, 5),
+        "layer 2": np.full((2, 5), 0.5),
     }
     plot_transfer_gates(path, gates, source_names=["kth", "human3.6m"], input_len=3, title="gates")
     assert_png(path)
@@ -151,4 +153,66 @@ def test_plot_transfer_gates(tmp_path):
     with pytest.raises(ValueError, match="source names"):
         plot_transfer_gates(path, gates, source_names=["only one"])
     with pytest.raises(ValueError, match="sources, steps"):
-        plot_transfer_gates(path, {"layer 1": [0.1, 0.2]})
+        plot_transfer_gates(path, {"layer 0": [0.1, 0.2]})
+
+
+# ----------------------------------------------------------------------------- input vs predicted frames
+
+ORANGE = np.array([217, 94, 3])  # _PREDICTED_COLOR as uint8
+BLUE = np.array([31, 120, 181])  # tab:blue
+
+
+def _has_color(pixels: np.ndarray, color: np.ndarray) -> bool:
+    return bool((np.abs(pixels[..., :3].astype(int) - color).max(axis=-1) <= 12).any())
+
+
+def test_frame_phases_number_frames_on_one_time_axis():
+    phases = frame_phases(7, 3)
+    assert [frame for frame, _ in phases] == [1, 2, 3, 4, 5, 6, 7]
+    assert [phase for _, phase in phases] == ["input"] * 3 + ["predicted"] * 4
+    assert {phase for _, phase in frame_phases(4, None)} == {"input"}
+    assert layer_name(0) == "layer 0" and layer_name("1") == "layer 1"
+
+
+def test_prediction_gif_plays_the_future_after_the_input_and_marks_it(tmp_path):
+    """The future starts at GIF frame T_in + 1 (not next to input frame 1), with a status line
+    and a time bar that turns orange there."""
+    path = tmp_path / "p.gif"
+    size, scale = 8, 2
+    rows = {"input": torch.zeros(3, 1, size, size), "prediction": torch.ones(4, 1, size, size)}
+    save_gif(path, rows, scale=scale, pad="blank", start={"prediction": 3}, input_len=3)
+    frames = read_gif(path)
+    assert frames.shape[0] == 7  # frames 1..7 on one axis
+    bar = frames[:, -TIME_BAR_PX:]
+    body = frames[:, -TIME_BAR_PX - size * scale : -TIME_BAR_PX]
+    prediction_cell = body[:, :, size * scale + GAP_PX :]
+    assert all(np.abs(prediction_cell[t].astype(int) - 217).max() <= 2 for t in range(3))  # blank while input plays
+    assert all(prediction_cell[t].min() >= 250 for t in range(3, 7))  # the predicted frames after it
+    assert not any(_has_color(bar[t], ORANGE) for t in range(3)) and all(_has_color(bar[t], ORANGE) for t in range(3, 7))
+    status = frames[:, : 16]  # the status line on top names the phase in its colour
+    assert all(_has_color(status[t], BLUE) for t in range(3)) and all(_has_color(status[t], ORANGE) for t in range(3, 7))
+    with pytest.raises(ValueError, match="do not exist"):
+        save_gif(path, rows, start={"truth": 3})
+
+
+def test_gif_grid_marks_where_prediction_starts(tmp_path):
+    path = tmp_path / "grid.gif"
+    save_gif_grid(path, {"truth": torch.rand(2, 5, 1, 8, 8), "tmu": torch.rand(2, 5, 1, 8, 8)}, input_len=2)
+    frames = read_gif(path)
+    bar = frames[:, -TIME_BAR_PX:]
+    assert frames.shape[0] == 5
+    assert [_has_color(bar[t], ORANGE) for t in range(5)] == [False, False, True, True, True]
+
+
+def test_strip_png_puts_the_future_after_the_input(tmp_path):
+    path = tmp_path / "strip.png"
+    rows = {"input": video(3, 1), "truth": video(2, 1, seed=1), "prediction": video(2, 1, seed=2)}
+    save_strip_png(path, rows, start={"truth": 3, "prediction": 3}, input_len=3)
+    image = assert_png(path)
+    assert _has_color(image, ORANGE) and _has_color(image, BLUE)  # predicted and input frame numbers
+    plain = tmp_path / "plain.png"
+    save_strip_png(plain, rows)
+    assert not _has_color(assert_png(plain), ORANGE)
+    assert assert_png(path).shape[1] > assert_png(plain).shape[1]  # 5 columns, not 3
+    with pytest.raises(ValueError, match="non-negative"):
+        save_strip_png(path, rows, start={"truth": -1})

@@ -447,6 +447,15 @@ def test_bad_run_settings_are_refused_before_the_run_folder_is_written(workspace
     assert not target.exists()
 
 
+def test_a_cached_bank_on_online_data_is_refused_before_the_run_folder_is_written(workspace, capsys):
+    config, run = workspace  # tiny_raw's data.train_size = 0: generated online
+    target = run.parent / "new"
+    argv = ["train", str(config), "--out", str(target), "--no-progress", "--set", "transfer.method=tmu"]
+    argv += ["--set", f"transfer.sources=[{json.dumps(str(run))}]", "--set", "transfer.bank=cached"]
+    refused(argv, capsys, run.parent, "transfer.bank = 'cached' needs a finite training set")
+    assert not target.exists()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
 def test_tensorboard_without_its_package_is_refused_before_writing(workspace, capsys):
     config, run = workspace
@@ -582,6 +591,44 @@ def test_folder_holding_another_finished_run_is_refused_unless_forced(workspace,
     assert load_config(run / "config.toml").train.lr == 0.02 and (run / "model.safetensors").exists()
 
 
+def _edit_config(path: Path, section: str, **values) -> None:
+    raw = tomllib.loads(path.read_text())
+    raw[section].update(values)
+    path.write_text(tomli_w.dumps(raw))
+
+
+def test_a_finished_run_whose_config_toml_was_edited_is_refused(workspace, capsys):
+    config, run = workspace
+    _edit_config(run / "config.toml", "model", hidden=[16])
+    edited = run.parent / "edited.toml"
+    shutil.copy2(run / "config.toml", edited)
+    # Training the edited config in the run folder: the weights say hidden [8].
+    needle = "model.hidden = [8] in the model, [16] in the config given"
+    err = refused(["train", str(edited), "--out", str(run), "--no-progress"], capsys, run.parent, "config.toml was edited after training", needle)
+    assert "nothing to do" not in err
+    # The config it was trained with: config.toml is the odd one out.
+    refused(["train", str(config), "--out", str(run), "--no-progress"], capsys, run.parent, "config.toml was edited after training", "model.hidden")
+    # --force sets the old run aside and trains the edited config.
+    assert main(["train", str(edited), "--out", str(run), "--no-progress", "--force"]) == 0
+    assert load_config(run / "config.toml", stored=True).model.hidden == [16] and list(run.glob("model.safetensors.previous-*"))
+
+
+def test_an_unfinished_run_whose_config_toml_was_edited_is_refused_naming_the_keys(tmp_path):
+    from transmem.training.loop import train
+    from transmem.training.rundir import RunConflictError
+
+    raw = tiny_raw(train={"iterations": 4, "checkpoint_every": 2, "device": "cpu"})
+    train(config_from_dict(raw), tmp_path / "run", progress=False, stop_at=2)
+    _edit_config(tmp_path / "run" / "config.toml", "model", hidden=[16])
+    before = snapshot(tmp_path / "run")
+    edited = load_config(tmp_path / "run" / "config.toml")
+    message = r"ckpt-00000002\.pt was trained with another config .*model\.hidden = \[8\] in the checkpoint, \[16\] in the config given"
+    with pytest.raises(RunConflictError, match=message) as info:
+        train(edited, tmp_path / "run", progress=False)
+    assert "source" not in str(info.value)
+    assert snapshot(tmp_path / "run") == before
+
+
 def _flip_inside_tensor_data(path: Path, weights: torch.Tensor) -> None:
     data = bytearray(path.read_bytes())
     position = data.find(weights.detach().contiguous().numpy().tobytes()[:32])
@@ -643,7 +690,7 @@ def test_unusable_output_paths_and_horizon_are_one_line_errors(workspace, capsys
     _, run = workspace
     frames = run.parent / "frames.npy"
     np.save(frames, np.zeros((6, 16, 16), np.uint8))
-    refused(["evaluate", str(run), "--out", str(run.parent / "missing" / "m.json")], capsys, run.parent, "No such file or directory", "missing/m.json")
+    refused(["evaluate", str(run), "--out", str(run.parent / "missing" / "m.json")], capsys, run.parent, "missing/m.json: no such file or folder")
     (run.parent / "a_file").write_text("keep me")
     refused(["predict", str(run), "--input", str(frames), "--out", str(run.parent / "a_file")], capsys, run.parent, "a_file")
     for horizon in ("0", "-2"):
@@ -651,6 +698,52 @@ def test_unusable_output_paths_and_horizon_are_one_line_errors(workspace, capsys
     # A message with a line break (here quoted from the input) is still printed on one line.
     err = refused(["train", str(run.parent / "cfg.toml"), "--out", str(run), "--set", "=\nx"], capsys, run.parent, "key must look like section.key")
     assert "--set = x" in err
+
+
+def test_predict_warns_about_frames_unlike_training_and_refuses_what_the_model_cannot_read(workspace, capsys):
+    _, run = workspace  # trained on 3 input frames of 16x16, patch 4
+    for name, shape, needle in [
+        ("fewer.npy", (2, 1, 16, 16), "2 input frames, fewer than the 3 the model was trained on"),
+        ("larger.npy", (3, 1, 32, 32), "frames of 32x32 pixels, the model was trained on 16x16"),
+    ]:
+        np.save(run.parent / name, np.zeros(shape, np.uint8))
+        capsys.readouterr()
+        assert main(["predict", str(run), "--input", str(run.parent / name), "--out", str(run.parent / name.replace(".npy", ""))]) == 0
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("transmem: warning: ") and needle in err and "\n" not in err, err
+        assert np.load(run.parent / name.replace(".npy", "") / "prediction.npy").shape == (1, 3, 1, *shape[-2:])
+    np.save(run.parent / "odd.npy", np.zeros((3, 1, 18, 18), np.uint8))
+    refused(["predict", str(run), "--input", str(run.parent / "odd.npy"), "--out", str(run.parent / "odd")], capsys, run.parent, "18x18", "patch size 4")
+
+
+def test_predict_length_follows_the_truth_as_its_help_says_and_writes_float32(workspace, capsys):
+    from transmem.cli import _parser
+
+    _, run = workspace
+    np.save(run.parent / "in.npy", np.zeros((2, 3, 1, 16, 16), np.float64))
+    np.save(run.parent / "truth.npy", np.zeros((2, 5, 1, 16, 16), np.uint8))
+    argv = ["predict", str(run), "--input", str(run.parent / "in.npy"), "--truth", str(run.parent / "truth.npy"), "--out", str(run.parent / "p")]
+    assert main(argv) == 0
+    prediction = np.load(run.parent / "p" / "prediction.npy")
+    assert prediction.dtype == np.float32 and prediction.shape == (2, 5, 1, 16, 16)  # (B, T, C, H, W), T from --truth
+    assert "float32 (B, T, C, H, W)" in capsys.readouterr().out
+    predict_help = " ".join(_parser()._subparsers._group_actions[0].choices["predict"].format_help().split())
+    assert "default: as many as the true frames, from --truth or --input, else the run's T_out" in predict_help
+    assert "always float32 (B, T, C, H, W)" in predict_help
+
+
+def test_predict_refuses_to_overwrite_earlier_predictions_unless_forced(workspace, capsys):
+    _, run = workspace
+    frames, out = run.parent / "frames.npy", run.parent / "pred"
+    np.save(frames, np.zeros((6, 16, 16), np.uint8))
+    argv = ["predict", str(run), "--input", str(frames), "--out", str(out)]
+    assert main(argv) == 0
+    refused(argv, capsys, run.parent, f"--out {out}: holds earlier predictions (prediction.npy, prediction_0.gif, strip_0.png)", "--force")
+    first = (out / "prediction.npy").read_bytes()
+    assert main([*argv, "--force"]) == 0
+    kept = list(out.glob("prediction.npy.previous-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == first and (out / "prediction.npy").exists()
+    assert len(list(out.glob("strip_0.png.previous-*"))) == 1
 
 
 def test_evaluate_refuses_a_corrupted_final_model(workspace, capsys):

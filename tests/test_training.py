@@ -332,3 +332,37 @@ def test_train_csv_records_the_thread_count_even_across_a_resume_with_another(tm
     # Resumed past the upgrade: the count of the first part is unknown, and says so.
     (tmp_path / "old" / "train.csv").write_text("iteration,seconds_per_iteration,threads\n10,0.5,\n20,0.5,2\n")
     assert train_threads(tmp_path / "old") == "unknown, 2"
+
+
+def test_progress_in_a_log_is_plain_lines_and_validation_does_not_count_in_the_rate():
+    import io
+
+    from transmem.training.progress import LineProgress, progress_bar
+
+    now = [0.0]
+    stream = io.StringIO()
+    bar = LineProgress(10, 0, "train", "it", stream, every=0.0, clock=lambda: now[0])
+    for _ in range(2):
+        now[0] += 1.0
+        bar.update()
+    now[0] += 100.0  # validation
+    bar.unpause()
+    now[0] += 1.0
+    bar.set_postfix(loss="0.5")
+    bar.update()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 3
+    assert lines[-1] == "train 3/10 it (30%), 1 s/it, ETA 7 s, loss 0.5"
+    assert isinstance(progress_bar(5, stream=io.StringIO()), LineProgress)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert not isinstance(progress_bar(5, stream=Terminal()), LineProgress)
+
+
+def test_training_with_progress_into_a_log_writes_no_carriage_returns(tmp_path, capsys):
+    train(tiny_config(train={"iterations": 2}), tmp_path / "run", progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "train 2/2 it (100%)" in err

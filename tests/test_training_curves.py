@@ -4,7 +4,7 @@
 import pytest
 from PIL import Image
 
-from transmem.evaluation.training_curves import mean_curve, plot_validation_curves
+from transmem.evaluation.training_curves import log_ticks, mean_curve, plot_validation_curves
 
 
 def test_mean_curve_is_the_mean_and_sample_std_per_iteration():
@@ -40,3 +40,11 @@ def test_plot_writes_a_png_and_checks_its_input(tmp_path):
     with pytest.raises(ValueError, match="no curve"):
         plot_validation_curves(tmp_path / "bad.png", {})
     assert not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.parametrize("low, high", [(130.0, 520.0), (185.0, 205.0), (0.5, 3000.0), (150.0, 410.0), (31.0, 51.0)])
+def test_log_ticks_are_round_values_inside_the_range(low, high):
+    ticks = log_ticks(low, high)
+    assert 4 <= len(ticks) <= 8 and ticks == sorted(ticks)
+    assert all(low <= t <= high for t in ticks)
+    assert log_ticks(130.0, 520.0) == [150.0, 200.0, 300.0, 400.0, 500.0]

@@ -270,7 +270,7 @@ def test_memory_scale_is_the_rms_of_the_test_time_memory_and_inspect_prints_it(t
 
     assert main(["inspect", str(tmu_run["run"]), "--sequences", "2"]) == 0
     out = capsys.readouterr().out
-    assert "2 val sequences" in out and "layer 1 memory rms" in out and "gate digits1" in out and "gate digits2" in out
+    assert "2 val sequences" in out and "layer 0 memory rms" in out and "gate digits1" in out and "gate digits2" in out
     assert main(["inspect", str(tmu_run["run"]), "--sequences", "0"]) == 2
     assert "--sequences must be >= 1" in capsys.readouterr().err
 
@@ -469,11 +469,18 @@ def test_zoo_list_describes_each_source(zoo, tmp_path, capsys):
 def test_evaluate_tmu_run_reports_transfer_gates(tmu_run, capsys):
     run = tmu_run["run"]
     assert main(["evaluate", str(run)]) == 0
-    assert "mean transfer gate" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mean transfer gate" in out and "| source  | layer |" in out
     metrics = json.loads((run / "metrics.json").read_text())
     gates = metrics["transfer_gates"]
     assert list(gates) == ["0"]
     values = np.array(gates["0"])
+    input_len = metrics["input_len"]
+    for index, name in enumerate(["digits1", "digits2"]):  # a table row per source, named, layer 0-based
+        row = next(line for line in out.splitlines() if f" {name} " in line)
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        expected = [values[index, :input_len].mean(), values[index, input_len:].mean(), values[index].mean()]
+        assert cells[:2] == [name, "0"] and [float(c) for c in cells[2:]] == pytest.approx(expected, abs=6e-3)
     assert values.shape == (2, STEPS)  # sources x steps
     assert ((values > 0) & (values < 1)).all()
     assert [Path(s).name for s in metrics["sources"]] == ["digits1", "digits2"]
@@ -494,3 +501,17 @@ def test_evaluate_tmu_run_reports_transfer_gates(tmu_run, capsys):
         expected = rollout.gate_means[0].mean(dim=0).T.numpy()
     assert cell.transfer.num_sources == 2
     np.testing.assert_allclose(values, expected, rtol=1e-5)
+
+
+def test_sources_given_as_model_files_are_named_by_their_run_folder(zoo, tmp_path, capsys):
+    from transmem.transfer.zoo import source_name
+
+    assert source_name("runs/digits1/model.safetensors") == "digits1" and source_name("x/ckpt-00000002.pt") == "ckpt-00000002"
+    assert source_name("runs/digits1") == "digits1"
+    files = [zoo["digits1"] / "model.safetensors", zoo["digits2"] / "model.safetensors"]
+    train(target_config(files, train_={"iterations": 2}), tmp_path / "run", progress=False)
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "run"), "--sequences", "2"]) == 0
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "gate digits1" in out and "gate digits2" in out and " digits1 " in out and "model.safetensors" not in out

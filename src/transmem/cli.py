@@ -3,11 +3,12 @@
     transmem train CONFIG.toml --out RUN_DIR [--set section.key=value ...] [--force]
     transmem evaluate RUN_DIR [--out metrics.json] [--split test|val]
     transmem inspect RUN_DIR [--split val|test] [--sequences N]
-    transmem predict RUN_DIR --input FRAMES.npy --out DIR [--horizon N] [--truth TRUTH.npy]
+    transmem predict RUN_DIR --input FRAMES.npy --out DIR [--horizon N] [--truth TRUTH.npy] [--force]
     transmem data preview NAME --out FILE.gif [--set data.key=value ...]
     transmem zoo list DIR
     transmem zoo rank SOURCE... --target CONFIG.toml --out DIR [--set key=value ...] [--probe N]
     transmem zoo build --out DIR [--sources NAME ...] [--jobs N] [--install]
+    transmem --version
 
 Expected failures (bad config, bad data, unusable checkpoints or sources, a run folder
 holding another run, a path that cannot be read or written) print one line
@@ -19,7 +20,6 @@ resumes).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -39,6 +39,38 @@ def _one_line(error: BaseException, limit: int = 1000) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
+def _os_error_message(error: OSError) -> str:
+    """One clear line for an unreadable or unwritable path, instead of a raw ``[Errno N]`` text."""
+    import errno
+
+    where = error.filename if error.filename is not None else "a path"
+    reasons = {
+        errno.ENOTDIR: "a part of this path is a file, not a folder",
+        errno.EISDIR: "is a folder, not a file",
+        errno.EEXIST: "already exists and is not a folder",
+        errno.ENOENT: "no such file or folder",
+    }
+    if error.errno in reasons:
+        return f"{where}: {reasons[error.errno]}"
+    return _one_line(error)
+
+
+def _check_out(path: str, folder: bool, option: str = "--out") -> Path:
+    """``path`` given to ``option`` as a place to write a folder (or a file), else a one-line
+    ConfigError saying why it is not one; nothing is written."""
+    out = Path(path)
+    for parent in out.parents:  # the nearest existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{option} {out}: {parent} is a file, not a folder")
+            break
+    if folder and out.exists() and not out.is_dir():
+        raise ConfigError(f"{option} {out}: exists and is not a folder")
+    if not folder and out.is_dir():
+        raise ConfigError(f"{option} {out}: is a folder; give a file name")
+    return out
+
+
 def _out_of_memory_message(error: BaseException) -> str | None:
     """A one-line message if ``error`` is a failed allocation (host or device), else None."""
     from transmem.memory_errors import allocation_size, is_out_of_memory
@@ -53,9 +85,22 @@ def _out_of_memory_message(error: BaseException) -> str | None:
     )
 
 
+def _version() -> str:
+    """The installed package's version (importlib.metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transmem")
+    except PackageNotFoundError:
+        from transmem import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transmem", description="Unsupervised transfer between spatiotemporal predictive networks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--version", action="version", version=f"transmem {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train (or resume) a run")
@@ -75,12 +120,24 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--split", default="val", choices=["val", "test"])
     inspect.add_argument("--sequences", type=int, default=16, help="number of sequences (the split's first ones)")
 
-    predict = commands.add_parser("predict", help="predict future frames of given sequences")
+    predict = commands.add_parser(
+        "predict", help="predict future frames of given sequences",
+        description="Predict the frames after --input. Writes OUT/prediction.npy, always float32 (B, T, C, H, W) in "
+        "[0, 1] whatever the input's dtype or rank, and per sequence a PNG strip and a GIF of input, truth and prediction.",
+    )
     predict.add_argument("run", help="run folder, model.safetensors or checkpoint")
-    predict.add_argument("--input", required=True, help=".npy of (T, H, W), (T, C, H, W) or (B, T, C, H, W); uint8 or float in [0, 1]")
-    predict.add_argument("--out", required=True, help="output folder")
-    predict.add_argument("--horizon", type=int, help="frames to predict (default: the run's T_out)")
+    predict.add_argument(
+        "--input", required=True,
+        help=".npy of (T, H, W), (T, C, H, W) or (B, T, C, H, W); uint8 or float in [0, 1]; frames past the run's T_in "
+        "are taken as the truth (unless --truth is given)",
+    )
+    predict.add_argument("--out", required=True, help="output folder (refused if it holds predictions, unless --force)")
+    predict.add_argument(
+        "--horizon", type=int,
+        help="frames to predict (default: as many as the true frames, from --truth or --input, else the run's T_out)",
+    )
     predict.add_argument("--truth", help="optional .npy of the true future frames, drawn next to the prediction")
+    predict.add_argument("--force", action="store_true", help="write into an --out folder holding predictions (the old files are renamed *.previous-<time>)")
 
     data = commands.add_parser("data", help="datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -148,6 +205,7 @@ def _train(args) -> int:
     from transmem.training.loop import train
 
     config = load_config(args.config, args.overrides)
+    _check_out(args.out, folder=True)
     result = train(config, args.out, force=args.force, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports
@@ -161,12 +219,17 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from transmem.evaluation.evaluate import evaluate_run
-    from transmem.evaluation.report import format_metrics_table
+    from transmem.evaluation.report import format_metrics_table, format_transfer_gates
+    from transmem.transfer.zoo import source_name
 
+    if args.out:
+        _check_out(args.out, folder=False)
     result = evaluate_run(args.run, args.out, args.split)
     print(format_metrics_table(result["model"], baseline=result["copy_last_frame"]))
     if result["transfer_gates"]:
-        print("mean transfer gate per layer and source:", json.dumps({k: [round(sum(s) / len(s), 3) for s in v] for k, v in result["transfer_gates"].items()}))
+        names = [source_name(s) for s in result["sources"]]
+        print(f"\nmean transfer gate per layer and source (steps 1-{result['input_len']} read input frames, the later ones predictions):")
+        print(format_transfer_gates(result["transfer_gates"], names, result["input_len"]))
     return 0
 
 
@@ -176,6 +239,7 @@ def _inspect(args) -> int:
     from transmem.data import DataError, build_dataset
     from transmem.evaluation.memory_scale import format_memory_scale, memory_scale
     from transmem.run import load_model
+    from transmem.transfer.zoo import source_name
 
     if args.sequences < 1:
         raise ConfigError(f"inspect: --sequences must be >= 1, got {args.sequences}")
@@ -187,7 +251,7 @@ def _inspect(args) -> int:
     frames = torch.stack([dataset[i] for i in range(min(args.sequences, len(dataset)))])
     scale = memory_scale(loaded.model.eval(), frames, config.data.input_len)
     print(f"{args.run}: {len(frames)} {args.split} sequences, the model feeding its own predictions after frame {config.data.input_len}")
-    print(format_memory_scale(scale, [Path(s).name for s in config.transfer.sources]))
+    print(format_memory_scale(scale, [source_name(s) for s in config.transfer.sources]))
     return 0
 
 
@@ -204,8 +268,8 @@ def _read_frames(path: str):
         raise DataError(f"{file}: is not a file")
     try:
         array = np.load(file, allow_pickle=False)
-    except ValueError as error:
-        raise DataError(f"{file}: not a plain .npy array ({error})") from None
+    except (ValueError, EOFError) as error:  # EOFError: an empty or truncated file
+        raise DataError(f"{file}: not a plain .npy array ({error or 'empty file'})") from None
     if not isinstance(array, np.ndarray):  # an .npz archive
         array.close()
         raise DataError(f"{file}: an .npz archive; save the frames alone as .npy (numpy.save)")
@@ -218,9 +282,55 @@ def _read_frames(path: str):
     return torch.as_tensor(np.asarray(validate_frames(array, str(file)), dtype=np.float32))
 
 
+PREDICTION_FILES = ("prediction.npy", "strip_*.png", "prediction_*.gif")
+
+
+def _prediction_out(path: str, force: bool) -> Path:
+    """The ``predict --out`` folder; refused if it is a file, or holds predictions and not ``force``
+    (then the old prediction files are renamed ``*.previous-<time>``). Nothing is written here."""
+    from transmem.data import DataError
+
+    out = _check_out(path, folder=True)
+    found = sorted(p.name for pattern in PREDICTION_FILES for p in out.glob(pattern)) if out.is_dir() else []
+    if found and not force:
+        shown = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
+        raise DataError(f"--out {out}: holds earlier predictions ({shown}); choose another --out or pass --force to keep them renamed *.previous-<time>")
+    return out
+
+
+def _set_aside_predictions(out: Path) -> None:
+    """Rename the prediction files in ``out`` with a ``.previous-<time>`` suffix (``--force``)."""
+    import time
+
+    suffix = time.strftime(".previous-%Y%m%d-%H%M%S")
+    for pattern in PREDICTION_FILES:
+        for path in out.glob(pattern):
+            target, n = path.with_name(path.name + suffix), 1
+            while target.exists():
+                n += 1
+                target = path.with_name(f"{path.name}{suffix}-{n}")
+            path.rename(target)
+
+
+def _input_warnings(frames, data, patch: int, source: str) -> list[str]:
+    """One line per way ``frames`` (B, T, C, H, W) differ from what the model was trained on
+    and it can still run; a frame size the model cannot take raises DataError."""
+    from transmem.data import DataError
+
+    height, width = frames.shape[-2:]
+    if height % patch or width % patch:
+        raise DataError(f"{source}: frames of {height}x{width} pixels cannot be read by the model (its patch size {patch} must divide both sides)")
+    lines = []
+    if frames.shape[1] != data.input_len:
+        fewer = "fewer" if frames.shape[1] < data.input_len else "more"
+        lines.append(f"{source}: {frames.shape[1]} input frames, {fewer} than the {data.input_len} the model was trained on; predictions may be worse")
+    if (height, width) != (data.frame_size, data.frame_size):
+        lines.append(f"{source}: frames of {height}x{width} pixels, the model was trained on {data.frame_size}x{data.frame_size}; predictions may be worse")
+    return lines
+
+
 def _predict(args) -> int:
     import numpy as np
-    import torch
 
     from transmem.data import DataError
     from transmem.evaluation.pictures import save_gif, save_strip_png
@@ -228,6 +338,7 @@ def _predict(args) -> int:
 
     if args.horizon is not None and args.horizon < 1:
         raise ConfigError(f"--horizon: must be at least 1, got {args.horizon}")
+    out = _prediction_out(args.out, args.force)
     predictor = load(args.run)
     data = predictor.config.data
     frames = _read_frames(args.input)
@@ -244,19 +355,28 @@ def _predict(args) -> int:
             f"{args.truth}: true frames of shape {tuple(truth.shape)} (B, T, C, H, W) do not match the input "
             f"{tuple(frames.shape)} in batch, channels or frame size"
         )
+    for line in _input_warnings(frames, data, predictor.model.patch, args.input):
+        print(f"transmem: warning: {line}", file=sys.stderr)
     horizon = args.horizon or (truth.shape[1] if truth is not None else data.total_len - data.input_len)
     prediction = predictor.predict(frames, horizon)
-    out = Path(args.out)
+    if args.force and out.is_dir():
+        _set_aside_predictions(out)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "prediction.npy", prediction.numpy())
+    np.save(out / "prediction.npy", prediction.numpy().astype(np.float32))
+    observed = frames.shape[1]  # one time axis: the future starts after the input frames
+    start = {"truth": observed, "prediction": observed}
     for b in range(prediction.shape[0]):
         rows = {"input": frames[b]}
         if truth is not None:
             rows["truth"] = truth[b]
         rows["prediction"] = prediction[b]
-        save_strip_png(out / f"strip_{b}.png", rows)
-        save_gif(out / f"prediction_{b}.gif", rows)
-    print(f"wrote {out / 'prediction.npy'} {tuple(prediction.shape)} and {prediction.shape[0]} PNG strip(s) and GIF(s) in {out}")
+        placed = {name: column for name, column in start.items() if name in rows}
+        save_strip_png(out / f"strip_{b}.png", rows, start=placed, input_len=observed)
+        save_gif(out / f"prediction_{b}.gif", rows, pad="blank", start=placed, input_len=observed)
+    print(
+        f"wrote {out / 'prediction.npy'} (float32 (B, T, C, H, W) = {tuple(prediction.shape)}) and "
+        f"{prediction.shape[0]} PNG strip(s) and GIF(s) in {out}"
+    )
     return 0
 
 
@@ -270,6 +390,9 @@ def _data(args) -> int:
     from transmem.config import config_from_dict
     from transmem.data.preview import preview_dataset
 
+    if Path(args.out).suffix.lower() != ".gif":
+        raise ConfigError(f"--out {args.out}: a preview is an animated GIF; give a file name ending in .gif")
+    _check_out(args.out, folder=False)
     config = config_from_dict({"data": {"name": args.name}}, args.overrides)
     preview_dataset(config.data, args.split, args.num, args.out)
     print(f"wrote {args.out}")
@@ -286,12 +409,14 @@ def _zoo(args) -> int:
             raise ConfigError(f"zoo build: --jobs must be at least 1, got {args.jobs}")
         build_builtin_zoo(args.out, args.sources, args.jobs, args.install)
         return 0
-    from transmem.transfer.zoo import describe_zoo
+    from transmem.transfer.zoo import SourceError, describe_zoo
 
     rows = describe_zoo(args.folder)
     if not rows:
-        print(f"{args.folder}: no sources found")
-        return 0
+        raise SourceError(
+            f"{args.folder}: no sources found (a source is a run folder holding model.safetensors or checkpoints/, "
+            f"or a .safetensors / .pt file)"
+        )
     header = f"{'name':24s} {'backbone':11s} {'hidden':12s} {'frame':>5s} {'test mse':>9s} {'ssim':>6s}  dataset"
     print(header)
     for row in rows:
@@ -307,6 +432,8 @@ def _zoo(args) -> int:
 
 
 def _zoo_rank(args) -> int:
+    import json
+
     from transmem.config import load_config
     from transmem.training.checkpoint import atomic_write_text
     from transmem.transfer.ranking import format_ranking, rank_sources
@@ -338,6 +465,9 @@ def _benchmark(args) -> int:
         raise ConfigError(f"benchmark: unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
     if args.jobs < 1:
         raise ConfigError(f"benchmark: --jobs must be at least 1, got {args.jobs}")
+    _check_out(args.out, folder=True)
+    if args.zoo:
+        _check_out(args.zoo, folder=True, option="--zoo")
     if args.status:
         options = {"methods": args.methods, "overrides": args.overrides, "seeds": args.seeds, "zoo": args.zoo}
         rows = benchmark_status(args.suite, args.profile, args.out, **options, target_overrides=args.target_overrides)
@@ -382,8 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"transmem: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (*EXPECTED_ERRORS, OSError) as error:  # OSError: unreadable/unwritable path, disk full
+    except EXPECTED_ERRORS as error:
         print(f"transmem: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:  # unreadable/unwritable path, disk full
+        print(f"transmem: error: {_os_error_message(error)}", file=sys.stderr)
         return EXIT_USAGE
     except (MemoryError, RuntimeError) as error:  # torch.OutOfMemoryError is a RuntimeError
         message = _out_of_memory_message(error)

@@ -404,10 +404,16 @@ def config_from_dict(raw: dict, overrides: list[str] | None = None, *, stored: b
     return config
 
 
+#: Sections a user's config file must hold (a stored or built-in configuration need not).
+REQUIRED_SECTIONS = ("data", "model")
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None, *, stored: bool = False) -> RunConfig:
     """Read, override, type-check and validate a TOML run configuration.
 
     ``stored=True`` for a configuration transmem saved itself (see :data:`RETIRED_KEYS`).
+    A user's file must name at least its :data:`REQUIRED_SECTIONS`: an empty file would
+    otherwise train the built-in defaults.
     """
     path = Path(path)
     if not path.is_file():
@@ -416,6 +422,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, stored:
         raw = tomllib.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as error:  # TOMLDecodeError, huge integers, bad UTF-8
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    missing = [section for section in REQUIRED_SECTIONS if section not in raw]
+    if missing and not stored:
+        raise ConfigError(
+            f"{path}: " + ("an empty config" if not raw else f"no {' and no '.join(f'[{s}]' for s in missing)} section")
+            + "; a config file names at least its [data] and [model] sections (e.g. [data] name = \"moving_digits\" and "
+            "[model] hidden = [32, 32]; see the shipped configs in configs/)"
+        )
     return config_from_dict(raw, overrides, stored=stored)
 
 

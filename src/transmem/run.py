@@ -71,6 +71,20 @@ def _config_from_toml(text: str, where: Path) -> RunConfig:
         raise CheckpointError(f"{where}: its stored configuration is invalid ({error})") from None
 
 
+def stored_model_config(path: str | Path) -> RunConfig | None:
+    """The configuration in a ``model.safetensors``'s metadata (the one its weights were
+    trained with), read without loading the weights; None if the file is not a readable
+    transmem model."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return _config_from_toml(metadata["config"], Path(path)) if metadata.get("format") == "transmem-model-1" else None
+    except (SafetensorError, OSError, ValueError, KeyError, CheckpointError):
+        return None
+
+
 def _build(config: RunConfig, layout_json: str, state: dict[str, Tensor], where: Path) -> RecurrentPredictor:
     bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
@@ -106,7 +120,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         else:
             found = latest_good_checkpoint(path / CHECKPOINT_DIR)
             if found is None:
-                raise CheckpointError(f"{path}: no trained model (no {MODEL_FILE} and no good checkpoint)")
+                raise CheckpointError(f"{path}: no trained model (no {MODEL_FILE} and no good checkpoint){_runs_inside(path)}")
             path, state = found
             return _from_checkpoint(path, state, device)
     if not path.exists():
@@ -130,6 +144,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         return LoadedModel(model.to(device), config, path, digest, finished)
     state = load_checkpoint(path)
     return _from_checkpoint(path, state, device)
+
+
+def _runs_inside(folder: Path) -> str:
+    """``"; it holds the runs seed0, seed1 ..."`` when ``folder``'s subfolders are runs (a
+    benchmark's method folder), else ``""``."""
+    runs = sorted(p.name for p in folder.iterdir() if (p / MODEL_FILE).is_file() or (p / CHECKPOINT_DIR).is_dir())
+    if not runs:
+        return ""
+    return f"; it holds the runs {', '.join(runs)} (a benchmark method's seeds?): give one of them, e.g. {folder / runs[0]}"
 
 
 def _from_checkpoint(path: Path, state: dict, device) -> LoadedModel:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 import subprocess
 import time
@@ -41,7 +42,7 @@ from transmem.benchmark.scheduler import Task, finished, run_tasks, threads_per_
 from transmem.benchmark.suites import PROFILES, SUITES, Profile, Suite
 from transmem.config import ConfigError, RunConfig, config_from_dict, load_config
 from transmem.data import build_dataset
-from transmem.evaluation.pictures import plot_per_frame, plot_transfer_gates, save_gif_grid
+from transmem.evaluation.pictures import layer_name, plot_per_frame, plot_transfer_gates, save_gif_grid
 from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
 from transmem.evaluation.training_curves import mean_curve, plot_validation_curves
 from transmem.run import CHECKPOINT_DIR, MODEL_FILE, load_model
@@ -51,6 +52,7 @@ from transmem.training.loop import RUN_LOCK, TRAIN_LOG, VAL_LOG
 from transmem.training.rundir import CONFIG_FILE, RunConflictError, check_run_dir, config_differences
 from transmem.transfer.builtin import PREFIX, builtin_index, builtin_name
 from transmem.transfer.methods import INIT_FILE
+from transmem.transfer.zoo import source_name
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 BUILTIN_ZOO = "builtin"  # --zoo builtin: the sources that ship with transmem, where they match the profile
@@ -321,13 +323,24 @@ def run_benchmark(
         target = scratch_final.get(row["seed"], float("nan"))
         row["iterations_to_scratch"], row["seconds_to_scratch"] = time_to_quality(Path(run["run_dir"]), target)
 
-    results = write_results(suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started, jobs)
+    sources_seconds = sum(train_seconds(t.run_dir) for t in tasks if t.name.startswith("source ") and (t.run_dir / TRAIN_LOG).exists())
+    results = write_results(
+        suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started, jobs, sources_seconds
+    )
     log(results["table"])
     log(f"wrote {out / 'results.md'}, " + ", ".join(["results.csv", "results.json", *results["pictures"]]))
     return results
 
 
-def write_results(suite, profile_name, profile, out: Path, rows, per_run, source_metrics, seconds, jobs: int = 1) -> dict:
+def write_results(
+    suite, profile_name, profile, out: Path, rows, per_run, source_metrics, seconds, jobs: int = 1, sources_seconds: float = 0.0
+) -> dict:
+    """Write results.csv, results.json, results.md and the pictures; return the results.
+
+    ``seconds``: this session's wall time (0 for a rerun that trained nothing);
+    ``sources_seconds``: the sources' training time from their train.csv. The runs' training
+    time (targets from their rows' ``train_seconds``) is reported whenever they trained.
+    """
     summary = summarize_runs(rows)
     baseline = per_run[0]["metrics"]["copy_last_frame"] if per_run else None
     table = markdown_results_table(summary, metrics=("mse", "mae", "ssim", "psnr"), baseline=baseline)
@@ -341,6 +354,10 @@ def write_results(suite, profile_name, profile, out: Path, rows, per_run, source
         "sources": {k: ({m: v[m]["mean"] for m in METRICS} if v else None) for k, v in source_metrics.items()},
         "environment": environment(jobs),
         "session_seconds": round(seconds, 1),
+        "train_seconds": {
+            "targets": round(math.fsum(r["train_seconds"] for r in rows if r["train_seconds"] == r["train_seconds"]), 1),
+            "sources": round(sources_seconds, 1),
+        },
         "table": table,
     }
     curves, bands = per_frame_curves(per_run)
@@ -399,14 +416,14 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile, curves: di
         model = load_model(run["run_dir"]).model.eval()
         predicted = model.predict(frames[:, :input_len], config.data.total_len - input_len).clamp(0, 1)
         grid[run["method"]] = torch.cat([frames[:, :input_len], predicted], dim=1)
-    save_gif_grid(out / "predictions.gif", grid, fps=4, scale=2)
+    save_gif_grid(out / "predictions.gif", grid, fps=4, scale=2, input_len=input_len)
     written.append("predictions.gif")
 
     gated = [r for r in first_seed if r["metrics"].get("transfer_gates") and r["method"] == "tmu"]
     if gated:
         metrics = gated[0]["metrics"]
-        names = [Path(s).name for s in metrics.get("sources", [])] or None
-        layers = {f"layer {int(k) + 1}": v for k, v in metrics["transfer_gates"].items()}
+        names = [source_name(s) for s in metrics.get("sources", [])] or None
+        layers = {layer_name(k): v for k, v in metrics["transfer_gates"].items()}
         plot_transfer_gates(out / "transfer_gates.png", layers, names, input_len=metrics["input_len"])
         written.append("transfer_gates.png")
     return written
@@ -437,6 +454,13 @@ def _time_to_quality_text(row: dict) -> str:
     if iterations is None or iterations != iterations:  # missing or NaN
         return f"{row['method']} (seed {row['seed']}) -"
     return f"{row['method']} (seed {row['seed']}) {int(iterations)} it / {seconds} s"
+
+
+def _train_time_text(results: dict) -> str:
+    """``"620 s (targets 480 s and sources 140 s, ...)"``: the runs' training time, not this session's."""
+    seconds = results.get("train_seconds") or {}
+    targets, sources = seconds.get("targets", 0.0), seconds.get("sources", 0.0)
+    return f"{targets + sources:.0f} s (targets {targets:.0f} s and sources {sources:.0f} s, summed from their train.csv whenever they trained)"
 
 
 def _seeds_text(seeds: tuple[int, ...]) -> str:
@@ -478,7 +502,8 @@ def _markdown(suite: Suite, profile_name: str, profile: Profile, results: dict) 
         "",
         f"Reproduce: `transmem benchmark {suite.name} --profile {profile_name} --out DIR"
         + (f" --jobs {env['jobs']}" if env["jobs"] > 1 else "")
-        + f"` (commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; this session took "
+        + f"` (commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; training the runs took "
+        f"{_train_time_text(results)}, this session "
         f"{results['session_seconds']:.0f} s, and the runs it trained had {env['threads_per_run']} torch thread(s) "
         "each: on CPU another thread count sums in another order and trains to other numbers).",
         "",

@@ -34,8 +34,10 @@ import torch
 from transmem.config import RunConfig
 from transmem.data import DataError
 from transmem.evaluation.evaluate import evaluate_run, read_metrics
-from transmem.run import MODEL_FILE
+from transmem.run import CHECKPOINT_DIR, MODEL_FILE
+from transmem.training.checkpoint import checkpoint_iteration, list_checkpoints
 from transmem.training.loop import train
+from transmem.training.progress import format_seconds
 from transmem.training.rundir import check_run_dir
 
 
@@ -98,15 +100,56 @@ def run_tasks(tasks: list[Task], jobs: int = 1, threads: int | None = None, prog
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     if jobs == 1:
-        results = {}
-        for task in tasks:
-            log(task.name)
+        results, estimate = {}, TimeLeft(len(tasks))
+        for k, task in enumerate(tasks, 1):
+            left = [remaining_iterations(t) for t in tasks[k - 1 :]]
+            log(estimate.line(k, task.name, sum(left)))
+            started = time.monotonic()
             line = run_task(task.config, task.run_dir, progress)
+            estimate.record(left[0], time.monotonic() - started)
             results[task.name] = test_metrics(task.run_dir)
             log(f"  {line}")
         return results
     threads = threads or threads_per_run(jobs)
     return _run_parallel(tasks, jobs, threads, log)
+
+
+def remaining_iterations(task: Task) -> int:
+    """Training iterations ``task`` still has to run: 0 once trained, else counted from its
+    newest checkpoint's name (nothing is loaded)."""
+    if (task.run_dir / MODEL_FILE).exists():
+        return 0
+    checkpoints = list_checkpoints(task.run_dir / CHECKPOINT_DIR)
+    return max(0, task.config.train.iterations - (checkpoint_iteration(checkpoints[-1]) if checkpoints else 0))
+
+
+class TimeLeft:
+    """``run k of n`` lines with the time left, estimated from the seconds per training
+    iteration of the runs trained so far in this session (evaluation and memory banks included)."""
+
+    def __init__(self, runs: int, jobs: int = 1) -> None:
+        self.runs, self.jobs = runs, jobs
+        self.seconds, self.iterations = 0.0, 0
+
+    def record(self, iterations: int, seconds: float) -> None:
+        """A run finished: it trained ``iterations`` in ``seconds`` (runs trained earlier: 0 iterations, ignored)."""
+        if iterations > 0:
+            self.seconds += seconds
+            self.iterations += iterations
+
+    def line(self, k: int, name: str, iterations_left: int) -> str:
+        """The log line of run ``k`` starting, ``iterations_left`` iterations to train from it on."""
+        left = self.time_left(iterations_left)
+        return f"run {k} of {self.runs}: {name}" + (f" ({left})" if left else "")
+
+    def time_left(self, iterations_left: int) -> str:
+        """``"about 3.5 min left for 400 iterations, at 0.5 s per iteration so far"``; ``""`` when nothing is left."""
+        if iterations_left == 0:
+            return ""
+        if not self.iterations:
+            return f"{iterations_left} iterations to train from here; time left estimated after the first run"
+        rate = self.seconds / self.iterations
+        return f"about {format_seconds(rate * iterations_left / self.jobs)} left for {iterations_left} iterations, at {rate:.3g} s per iteration so far"
 
 
 def threads_per_run(jobs: int) -> int:
@@ -123,6 +166,7 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
     results: dict[str, dict | None] = {}
     pending = list(tasks)
     running: dict[int, tuple[Task, multiprocessing.process.BaseProcess, Connection]] = {}  # by sentinel
+    estimate, started, counted = TimeLeft(len(tasks), jobs), {}, {}
     log(f"{len(tasks)} runs on {jobs} worker processes, {threads} torch thread(s) each")
     try:
         while pending or running:
@@ -137,7 +181,10 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                 worker.start()
                 sender.close()
                 running[worker.sentinel] = (task, worker, receiver)
-                log(f"start {task.name}")
+                counted[task.name], started[task.name] = remaining_iterations(task), time.monotonic()
+                iterations_left = sum(remaining_iterations(t) for t in pending) + sum(counted[t.name] for t, _, _ in running.values())
+                left = estimate.time_left(iterations_left)
+                log(f"start {task.name} (run {len(results) + len(running)} of {len(tasks)}{'; ' + left if left else ''})")
             for sentinel in wait(list(running)) if running else []:  # one or more workers ended
                 task, worker, receiver = running.pop(sentinel)
                 worker.join()
@@ -157,6 +204,7 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                         log(f"{task.name} failed; stopping {names} (they resume from their last checkpoint)")
                     raise error
                 results[task.name] = test_metrics(task.run_dir)
+                estimate.record(counted[task.name], time.monotonic() - started[task.name])
                 log(f"done {task.name} ({line})")
     finally:  # an error, Ctrl-C: no worker outlives the benchmark
         for _, worker, _ in running.values():

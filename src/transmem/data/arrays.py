@@ -45,7 +45,10 @@ class ArraySplitOptions:
 
     def validate(self, data: DataConfig) -> None:
         if not self.path:
-            raise ConfigError("data.options.path: required (the array file to read)")
+            raise ConfigError(
+                "data.options.path: required (the array file to read): give it with --set data.options.path=FILE "
+                "or as path = \"FILE\" under [data.options] in the config"
+            )
         check_fraction_ranges(self, _RANGES)
         if self.window_stride < 0:
             raise ConfigError(f"data.options.window_stride: must be >= 0, got {self.window_stride}")

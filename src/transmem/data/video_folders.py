@@ -99,7 +99,10 @@ def _check_crop_and_stride(options) -> None:
     if options.stride < 1:
         raise ConfigError(f"data.options.stride: must be at least 1, got {options.stride}")
     if not options.root:
-        raise ConfigError("data.options.root: required (the folder holding the videos)")
+        raise ConfigError(
+            "data.options.root: required (the folder holding the videos): give it with --set data.options.root=FOLDER "
+            "or as root = \"FOLDER\" under [data.options] in the config"
+        )
 
 
 # ---------------------------------------------------------------- KTH

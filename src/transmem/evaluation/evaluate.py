@@ -102,9 +102,10 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     the source names and the number of sequences.
     """
     from transmem.data import DataError, build_dataset
-    from transmem.evaluation.pictures import plot_transfer_gates
+    from transmem.evaluation.pictures import layer_name, plot_transfer_gates
     from transmem.run import load_model
     from transmem.training.checkpoint import atomic_write_text
+    from transmem.transfer.zoo import source_name
 
     run_dir = Path(run_dir)
     loaded = load_model(run_dir, device)
@@ -123,8 +124,8 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     out = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent) / metrics_file_name(split)
     atomic_write_text(out, json.dumps(result, indent=1))
     if result["transfer_gates"]:
-        names = [Path(s).name for s in config.transfer.sources]
-        layers = {f"layer {int(k) + 1}": v for k, v in result["transfer_gates"].items()}
+        names = [source_name(s) for s in config.transfer.sources]
+        layers = {layer_name(k): v for k, v in result["transfer_gates"].items()}
         picture = "transfer_gates.png" if split == "test" else f"transfer_gates_{split}.png"
         plot_transfer_gates(out.with_name(picture), layers, names, input_len=config.data.input_len)
     return result

@@ -51,7 +51,7 @@ def format_memory_scale(scale: dict[int, dict[str, list]], sources: list[str] | 
     steps = len(next(iter(scale.values()))["memory_rms"])
     lines.append(f"{'':22s}" + "".join(f"{t + 1:>9d}" for t in range(steps)))
     for layer, entry in scale.items():
-        lines.append(f"{f'layer {layer + 1} memory rms':22s}" + "".join(f"{v:9.3g}" for v in entry["memory_rms"]))
+        lines.append(f"{f'layer {layer} memory rms':22s}" + "".join(f"{v:9.3g}" for v in entry["memory_rms"]))
         for n, gates in enumerate(zip(*entry.get("gate_means", []))):
             name = sources[n] if sources and n < len(sources) else f"source {n + 1}"
             lines.append(f"{f'  gate {name}'[:22]:22s}" + "".join(f"{v:9.3f}" for v in gates))

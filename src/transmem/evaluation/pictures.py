@@ -17,6 +17,12 @@ GIF conventions (``save_gif`` and ``save_gif_grid``):
 * A 3-px time bar at the bottom fills ``(t + 1) / T`` of the width at step ``t``.
   It shows where the animation is, and keeps consecutive GIF frames distinct
   (Pillow merges identical consecutive frames, which would change the frame count).
+* Given ``input_len`` (the number of observed frames), pictures of a sequence use one
+  time axis, frames ``1 .. T``: a status line names each GIF frame ("frame 3 / 20:
+  input", "frame 13 / 20: predicted"), the time bar is blue over input frames and orange
+  over predicted ones with a dark tick where prediction starts, and a PNG strip numbers its
+  columns ``1 .. T``, input columns in blue and predicted ones in orange, split by a dashed
+  line (see :func:`frame_phases`).
 * The animation has ``T = max`` sequence length frames.  A sequence with fewer
   frames holds its last frame (``pad="hold"``, default) or shows a blank
   light-gray cell (``pad="blank"``) for the remaining steps.
@@ -37,6 +43,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 __all__ = [
+    "frame_phases",
+    "layer_name",
     "save_strip_png",
     "save_gif",
     "save_gif_grid",
@@ -53,6 +61,8 @@ _LABEL_FONT_PX = 10
 _MIN_LABEL_FONT_PX = 6
 _TIME_BAR_PX = 3
 _TIME_BAR_COLOR = np.array([0.12, 0.47, 0.71])  # matplotlib "tab:blue"
+_INPUT_COLOR = (0.12, 0.47, 0.71)  # "tab:blue": observed (input) frames
+_PREDICTED_COLOR = (0.85, 0.37, 0.01)  # dark orange: predicted frames
 
 _METRIC_AXIS_LABELS = {
     "mse": "MSE per frame (sum over pixels), lower is better",
@@ -127,12 +137,46 @@ def _fitting_font_px(labels: Sequence[str], room_px: float) -> float:
     return float(min(_LABEL_FONT_PX, max(_MIN_LABEL_FONT_PX, fitting)))
 
 
+def layer_name(layer: int | str) -> str:
+    """``"layer 0"`` for the first layer: 0-based, as ``transfer.layers`` and ``evaluate`` count."""
+    return f"layer {int(layer)}"
+
+
+def frame_phases(steps: int, input_len: int | None) -> list[tuple[int, str]]:
+    """``(frame number, "input" | "predicted")`` for frames ``1 .. steps`` of one time axis.
+
+    Frames ``1 .. input_len`` are observed input, ``input_len + 1 .. steps`` predicted
+    (``input_len`` None: every frame is ``"input"``, i.e. nothing is marked).
+    """
+    if input_len is not None and input_len < 0:
+        raise ValueError(f"input_len must be >= 0, got {input_len}")
+    return [(t, "input" if input_len is None or t <= input_len else "predicted") for t in range(1, steps + 1)]
+
+
+def _status_text(frame: int, steps: int, phase: str) -> str:
+    """The status line of one GIF frame: ``"frame 13 / 20: predicted"``."""
+    return f"frame {frame} / {steps}: {phase}"
+
+
+def _row_starts(rows: Mapping[str, object], start: Mapping[str, int] | None) -> dict[str, int]:
+    """Column (time step, 0-based) of each row's first frame; rows not in ``start`` begin at 0."""
+    start = dict(start or {})
+    unknown = sorted(set(start) - set(rows))
+    if unknown:
+        raise ValueError(f"start names rows that do not exist: {unknown}")
+    for name, column in start.items():
+        if isinstance(column, bool) or not isinstance(column, int) or column < 0:
+            raise ValueError(f"start of row {name!r} must be a non-negative integer, got {column!r}")
+    return {name: start.get(name, 0) for name in rows}
+
+
 def _render_labels(
     height: int,
     width: int,
     labels: Sequence[tuple[str, float, float]],
     font_px: float,
     horizontal_alignment: str = "center",
+    color: tuple[float, float, float] | str = "black",
 ) -> np.ndarray:
     """Draw text on a white ``(height, width, 3)`` float image.
 
@@ -140,6 +184,7 @@ def _render_labels(
         labels: ``(text, x, y)`` with the anchor position in pixels from the top-left corner.
         font_px: font size in pixels.
         horizontal_alignment: matplotlib ``ha`` of each text relative to its anchor.
+        color: text colour.
     """
     dpi = 72  # 1 point == 1 pixel
     figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
@@ -152,7 +197,7 @@ def _render_labels(
             ha=horizontal_alignment,
             va="center",
             fontsize=font_px,
-            color="black",
+            color=color,
         )
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())[:height, :width, :3].astype(np.float64) / 255.0
@@ -161,11 +206,29 @@ def _render_labels(
     return image
 
 
-def _time_bar(width: int, step: int, steps: int) -> np.ndarray:
-    """``(3, width, 3)`` bar filled over ``(step + 1) / steps`` of its width."""
+def _time_bar(width: int, step: int, steps: int, input_len: int | None = None) -> np.ndarray:
+    """``(3, width, 3)`` bar filled over ``(step + 1) / steps`` of its width.
+
+    With ``input_len``: blue over input frames, orange over predicted ones, and a dark
+    1-px tick where prediction starts, shown in every frame.
+    """
     bar = np.full((_TIME_BAR_PX, width, 3), 0.9)
-    bar[:, : round(width * (step + 1) / steps)] = _TIME_BAR_COLOR
+    filled = round(width * (step + 1) / steps)
+    bar[:, :filled] = _TIME_BAR_COLOR
+    if input_len is not None and 0 < input_len < steps:
+        boundary = round(width * input_len / steps)
+        bar[:, boundary:filled] = _PREDICTED_COLOR
+        bar[:, max(0, boundary - 1) : boundary + 1] = 0.1
     return bar
+
+
+def _status_line(width: int, step: int, steps: int, input_len: int) -> np.ndarray:
+    """A white strip naming GIF frame ``step`` (0-based): its frame number and whether it is input or predicted."""
+    frame, phase = frame_phases(steps, input_len)[step]
+    text = _status_text(frame, steps, phase)
+    height = _LABEL_FONT_PX + 6
+    color = _INPUT_COLOR if phase == "input" else _PREDICTED_COLOR
+    return _render_labels(height, width, [(text, width / 2, height / 2)], _fitting_font_px([text], width), color=color)
 
 
 def _write_gif(path: PathLike, frames: list[np.ndarray], fps: float) -> None:
@@ -219,6 +282,8 @@ def save_strip_png(
     rows: Mapping[str, ArrayLike],
     title: str | None = None,
     align: Literal["left", "right"] = "left",
+    start: Mapping[str, int] | None = None,
+    input_len: int | None = None,
 ) -> None:
     """Save named frame sequences as a PNG: one row per sequence, frames side by side.
 
@@ -230,6 +295,11 @@ def save_strip_png(
         title: optional title above the strip.
         align: ``"left"`` (default) puts frame ``i`` of every row in column ``i``;
             ``"right"`` aligns the last frames instead.  Missing cells stay white.
+        start: row name -> column of its first frame (0-based), e.g. ``{"truth": 10,
+            "prediction": 10}`` to put the future after 10 input frames on one time axis;
+            overrides ``align`` for those rows.
+        input_len: number of observed frames: columns ``1 .. input_len`` are labelled as
+            input (blue), the later ones as predicted (orange), split by a dashed line.
 
     Columns are labelled with the frame index within the longest row (1-based).
     Each frame is displayed at least about 64 screen pixels wide.
@@ -237,16 +307,17 @@ def save_strip_png(
     if align not in ("left", "right"):
         raise ValueError(f"align must be 'left' or 'right', got {align!r}")
     sequences = _rows_as_rgb(rows)
+    starts = _row_starts(sequences, start)
     first = next(iter(sequences.values()))
     height, width = first.shape[1:3]
-    columns = max(frames.shape[0] for frames in sequences.values())
+    columns = max(starts[name] + frames.shape[0] for name, frames in sequences.items())
     gap = max(1, min(height, width) // 16)
 
     canvas = np.full(
         (len(sequences) * (height + gap) - gap, columns * (width + gap) - gap, 3), _BACKGROUND
     )
-    for row, frames in enumerate(sequences.values()):
-        offset = 0 if align == "left" else columns - frames.shape[0]
+    for row, (name, frames) in enumerate(sequences.items()):
+        offset = starts[name] if name in (start or {}) or align == "left" else columns - frames.shape[0]
         for index, frame in enumerate(frames):
             top = row * (height + gap)
             left = (offset + index) * (width + gap)
@@ -255,7 +326,7 @@ def save_strip_png(
     zoom = max(1.0, 64.0 / min(height, width))  # screen pixels per frame pixel
     dpi = 100
     figure = Figure(
-        figsize=(canvas.shape[1] * zoom / dpi + 1.5, canvas.shape[0] * zoom / dpi + 0.6), dpi=dpi
+        figsize=(canvas.shape[1] * zoom / dpi + 1.5, canvas.shape[0] * zoom / dpi + (1.0 if input_len else 0.6)), dpi=dpi
     )
     axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
     axes.imshow(canvas, interpolation="nearest")
@@ -263,17 +334,36 @@ def save_strip_png(
         [row * (height + gap) + (height - 1) / 2 for row in range(len(sequences))],
         labels=list(sequences),
     )
+    phases = frame_phases(columns, input_len)
     axes.set_xticks(
         [column * (width + gap) + (width - 1) / 2 for column in range(columns)],
-        labels=[str(column + 1) for column in range(columns)],
+        labels=[str(frame) for frame, _ in phases],
         fontsize=7,
     )
     axes.tick_params(length=0)
     for spine in axes.spines.values():
         spine.set_visible(False)
+    if input_len is not None and 0 < input_len < columns:
+        _mark_prediction_start(axes, phases, input_len, width + gap, gap)
     if title:
-        axes.set_title(title)
+        axes.set_title(title, pad=18 if input_len else 6)
     save_figure(figure, path)
+
+
+def _mark_prediction_start(axes, phases: list[tuple[int, str]], input_len: int, pitch: int, gap: int) -> None:
+    """Colour a strip's frame numbers by phase, draw a dashed line where prediction starts and
+    name both spans above the strip ("input 1-10", "predicted 11-20")."""
+    for label, (_, phase) in zip(axes.get_xticklabels(), phases):
+        label.set_color(_INPUT_COLOR if phase == "input" else _PREDICTED_COLOR)
+    boundary = input_len * pitch - (gap + 1) / 2
+    axes.axvline(boundary, color="black", linestyle="--", linewidth=1.2)
+    columns = len(phases)
+    spans = [("input", 1, input_len, _INPUT_COLOR), ("predicted", input_len + 1, columns, _PREDICTED_COLOR)]
+    for name, first, last, color in spans:
+        middle = ((first - 1) + last) / 2 * pitch - (gap + 1) / 2
+        text = f"{name}: frame {first}" if last == first else f"{name}: frames {first}-{last}"
+        axes.annotate(text, (middle, 1), xycoords=("data", "axes fraction"), xytext=(0, 4), textcoords="offset points",
+                      ha="center", va="bottom", fontsize=8, color=color, fontweight="bold")
 
 
 # ----------------------------------------------------------------------------- GIFs
@@ -285,12 +375,14 @@ def save_gif(
     fps: float = 4,
     scale: int = 2,
     pad: Literal["hold", "blank"] = "hold",
+    start: Mapping[str, int] | None = None,
+    input_len: int | None = None,
 ) -> None:
     """Save named sequences as an animated GIF showing them side by side, step by step.
 
     GIF frame ``t`` is a horizontal grid of frame ``t`` of each sequence (in dict
     order), under a header with the sequence names, above a time bar (see module
-    docstring).  The GIF has ``max(T)`` frames and loops forever.
+    docstring).  The GIF has ``max(start + T)`` frames and loops forever.
 
     Args:
         path: output GIF file.
@@ -298,12 +390,18 @@ def save_gif(
         fps: frames per second (GIF delays are rounded to 10 ms by most viewers).
         scale: integer nearest-neighbour magnification of every frame.
         pad: ``"hold"`` (last frame) or ``"blank"`` for sequences shorter than the longest.
+        start: row name -> GIF frame (0-based) at which the row's first frame shows, e.g.
+            ``{"prediction": 10}`` after 10 input frames: one time axis for all rows;
+            before it the row's cell is blank.
+        input_len: number of observed frames: adds a status line ("frame 12 / 20:
+            predicted") and colours the time bar by phase.
     """
     _check_pad(pad)
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     sequences = _rows_as_rgb(rows)
-    steps = max(frames.shape[0] for frames in sequences.values())
+    starts = _row_starts(sequences, start)
+    steps = max(starts[name] + frames.shape[0] for name, frames in sequences.items())
     height, width = (size * scale for size in next(iter(sequences.values())).shape[1:3])
     gap = 2
     total_width = len(sequences) * (width + gap) - gap
@@ -323,13 +421,16 @@ def save_gif(
     gif_frames = []
     for step in range(steps):
         body = np.full((height, total_width, 3), _BACKGROUND)
-        for column, frames in enumerate(sequences.values()):
-            frame = _frame_at(frames, step, pad)
+        for column, (name, frames) in enumerate(sequences.items()):
+            frame = None if step < starts[name] else _frame_at(frames, step - starts[name], pad)
             left = column * (width + gap)
             body[:, left : left + width] = (
                 _BLANK_CELL if frame is None else _upscale(frame, scale)
             )
-        gif_frames.append(np.concatenate([header, body, _time_bar(total_width, step, steps)]))
+        parts = [header, body, _time_bar(total_width, step, steps, input_len)]
+        if input_len is not None:
+            parts.insert(0, _status_line(total_width, step, steps, input_len))
+        gif_frames.append(np.concatenate(parts))
     _write_gif(path, gif_frames, fps)
 
 
@@ -339,6 +440,7 @@ def save_gif_grid(
     fps: float = 4,
     scale: int = 1,
     pad: Literal["hold", "blank"] = "hold",
+    input_len: int | None = None,
 ) -> None:
     """Save several methods on several test sequences as one animated GIF.
 
@@ -353,6 +455,9 @@ def save_gif_grid(
         fps: frames per second.
         scale: integer nearest-neighbour magnification of every frame.
         pad: ``"hold"`` (last frame) or ``"blank"`` for entries shorter than the longest.
+        input_len: number of observed frames (the first ``input_len`` frames of every
+            entry are the input): adds a status line ("frame 12 / 20: predicted") and
+            colours the time bar by phase.
     """
     _check_pad(pad)
     if scale < 1:
@@ -401,9 +506,10 @@ def save_gif_grid(
                     _BLANK_CELL if frame is None else _upscale(frame, scale)
                 )
         picture = np.concatenate([labels, body], axis=1)
-        gif_frames.append(
-            np.concatenate([picture, _time_bar(picture.shape[1], step, steps)])
-        )
+        parts = [picture, _time_bar(picture.shape[1], step, steps, input_len)]
+        if input_len is not None:
+            parts.insert(0, _status_line(picture.shape[1], step, steps, input_len))
+        gif_frames.append(np.concatenate(parts))
     _write_gif(path, gif_frames, fps)
 
 
@@ -439,7 +545,7 @@ def plot_per_frame(
         bands: optional method -> metric -> per-frame standard deviation; drawn as a
             shaded band ``value ± std`` around the matching line.
 
-    The x axis is the predicted frame index ``1 .. T``.
+    The x axis is the predicted frame index ``1 .. T``; the legend is outside the subplots.
 
     Raises:
         ValueError: if no method provides one of ``metrics``, or a band's length
@@ -475,7 +581,9 @@ def plot_per_frame(
         axes.set_title(metric)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
-    axes_list[0].legend(fontsize=8)
+    # One legend for every subplot, outside them, so it covers no curve.
+    handles = {label: handle for axes in axes_list for handle, label in zip(*axes.get_legend_handles_labels())}
+    figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
     if title:
         figure.suptitle(title)
     save_figure(figure, path)
@@ -494,7 +602,7 @@ def plot_transfer_gates(
         path: output image (format from the suffix).
         gates: layer name -> ``(sources, steps)`` values (nested lists, array or
             tensor), or one ``(layers, sources, steps)`` array (layers named
-            ``"layer 1"``, ...).  Values are gate activations averaged over batch,
+            ``"layer 0"``, ``"layer 1"``, ...: 0-based, as ``transfer.layers``).  Values are gate activations averaged over batch,
             channels and pixels (in ``[0, 1]`` for sigmoid gates).
         source_names: one name per source (default ``"source 1"``, ...).
         input_len: number of input (observed) steps; a dashed vertical line is drawn
@@ -510,7 +618,7 @@ def plot_transfer_gates(
         stacked = _as_float_array(gates)
         if stacked.ndim != 3:
             raise ValueError(f"gates array must be (layers, sources, steps), got shape {stacked.shape}")
-        layers = {f"layer {index + 1}": values for index, values in enumerate(stacked)}
+        layers = {layer_name(index): values for index, values in enumerate(stacked)}
     if not layers:
         raise ValueError("at least one layer is required")
     for name, values in layers.items():
@@ -532,7 +640,7 @@ def plot_transfer_gates(
     within_unit_interval = all(
         values.size == 0 or (values.min() >= 0.0 and values.max() <= 1.0) for values in layers.values()
     )
-    for axes, (layer_name, values) in zip(axes_grid.flat, layers.items()):
+    for axes, (layer, values) in zip(axes_grid.flat, layers.items()):
         steps = np.arange(1, values.shape[1] + 1)
         for source_name, source_values in zip(source_names, values):
             axes.plot(steps, source_values, marker="o", markersize=2.5, label=source_name)
@@ -540,7 +648,7 @@ def plot_transfer_gates(
             axes.axvline(input_len + 0.5, color="gray", linestyle="--", linewidth=1, label="end of input")
         if within_unit_interval:
             axes.set_ylim(-0.02, 1.02)
-        axes.set_title(layer_name)
+        axes.set_title(layer)
         axes.set_xlabel("time step")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
@@ -548,7 +656,7 @@ def plot_transfer_gates(
         axes.set_ylabel("mean gate value")
     for axes in list(axes_grid.flat)[len(layers) :]:
         axes.set_visible(False)
-    axes_grid[0, 0].legend(fontsize=8)
+    figure.legend(*axes_grid[0, 0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     if title:
         figure.suptitle(title)
     save_figure(figure, path)

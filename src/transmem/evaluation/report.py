@@ -134,6 +134,30 @@ def format_metrics_table(
     return "\n\n".join(parts)
 
 
+def format_transfer_gates(gates: Mapping[str, Sequence[Sequence[float]]], sources: Sequence[str], input_len: int) -> str:
+    """Markdown table of a TMU's mean transfer gate per layer (0-based) and source.
+
+    Args:
+        gates: layer -> ``[[gate mean per step] per source]`` (``evaluate_model``'s
+            ``transfer_gates``); step ``t`` reads frame ``t``.
+        sources: one name per source.
+        input_len: steps ``1 .. input_len`` read input frames, the later ones the model's
+            own predictions.
+
+    Returns:
+        One row per source and layer: the mean gate over the input steps, the predicted
+        steps and all steps.
+    """
+    rows = []
+    for layer, per_source in gates.items():
+        for index, steps in enumerate(per_source):
+            name = sources[index] if index < len(sources) else f"source {index + 1}"
+            observed, predicted = steps[:input_len], steps[input_len:]
+            means = [sum(part) / len(part) if part else None for part in (observed, predicted, steps)]
+            rows.append([name, str(layer), *(format_number(value, 3) for value in means)])
+    return _markdown_table(["source", "layer", "input steps", "predicted steps", "all steps"], rows)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 

@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from transmem.config import ConfigError, RunConfig
 from transmem.data import DataError, build_dataset
@@ -34,7 +33,8 @@ from transmem.run import CHECKPOINT_DIR, MODEL_FILE, save_model
 from transmem.training.checkpoint import atomic_write_text, latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
 from transmem.training.distributed import init_distributed
 from transmem.training.locks import FileLock, LockedError
-from transmem.training.rundir import RunConflictError, check_run_dir, prepare_run_dir
+from transmem.training.progress import progress_bar
+from transmem.training.rundir import CONFIG_FILE, RunConflictError, check_run_dir, config_differences, describe_differences, prepare_run_dir
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.transfer.memory_bank import TrainingBatch
 from transmem.transfer.methods import INIT_FILE, METHODS
@@ -187,6 +187,7 @@ def _train(
         raise DataError(f"data: the {config.data.name} test split is empty; a run needs test sequences (data.test_size)")
 
     method = METHODS[config.transfer.method](config, run_dir, device)
+    method.check_data(train_set)
     model = method.build_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     scheduler = make_scheduler(optimizer, config)
@@ -201,7 +202,7 @@ def _train(
         start, found = config.train.iterations, None
     elif found is not None:
         try:
-            _check_resumable(run_dir, found[0], found[1], model, method)
+            _check_resumable(run_dir, found[0], found[1], config, model, method)
         except RunConflictError:
             if not force:
                 raise
@@ -262,7 +263,7 @@ def _train(
     writer = _tensorboard(run_dir) if config.train.tensorboard and ctx.is_main else None
     data = config.data
     online = bool(getattr(train_set, "online", False))
-    bar = tqdm(total=total, initial=start, desc="train", unit="it", disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    bar = progress_bar(total, start, "train", "it", enabled=progress and ctx.is_main)
     tick = time.time()
     model.train()
     for iteration in range(start, total):
@@ -331,6 +332,7 @@ def _train(
             _validate(model, val_set, config, run_dir, done, device)
             model.train()
             tick = time.time()  # seconds_per_iteration counts training only, not validation
+            bar.unpause()  # and so do the bar's rate and ETA
         if ctx.is_main and (done % config.train.checkpoint_every == 0 or done == total):
             _save(checkpoints, done, model, optimizer, scheduler, generator, config, method)
         if stop_at is not None and done >= stop_at and done < total:
@@ -362,10 +364,19 @@ def _resume_stamp(run_dir: Path) -> list[tuple[str, int]]:
     return stamp
 
 
-def _check_resumable(run_dir: Path, path: Path, state: dict, model: RecurrentPredictor, method) -> None:
-    """Refuse to resume from ``state`` if a source changed or its weights do not fit ``model``
-    (checked without loading anything, so ``--force`` can still start from fresh weights)."""
-    advice = "restore them, or pass --force to start over (the old files are kept, renamed)"
+def _check_resumable(run_dir: Path, path: Path, state: dict, config: RunConfig, model: RecurrentPredictor, method) -> None:
+    """Refuse to resume from ``state`` if it was trained with another config (``config.toml``
+    edited by hand), a source changed or its weights do not fit ``model`` (checked without
+    loading anything, so ``--force`` can still start from fresh weights)."""
+    force = "pass --force to start over (the old files are kept, renamed)"
+    trained = _checkpoint_config(state)
+    if trained is not None and (edited := config_differences(trained, config)):
+        raise RunConflictError(
+            f"{run_dir}: {path.name} was trained with another config than this one, was {CONFIG_FILE} edited? "
+            f"({describe_differences(trained, config, edited, 'in the checkpoint', 'in the config given')}); "
+            f"restore {CONFIG_FILE}, choose another --out, or {force}"
+        )
+    advice = f"restore them, or {force}"
     recorded, current = state.get("source_digests"), method.source_digests()
     if recorded is not None and recorded != current:  # checkpoints from before this check have none
         changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
@@ -375,9 +386,19 @@ def _check_resumable(run_dir: Path, path: Path, state: dict, model: RecurrentPre
     if stored != expected:
         differing = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
         raise RunConflictError(
-            f"{run_dir}: {path.name} does not fit this run's model (did a source change?): "
+            f"{run_dir}: {path.name} does not fit this run's model (did a source's architecture change?): "
             f"{', '.join(differing[:3])}{' ...' if len(differing) > 3 else ''} differ; {advice}"
         )
+
+
+def _checkpoint_config(state: dict) -> RunConfig | None:
+    """The config a checkpoint was trained with, None if it holds no readable one."""
+    from transmem.config import config_from_dict, tomllib
+
+    try:
+        return config_from_dict(tomllib.loads(state["config"]), stored=True)
+    except (KeyError, TypeError, ValueError):  # ConfigError and TOMLDecodeError are ValueErrors
+        return None
 
 
 def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, config: RunConfig, method) -> None:

@@ -5,6 +5,9 @@
 - same resolved config: the run resumes (or is reported finished);
 - different config: refused with a message listing the differing keys, unless ``--force``;
   then the old run's files are *renamed* with a ``.previous-<time>`` suffix, never deleted;
+- a ``config.toml`` edited by hand: refused the same way, since the weights were trained
+  with the config stored in ``model.safetensors`` (and in every checkpoint, checked by the
+  training loop before resuming);
 - no saved config but files a run writes (``train.csv``, ``checkpoints``...): refused the
   same way, since those files are not known to belong to this run.
 """
@@ -15,6 +18,7 @@ import time
 from pathlib import Path
 
 from transmem.config import ConfigError, RunConfig, load_config
+from transmem.run import MODEL_FILE, stored_model_config
 from transmem.training.checkpoint import atomic_write_text
 
 CONFIG_FILE = "config.toml"
@@ -45,11 +49,21 @@ def config_differences(old: RunConfig, new: RunConfig) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
+def describe_differences(old: RunConfig, new: RunConfig, keys: list[str], old_name: str, new_name: str, limit: int = 3) -> str:
+    """``"model.hidden = [32, 32] in the model, [64] in the config"`` for the first ``limit`` keys."""
+    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
+    shown = "; ".join(f"{k} = {a.get(k, '(unset)')!r} {old_name}, {b.get(k, '(unset)')!r} {new_name}" for k in keys[:limit])
+    return shown + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 def check_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> bool:
     """Refuse ``run_dir`` if it holds another run (unless ``force``); write nothing.
 
-    Returns True if ``prepare_run_dir`` will set an old run aside (``force`` and a
-    different config), i.e. the folder's checkpoints must not be resumed.
+    A run is compared with its ``config.toml`` and, once finished, with the config stored in
+    its ``model.safetensors`` (what the weights were trained with): a ``config.toml`` edited
+    by hand does not make the folder hold another run. Returns True if ``prepare_run_dir``
+    will set an old run aside (``force`` and a different config), i.e. the folder's
+    checkpoints must not be resumed.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -69,17 +83,27 @@ def check_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> bool
         differences = config_differences(load_config(saved, stored=True), config)
     except ConfigError as error:
         differences = [f"(unreadable saved config: {error})"]
-    if not differences:
+    trained = stored_model_config(run_dir / MODEL_FILE) if (run_dir / MODEL_FILE).exists() else None
+    edited = config_differences(trained, config) if trained is not None else []
+    if not differences and not edited:
         return False
-    if not force:
-        finished = (run_dir / "model.safetensors").exists()
-        state = "a finished" if finished else "an unfinished"
-        shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
+    if force:
+        return True
+    advice = "choose another --out or pass --force to keep the old files renamed *.previous-<time>"
+    if edited and not differences:  # config.toml says this run, the weights say otherwise
         raise RunConflictError(
-            f"{run_dir}: holds {state} run of a different config (differs in {shown}); "
-            f"choose another --out or pass --force to keep the old files renamed *.previous-<time>"
+            f"{run_dir}: its {CONFIG_FILE} was edited after training: {MODEL_FILE} was trained with another config "
+            f"({describe_differences(trained, config, edited, 'in the model', 'in the config given')}); "
+            f"restore {CONFIG_FILE}, {advice}"
         )
-    return True
+    if trained is not None and not edited:  # the weights are this run's; config.toml says otherwise
+        raise RunConflictError(
+            f"{run_dir}: its {CONFIG_FILE} was edited after training: it differs in {', '.join(differences[:6])} from "
+            f"the config {MODEL_FILE} was trained with, which is the one given; restore {CONFIG_FILE}, {advice}"
+        )
+    state = "a finished" if (run_dir / MODEL_FILE).exists() else "an unfinished"
+    shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
+    raise RunConflictError(f"{run_dir}: holds {state} run of a different config (differs in {shown}); {advice}")
 
 
 def prepare_run_dir(config: RunConfig, run_dir: Path, force: bool = False, set_aside: bool = False) -> None:

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from transmem.training.checkpoint import atomic_write_text, sha256_file
 from transmem.training.locks import FileLock
+from transmem.training.progress import progress_bar
 from transmem.transfer.zoo import Source
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ class CachedMemoryBank:
         atomic_write_text(meta_path, json.dumps({"key": self.key, "complete": False}))
         shapes = self._shapes()
         arrays = {k: np.memmap(self._file(*k), np.float16, "w+", shape=s) for k, s in shapes.items()}
-        bar = tqdm(total=self.size, desc="memory bank", unit="seq", disable=not progress)
+        bar = progress_bar(self.size, 0, "memory bank", "seq", enabled=progress)
         for start in range(0, self.size, batch_size):
             stop = min(start + batch_size, self.size)
             frames = torch.stack([self.dataset[i] for i in range(start, stop)]).to(self.device)

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig
 from transmem.models import RecurrentPredictor, Rollout, build_predictor
-from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, RolloutMemoryBank, TrainingBatch
+from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank, TrainingBatch
 from transmem.transfer.zoo import Source, SourceError, load_zoo
 
 INIT_FILE = "init_source.json"  # in the run folder: the source the backbone started from, and why
@@ -70,6 +70,9 @@ class ScratchMethod:
         source, ranking = self._choose_init_source(progress)
         load_backbone(model, source)
         return {"init_from": self.config.transfer.init_from, "source": str(source.path), "name": source.name, "ranking": ranking}
+
+    def check_data(self, train_dataset) -> None:
+        """Refuse a training set the method cannot use, before anything is written."""
 
     def prepare(self, model: RecurrentPredictor, train_dataset, progress: bool = True) -> None:
         """Anything needed before the first step (also after a resume)."""
@@ -232,6 +235,12 @@ class TransferableMemoryMethod(ScratchMethod):
             finite = not getattr(train_dataset, "online", False)
             return "cached" if finite and not self.config.train.time_reversal else "live"
         return mode
+
+    def check_data(self, train_dataset) -> None:
+        if self.bank_mode(train_dataset) == "cached" and getattr(train_dataset, "online", False):
+            raise MemoryBankError(
+                "transfer.bank = 'cached' needs a finite training set (set data.train_size > 0) or transfer.bank = 'live'"
+            )
 
     def prepare(self, model: RecurrentPredictor, train_dataset, progress: bool = True) -> None:
         mode = self.bank_mode(train_dataset)

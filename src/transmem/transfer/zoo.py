@@ -45,6 +45,14 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
+def source_name(path: str | Path) -> str:
+    """A source's short name: its run folder's name (also for ``RUN/model.safetensors``), else the file's stem."""
+    path = Path(path)
+    if path.name == "model.safetensors":
+        return path.parent.name
+    return path.stem if path.suffix in (".safetensors", ".pt") else path.name
+
+
 def load_source(path: str | Path, device: str | torch.device = "cpu") -> Source:
     """Load a source frozen. A run folder must hold finished training (``model.safetensors``);
     a checkpoint file named explicitly is used as it is; ``builtin:NAME`` is a source that
@@ -63,7 +71,7 @@ def load_source(path: str | Path, device: str | torch.device = "cpu") -> Source:
             f"source {path}: unfinished run (no model.safetensors; newest checkpoint {loaded.path}); "
             f"finish its training, or name the checkpoint file to transfer from it as it is"
         )
-    name = path.name if path.is_dir() else path.parent.name if path.name == "model.safetensors" else path.stem
+    name = path.name if path.is_dir() else source_name(path)
     return Source(name=name, path=path, model=freeze(loaded.model), config=loaded.config, digest=loaded.digest)
 
 
