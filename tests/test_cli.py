@@ -1,6 +1,7 @@
 """The transmem command: train / evaluate / data commands end to end on tiny shapes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +192,25 @@ def test_a_file_dataset_without_its_path_says_how_to_give_it(tmp_path, capsys):
     assert main(["data", "preview", "array_file", "--out", str(tmp_path / "a.gif")]) == 2
     assert "--set data.options.path=" in _one_error_line(capsys)
     assert not list(tmp_path.iterdir())
+
+
+def test_every_expected_error_is_a_transmem_error_and_keeps_its_builtin_base():
+    import transmem.errors as errors
+    from transmem.config import ConfigError
+    from transmem.data import DataError
+    from transmem.training.checkpoint import CheckpointError
+    from transmem.training.locks import LockedError
+    from transmem.training.loop import TrainingDiverged
+    from transmem.training.rundir import RunConflictError
+    from transmem.transfer.builtin import BuiltinZooError
+    from transmem.transfer.memory_bank import MemoryBankError
+    from transmem.transfer.zoo import SourceError
+
+    raised_here = [ConfigError, DataError, CheckpointError, SourceError, BuiltinZooError]
+    states = [RunConflictError, MemoryBankError, LockedError, TrainingDiverged]
+    assert all(issubclass(e, errors.TransmemError) and issubclass(e, ValueError) for e in raised_here)
+    assert all(issubclass(e, errors.TransmemError) and issubclass(e, RuntimeError) for e in states)
+    # one definition each, at the bottom of the package (errors.py imports nothing of transmem)
+    assert all(e.__module__ == "transmem.errors" for e in raised_here + states)
+    source = Path(errors.__file__).read_text()
+    assert "import" not in source.replace("imports nothing", "")

@@ -502,8 +502,7 @@ COMMANDS = {"benchmark": _benchmark, "speed": _speed, "train": _train, "evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transmem.errors import EXPECTED_ERRORS
-    from transmem.training.loop import TrainingDiverged
+    from transmem.errors import EXPECTED_ERRORS, TrainingDiverged
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

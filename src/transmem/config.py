@@ -26,10 +26,7 @@ else:  # pragma: no cover
 
 import tomli_w
 
-
-class ConfigError(ValueError):
-    """A configuration key or value is invalid. The message names the key."""
-
+from transmem.errors import ConfigError
 
 # ---------------------------------------------------------------- sections
 

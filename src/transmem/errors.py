@@ -1,21 +1,54 @@
-"""The expected failures: bad user input or files. The CLI prints these as one line (exit 2)."""
+"""The expected failures, at the bottom of the package: every module may raise them, and
+this module imports nothing of transmem.
 
-from transmem.config import ConfigError
-from transmem.data import DataError
-from transmem.training.checkpoint import CheckpointError
-from transmem.training.locks import LockedError
-from transmem.training.rundir import RunConflictError
-from transmem.transfer.builtin import BuiltinZooError
-from transmem.transfer.memory_bank import MemoryBankError
-from transmem.transfer.zoo import SourceError
+Every expected failure (bad user input, unusable files, a folder in use) is a
+:class:`TransmemError`; the CLI prints its message as one line and exits with status 2
+(:class:`TrainingDiverged`: 3). Each also derives from the built-in exception it replaces
+(``ValueError`` for bad input, ``RuntimeError`` for a state of the machine), so code that
+caught those keeps working. The modules where each is raised re-export it
+(``transmem.config.ConfigError`` is this ``ConfigError``).
+"""
 
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError,
-    DataError,
-    CheckpointError,
-    SourceError,
-    RunConflictError,
-    MemoryBankError,
-    LockedError,
-    BuiltinZooError,
-)
+
+class TransmemError(Exception):
+    """An expected failure. The message is one line naming the input and the problem."""
+
+
+class ConfigError(TransmemError, ValueError):
+    """A configuration key or value is invalid. The message names the key."""
+
+
+class DataError(TransmemError, ValueError):
+    """A data file, folder or array is unusable. The message names it and the problem."""
+
+
+class CheckpointError(TransmemError, ValueError):
+    """A file is not a usable transmem checkpoint. The message names the file."""
+
+
+class SourceError(TransmemError, ValueError):
+    """A source cannot be used for this target. The message names the source."""
+
+
+class BuiltinZooError(TransmemError, ValueError):
+    """A builtin source is unknown, missing or damaged. The message names it."""
+
+
+class RunConflictError(TransmemError, RuntimeError):
+    """The output folder holds a run of a different configuration."""
+
+
+class MemoryBankError(TransmemError, RuntimeError):
+    """The memory bank cannot be built or read. The message names the file."""
+
+
+class LockedError(TransmemError, RuntimeError):
+    """Another process holds the lock."""
+
+
+class TrainingDiverged(TransmemError, RuntimeError):
+    """The loss became NaN or inf; the run folder keeps its last good checkpoint (exit status 3)."""
+
+
+#: What the CLI reports as one line with exit status 2 (TrainingDiverged is caught first).
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (TransmemError,)

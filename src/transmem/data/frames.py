@@ -14,10 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-class DataError(ValueError):
-    """A data file, folder or array is unusable. The message names it and the problem."""
-
+from transmem.errors import DataError
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 _TORCH_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from transmem.errors import CheckpointError
 from transmem.memory_errors import is_out_of_memory
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,6 @@ log = logging.getLogger(__name__)
 FORMAT = "transmem-checkpoint-1"
 MANIFEST = "manifest.json"
 PAYLOAD_KEY = "payload_sha256"
-
-
-class CheckpointError(ValueError):
-    """A file is not a usable transmem checkpoint. The message names the file."""
 
 
 def sha256_file(path: Path) -> str:

@@ -17,14 +17,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from transmem.errors import LockedError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
-
-
-class LockedError(RuntimeError):
-    """Another process holds the lock."""
 
 
 class FileLock:

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig
 from transmem.data import DataError, build_dataset
+from transmem.errors import TrainingDiverged
 from transmem.models import RecurrentPredictor
 from transmem.run import CHECKPOINT_DIR, MODEL_FILE, save_model
 from transmem.training.checkpoint import atomic_write_text, latest_good_checkpoint, remove_stale_temporaries, save_checkpoint
@@ -49,10 +50,6 @@ LOG_FIELDS = [
     "seconds_per_iteration",
     "threads",  # torch threads (of rank 0): on CPU another count trains to other weights
 ]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf; the run folder keeps its last good checkpoint."""
 
 
 @dataclass

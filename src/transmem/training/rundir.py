@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from transmem.config import ConfigError, RunConfig, load_config
+from transmem.errors import RunConflictError
 from transmem.run import MODEL_FILE, stored_model_config
 from transmem.training.checkpoint import atomic_write_text
 
@@ -27,10 +28,6 @@ RUN_FILES = (
     "tensorboard", "transfer_gates.png", "transfer_gates_val.png", "init_source.json", "source_rank",
 )
 SHARED_CACHES = ("memory_bank", "source_rank")  # keyed, checksummed caches other runs may share
-
-
-class RunConflictError(RuntimeError):
-    """The output folder holds a run of a different configuration."""
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -17,14 +17,12 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
+from transmem.errors import BuiltinZooError
 from transmem.training.checkpoint import sha256_file
 
 PREFIX = "builtin:"
 INDEX_FILE = "index.json"
 CHECK_SEQUENCES = 8  # test sequences whose MSE the index records, to check a file reproduces it
-
-class BuiltinZooError(ValueError):
-    """A builtin source is unknown, missing or damaged. The message names it."""
 
 
 #: builtin name -> (benchmark suite, that suite's name for the source)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from transmem.errors import MemoryBankError
 from transmem.training.checkpoint import atomic_write_text, sha256_file
 from transmem.training.locks import FileLock
 from transmem.training.progress import progress_bar
@@ -39,10 +40,6 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 BUILD_LOCK = "build.lock"  # in the bank folder; held while the bank is built or checked
-
-
-class MemoryBankError(RuntimeError):
-    """The memory bank cannot be built or read. The message names the file."""
 
 
 @dataclass

@@ -15,14 +15,11 @@ from pathlib import Path
 import torch
 
 from transmem.config import RunConfig
+from transmem.errors import SourceError
 from transmem.models import RecurrentPredictor
 from transmem.run import load_model
 from transmem.training.checkpoint import CheckpointError
 from transmem.transfer.builtin import PREFIX, builtin_file, describe_builtin, is_builtin
-
-
-class SourceError(ValueError):
-    """A source cannot be used for this target. The message names the source."""
 
 
 @dataclass
