@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/transmem benchmark digits --profile quick --zoo builtin --out $(DEMO_OUT)
+	$(BIN)/transmem benchmark digits --profile quick --zoo builtin --jobs 2 --out $(DEMO_OUT)
 
 test: setup
 	$(BIN)/python -m pytest -q
