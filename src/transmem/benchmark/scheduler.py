@@ -167,7 +167,7 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
     pending = list(tasks)
     running: dict[int, tuple[Task, multiprocessing.process.BaseProcess, Connection]] = {}  # by sentinel
     estimate, started, counted = TimeLeft(len(tasks), jobs), {}, {}
-    log(f"{len(tasks)} runs on {jobs} worker processes, {threads} torch thread(s) each")
+    log(f"{len(tasks)} run{'' if len(tasks) == 1 else 's'} on {jobs} worker processes, {threads} torch thread(s) each")
     try:
         while pending or running:
             _take_finished(pending, results, log)
