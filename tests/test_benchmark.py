@@ -48,8 +48,8 @@ def test_every_method_runs_and_results_are_written(tiny_benchmark):
     methods = [row["method"] for row in results["rows"]]
     assert methods == [
         "scratch", "finetune_digits1", "finetune_digits2", "finetune_best", "distill", "tmu_nodistill", "kflow", "tmu",
-        "tmu_rollout", "tmu_ft",
-    ]
+        "tmu_rollout", "tmu_ft", "fusion",
+    ]  # scratch_wide is opt-in (--methods)
     for name in ("results.md", "results.csv", "results.json", "per_frame.png", "predictions.gif", "transfer_gates.png"):
         assert (out / name).stat().st_size > 0, name
     table = (out / "results.md").read_text()
@@ -75,7 +75,7 @@ def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_r
     out, first = tiny_benchmark
     lines = []
     again = run_benchmark("digits", "quick", out, progress=False, log=lines.append, overrides=TINY)
-    assert [line for line in lines if line.startswith("run ")][:2] == ["run 1 of 12: source digits1", "run 2 of 12: source digits2"]
+    assert [line for line in lines if line.startswith("run ")][:2] == ["run 1 of 13: source digits1", "run 2 of 13: source digits2"]
     from transmem.benchmark.runner import train_seconds
 
     trained = again["train_seconds"]  # from the runs' train.csv, the same as when they trained
@@ -181,7 +181,11 @@ def test_plan_covers_every_seed_and_finetune_source(tmp_path):
     plan = plan_runs(SUITES["far"], PROFILES["full"], tmp_path)
     methods = {p["method"] for p in plan}
     assert {"finetune_balls", "finetune_advection", "finetune_video", "tmu", "kflow", "scratch"} <= methods
-    assert len(plan) == 3 * (len(SUITES["far"].methods) - 1 + len(SUITES["far"].sources))
+    # every method but "finetune" (one run per source) and the opt-in control scratch_wide, 3 seeds
+    assert len(plan) == 3 * (len(SUITES["far"].methods) - 2 + len(SUITES["far"].sources))
+    assert "scratch_wide" not in methods
+    control = plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["scratch_wide"])
+    assert [p["method"] for p in control] == ["scratch_wide"] * 3 and control[0]["sources"] == []
     with pytest.raises(ValueError, match="unknown method"):
         plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["nope"])
     # One finetune by its run name, in the suite's order whatever the order asked.
@@ -283,7 +287,7 @@ def test_status_reports_each_run_without_writing(tiny_benchmark, tmp_path, capsy
 
     out, _ = tiny_benchmark
     rows = benchmark_status("digits", "quick", out, overrides=TINY)
-    assert [r["state"] for r in rows] == ["finished"] * 12 and rows[0]["run"] == "source digits1"
+    assert [r["state"] for r in rows] == ["finished"] * 13 and rows[0]["run"] == "source digits1"
     # a fresh benchmark: one source half trained, another process training it now
     fresh = tmp_path / "fresh"
     (source,) = [t for t in benchmark_tasks("digits", "quick", fresh, overrides=TINY)[3] if t.name == "source digits1"]
@@ -301,7 +305,7 @@ def test_status_reports_each_run_without_writing(tiny_benchmark, tmp_path, capsy
     finally:
         holder.release()
     printed = capsys.readouterr().out
-    assert "0 of 12 runs finished" in printed
+    assert "0 of 13 runs finished" in printed
     assert re.search(rf"source digits1 +at iteration 1 of 2 \(training now, pid {os.getpid()}\)\n", printed)
     assert sorted(str(p) for p in fresh.rglob("*")) == before
 

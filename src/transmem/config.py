@@ -149,13 +149,14 @@ class EvalConfig:
 
 
 BANKS = ("auto", "cached", "live", "rollout")  # transfer.bank (see transmem.transfer.memory_bank)
+FUSION_HEADS = ("best", "mean")  # transfer.fusion_head (see transmem.models.fusion)
 
 
 @dataclass
 class TransferConfig:
     """How the target uses the source zoo (see :data:`transmem.transfer.METHODS`)."""
 
-    method: str = "none"  # none | tmu | distill | finetune | kflow
+    method: str = "none"  # none | tmu | distill | finetune | kflow | fusion
     sources: list = field(default_factory=list)  # run folders or checkpoint files
     layers: list = field(default_factory=lambda: [0])  # target/source layers (0 = first)
     # auto (cached for a finite training set, else live) | cached (sources read the true frames,
@@ -176,6 +177,12 @@ class TransferConfig:
     init_from: str = ""
     rank_probe: int = 100  # init_from = "best": iterations of the finetune probe per source (0: zero-shot MSE)
     hint_to_backbone: bool = True  # tmu, distill: False stops the distillation gradient at the distillers
+    # fusion: the target holds `fuse` sources side by side in one wider backbone (model.hidden =
+    # their hidden sizes summed): the best `fuse` by the validation ranking, 0 = every source.
+    fuse: int = 0
+    # fusion: the output head starts as the best source's ("best": the target predicts exactly as
+    # that source at iteration 0) or as the mean of the fused sources' heads ("mean").
+    fusion_head: str = "best"
 
     def validate(self) -> None:
         from transmem.models.tmu import MEMORY_MERGES
@@ -206,6 +213,14 @@ class TransferConfig:
             )
         if self.init_from and self.method == "none":
             raise ConfigError("transfer.init_from: method 'none' trains from scratch; use method 'finetune' to start from a source")
+        if self.fuse < 0:
+            raise ConfigError(f"transfer.fuse: must be >= 0 (0 = every source), got {self.fuse}")
+        if self.method == "fusion" and self.fuse > len(self.sources):
+            raise ConfigError(f"transfer.fuse: {self.fuse} sources to fuse, but transfer.sources names {len(self.sources)}")
+        if self.fusion_head not in FUSION_HEADS:
+            raise ConfigError(f"transfer.fusion_head: expected one of {', '.join(FUSION_HEADS)}, got {self.fusion_head!r}")
+        if self.method == "fusion" and self.init_from:
+            raise ConfigError("transfer.init_from: method 'fusion' starts from every fused source; set transfer.fuse instead")
         if self.rank_probe < 0:
             raise ConfigError(f"transfer.rank_probe: must be >= 0, got {self.rank_probe}")
         if not 0.0 <= self.flow_stop <= 1.0:

@@ -39,7 +39,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
     import tomli as tomllib
 
 from transmem.benchmark.scheduler import Task, finished, run_tasks, threads_per_run
-from transmem.benchmark.suites import PROFILES, SUITES, Profile, Suite
+from transmem.benchmark.suites import OPT_IN_METHODS, PROFILES, SCRATCH_METHODS, SUITES, WIDE_METHODS, Profile, Suite
 from transmem.config import ConfigError, RunConfig, config_from_dict, load_config
 from transmem.data import build_dataset
 from transmem.evaluation.pictures import layer_name, plot_per_frame, plot_transfer_gates, save_gif_grid
@@ -97,11 +97,12 @@ def train_threads(run_dir: Path) -> str:
 
 
 def init_source(run_dir: Path) -> str:
-    """The name of the source a ``transfer.init_from`` run started from (its ``init_source.json``),
-    else ``""`` (also for a plain finetune, whose source is its only one)."""
+    """The name of the source a ``transfer.init_from`` run started from (its ``init_source.json``;
+    for a fusion, its fused sources joined by ``+``), else ``""`` (also for a plain finetune,
+    whose source is its only one)."""
     try:
         record = json.loads((run_dir / INIT_FILE).read_text())
-        return str(record["name"]) if record.get("init_from") else ""
+        return str(record["name"]) if record.get("init_from") or record.get("fusion") else ""
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
         return ""
 
@@ -152,13 +153,14 @@ def plan_runs(
 
     ``sources`` names the suite's sources the run reads (none for scratch). ``methods`` picks
     among the suite's methods (``finetune`` is one run per source) and ``finetune_<source>``
-    names; runs come in the suite's order.
+    names (default: every method but the opt-in controls, :data:`OPT_IN_METHODS`); runs come in
+    the suite's order.
 
     Sources are the run folders ``<zoo>/<name>`` (default zoo: ``out/sources``), or the
     paths ``source_paths`` gives (``builtin:NAME``).
     """
     finetunes = [f"finetune_{name}" for name in suite.sources]
-    chosen = set(methods or suite.methods)
+    chosen = set(methods or [m for m in suite.methods if m not in OPT_IN_METHODS])
     unknown = sorted(chosen - set(suite.methods) - set(finetunes))
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; suite {suite.name} has {[*suite.methods, *finetunes]}")
@@ -171,7 +173,7 @@ def plan_runs(
             variants = (
                 {f"finetune_{name}": ([f"transfer.sources=[{json.dumps(str(path))}]"], [name]) for name, path in source_dirs.items()}
                 if method == "finetune"
-                else {method: ([], []) if method == "scratch" else ([f"transfer.sources={all_sources}"], list(source_dirs))}
+                else {method: ([], []) if method in SCRATCH_METHODS else ([f"transfer.sources={all_sources}"], list(source_dirs))}
             )
             for name, (extra, sources) in variants.items():
                 if name not in chosen and method not in chosen:
@@ -229,11 +231,23 @@ def benchmark_tasks(
     tasks = [
         Task(f"source {name}", config, zoo / name) for name, config in source_configs.items() if name in needed and name not in shipped
     ]
+    wide = _fused_hidden_override(suite, source_configs, [*(overrides or []), *(target_overrides or [])])
     for entry in plan:
+        if entry["method"] in WIDE_METHODS:
+            entry["overrides"].append(wide)
         config = load_config(root / entry["config_file"], entry["overrides"])
         needs = tuple(f"source {name}" for name in entry["sources"] if name not in shipped)
         tasks.append(Task(f"{entry['method']} seed {entry['seed']}", config, entry["run_dir"], needs))
     return suite, profile, out, tasks, plan
+
+
+def _fused_hidden_override(suite: Suite, source_configs: dict[str, RunConfig], overrides: list[str]) -> str:
+    """``model.hidden=[...]`` for the wide methods: ``transfer.fuse`` times the sources' hidden
+    sizes, so ``--set model.hidden=...`` (which sizes the sources) keeps fusion consistent."""
+    fusion = load_config(configs_root() / suite.methods["fusion"], overrides)
+    member = next(iter(source_configs.values())).model.hidden
+    fuse = fusion.transfer.fuse or len(suite.sources)
+    return f"model.hidden={[fuse * h for h in member]}"
 
 
 def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **options) -> list[dict]:

@@ -13,6 +13,9 @@ the training loop.
 - ``distill``: the same distillers and hint loss without transfer gates (C_t = C'_t).
 - ``kflow``: Knowledge Flow; teachers' hidden states (on the true frames) are mixed into
   ``transfer.layers`` with learned weights scaled from 1 to 0 by ``transfer.flow_stop``.
+- ``fusion``: the best ``transfer.fuse`` sources side by side in one wider backbone
+  (:mod:`transmem.models.fusion`), all of it trained; at iteration 0 it predicts exactly as
+  the best source (``fusion_head = "best"``) or as the sources' mean head (``"mean"``).
 
 Every method but ``none`` can start its backbone from a source's weights
 (``transfer.init_from``: a source, or ``"best"``, the source ranked first on the target's
@@ -30,8 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from transmem.config import ConfigError, RunConfig
+from transmem.config import ConfigError, RunConfig, config_from_dict
 from transmem.models import RecurrentPredictor, Rollout, build_predictor
+from transmem.models.fusion import fuse_backbones, fused_hidden
 from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank, TrainingBatch
 from transmem.transfer.zoo import Source, SourceError, load_zoo
 
@@ -102,13 +106,17 @@ class ScratchMethod:
                 "transfer.init_from = \"best\" under torchrun: rank the sources first (transmem zoo rank) "
                 "and name the chosen one in transfer.init_from"
             )
-        from transmem.transfer.ranking import rank_sources  # the ranking trains probes: it needs the loop
-
-        folder = Path(self.config.transfer.cache_dir or self.run_dir) / RANK_FOLDER
-        ranking = rank_sources(self.sources, self.config, folder, self.config.transfer.rank_probe, progress=progress)
+        ranking = self._rank(self.config, progress)
         usable = {str(s.path) for s in self.init_candidates}
         best = next(row for row in ranking if row["path"] in usable)
         return next(s for s in self.init_candidates if str(s.path) == best["path"]), ranking
+
+    def _rank(self, config: RunConfig, progress: bool) -> list[dict]:
+        """The sources ranked for ``config`` on its validation split (cached, see ranking.py)."""
+        from transmem.transfer.ranking import rank_sources  # the ranking trains probes: it needs the loop
+
+        folder = Path(self.config.transfer.cache_dir or self.run_dir) / RANK_FOLDER
+        return rank_sources(self.sources, config, folder, self.config.transfer.rank_probe, progress=progress)
 
 
 class FinetuneMethod(ScratchMethod):
@@ -290,6 +298,59 @@ class KnowledgeFlowMethod(ScratchMethod):
         return {"teacher_hidden": teacher_hidden, "flow_scale": scale}
 
 
+class FusionMethod(ScratchMethod):
+    """The best ``transfer.fuse`` sources side by side in one wider backbone, all trained.
+
+    The sources must share one architecture (backbone, hidden, kernel, patch, channels) with
+    ``norm = "none"``, and the target's ``model.hidden`` must be ``fuse`` times theirs (checked
+    before anything is written). Which sources, and in which order (best first), comes from the
+    validation ranking of ``init_from = "best"`` (:mod:`~transmem.transfer.ranking`, run on the
+    target's data with the sources' own architecture, so ``finetune_best`` shares it); with
+    ``fuse = 0`` and ``fusion_head = "mean"`` every source is fused in the listed order, unranked.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
+        super().__init__(config, run_dir, device)
+        self._load_sources([0])
+        self.fuse = config.transfer.fuse or len(self.sources)
+        first = self.sources[0]
+        for source in self.sources:
+            check_same_backbone(source, self.member_config(), "fusing it")
+        if config.model.norm != "none":
+            raise ConfigError("model.norm: fusion needs norm = 'none' (GroupNorm over a fused layer would mix the sources)")
+        wanted = fused_hidden([first.model] * self.fuse)
+        if list(config.model.hidden) != wanted:
+            raise SourceError(
+                f"model.hidden: fusing {self.fuse} sources of hidden {first.model.hidden} needs hidden = {wanted}, "
+                f"the target has {list(config.model.hidden)}"
+            )
+
+    def member_config(self) -> RunConfig:
+        """The target's configuration with the sources' (one member's) model size."""
+        raw = self.config.to_dict()
+        raw["model"]["hidden"] = list(self.sources[0].model.hidden)
+        raw["transfer"] = {"method": "none"}
+        return config_from_dict(raw, stored=True)
+
+    def initialize(self, model: RecurrentPredictor, progress: bool = False) -> dict:
+        transfer = self.config.transfer
+        ranking = None
+        chosen = self.sources[: self.fuse]
+        if len(self.sources) > 1 and (self.fuse < len(self.sources) or transfer.fusion_head == "best"):
+            ranking = self._rank(self.member_config(), progress)
+            by_path = {str(s.path): s for s in self.sources}
+            chosen = [by_path[row["path"]] for row in ranking[: self.fuse]]
+        weights = [1.0 if n == 0 else 0.0 for n in range(self.fuse)] if transfer.fusion_head == "best" else [1.0 / self.fuse] * self.fuse
+        fuse_backbones(model, [s.model for s in chosen], weights)
+        return {
+            "fusion": [str(s.path) for s in chosen],
+            "name": "+".join(s.name for s in chosen),
+            "head": transfer.fusion_head,
+            "head_weights": weights,
+            "ranking": ranking,
+        }
+
+
 def distillation_loss(model: RecurrentPredictor, rollout: Rollout, bank: list[dict[int, Tensor]]) -> Tensor:
     """Mean over layers and sources of ``MSE(project(D^n_t), C^{n,l}_t)`` over all steps.
 
@@ -311,4 +372,5 @@ METHODS: dict[str, type[ScratchMethod]] = {
     "tmu": TransferableMemoryMethod,
     "distill": DistillOnlyMethod,
     "kflow": KnowledgeFlowMethod,
+    "fusion": FusionMethod,
 }
