@@ -307,6 +307,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="also write every measurement to this JSON file")
     parser.add_argument("--workdir", help="folder for the sources and the cached bank (default: a temporary folder)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if a target fails")
+    parser.add_argument(
+        "--shared-machine", action="store_true",
+        help="only measure two trainings side by side against one alone, per OpenMP wait policy (see benchmark/sharing.py)",
+    )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: a tiny configuration
 
 
@@ -329,6 +333,12 @@ def run(args) -> int:
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
+
+    if args.shared_machine:
+        from transmem.benchmark.sharing import format_sharing, measure_sharing
+
+        print(format_sharing(measure_sharing(6 if args.quick else 12, log)))
+        return 0
 
     # the workloads set process-wide torch state as the training loop does; put it back afterwards
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())

@@ -101,11 +101,6 @@ class ScratchMethod:
     def _choose_init_source(self, progress: bool) -> tuple[Source, list[dict] | None]:
         if len(self.init_candidates) == 1:
             return self.init_candidates[0], None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError(
-                "transfer.init_from = \"best\" under torchrun: rank the sources first (transmem zoo rank) "
-                "and name the chosen one in transfer.init_from"
-            )
         ranking = self._rank(self.config, progress)
         usable = {str(s.path) for s in self.init_candidates}
         best = next(row for row in ranking if row["path"] in usable)
@@ -114,6 +109,13 @@ class ScratchMethod:
     def _rank(self, config: RunConfig, progress: bool) -> list[dict]:
         """The sources ranked for ``config`` on its validation split (cached, see ranking.py)."""
         from transmem.transfer.ranking import rank_sources  # the ranking trains probes: it needs the loop
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(
+                f"transfer.method = {self.config.transfer.method!r} ranks the sources, which it cannot do under torchrun: "
+                "rank them first (transmem zoo rank) and name the chosen one in transfer.init_from "
+                "(fusion: fuse = 0 with fusion_head = 'mean' needs no ranking)"
+            )
 
         folder = Path(self.config.transfer.cache_dir or self.run_dir) / RANK_FOLDER
         return rank_sources(self.sources, config, folder, self.config.transfer.rank_probe, progress=progress)
@@ -313,9 +315,9 @@ class FusionMethod(ScratchMethod):
         super().__init__(config, run_dir, device)
         self._load_sources([0])
         self.fuse = config.transfer.fuse or len(self.sources)
-        first = self.sources[0]
+        first, member = self.sources[0], self.member_config()
         for source in self.sources:
-            check_same_backbone(source, self.member_config(), "fusing it")
+            check_same_backbone(source, member, "fusing it")
         if config.model.norm != "none":
             raise ConfigError("model.norm: fusion needs norm = 'none' (GroupNorm over a fused layer would mix the sources)")
         wanted = fused_hidden([first.model] * self.fuse)

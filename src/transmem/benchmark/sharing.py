@@ -1,0 +1,100 @@
+"""``transmem speed --shared-machine``: two trainings on one machine, alone and side by side.
+
+Each measurement trains the ``digits`` scratch target (ConvLSTM 2 x 32, 64x64 frames, batch 8)
+in ``transmem train`` subprocesses and reads their seconds per iteration from ``train.csv``
+(the first logged rows, warm-up, left out). Per OpenMP setting it runs one process alone,
+then two at once, and prints the slowdown of the pair against the lone run, all in one run
+of this command:
+
+- ``libgomp default``: what transmem did before it chose a wait policy (``GOMP_SPINCOUNT`` at
+  libgomp's documented default of 300,000, ``OMP_WAIT_POLICY`` unset): a thread that reaches
+  the end of a parallel region spins before it sleeps;
+- ``passive`` (``OMP_WAIT_POLICY=PASSIVE``, what transmem's command sets when neither variable
+  is given): waiting threads sleep at once;
+- ``1 thread`` (``OMP_NUM_THREADS=1``): no OpenMP team at all.
+
+Both processes use torch's default thread count (one per core) except in the last setting.
+Nothing else may run meanwhile: the numbers are only meaningful on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SETTINGS = {  # name -> environment variables set (None: removed) for both processes
+    "libgomp default": {"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": None},
+    "1 thread": {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None},
+}
+WARMUP_ROWS = 1  # logged rows left out of the mean
+
+
+def _environment(setting: dict) -> dict:
+    env = dict(os.environ)
+    for key, value in setting.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def _start(folder: Path, iterations: int, env: dict) -> subprocess.Popen:
+    from transmem.benchmark.runner import configs_root
+
+    overrides = [
+        f"train.iterations={iterations}", "train.log_every=2", "train.checkpoint_every=1000", "train.val_every=0",
+        "data.train_size=64", "data.val_size=0", "data.test_size=8",
+    ]
+    command = [sys.executable, "-m", "transmem", "train", str(configs_root() / "digits" / "scratch.toml"), "--out", str(folder)]
+    for item in overrides:
+        command += ["--set", item]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _seconds_per_iteration(folder: Path) -> float:
+    with open(folder / "train.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))[WARMUP_ROWS:]
+    return sum(float(r["seconds_per_iteration"]) for r in rows) / len(rows)
+
+
+def _measure(root: Path, name: str, processes: int, iterations: int) -> list[float]:
+    env = _environment(SETTINGS[name])
+    folders = [root / f"{name.replace(' ', '_')}_{processes}_{k}" for k in range(processes)]
+    running = [_start(folder, iterations, env) for folder in folders]
+    for process in running:
+        _, err = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"speed --shared-machine: a training process failed: {err.strip().splitlines()[-1:]}")
+    return [_seconds_per_iteration(folder) for folder in folders]
+
+
+def measure_sharing(iterations: int = 12, log=print) -> list[dict]:
+    """One row per setting: seconds per iteration alone and side by side, and their ratio."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="transmem-sharing-") as tmp:
+        for name in SETTINGS:
+            started = time.time()
+            alone = _measure(Path(tmp), name, 1, iterations)[0]
+            pair = _measure(Path(tmp), name, 2, iterations)
+            rows.append({"setting": name, "alone": alone, "pair": pair, "slowdown": max(pair) / alone})
+            log(f"{name}: alone {alone:.3f} s/it, side by side {pair[0]:.3f} / {pair[1]:.3f} s/it ({time.time() - started:.0f} s)")
+    return rows
+
+
+def format_sharing(rows: list[dict]) -> str:
+    reference = rows[0]["alone"]
+    lines = [
+        "| setting | alone (s/it) | two side by side (s/it, each) | slowdown of the pair | alone vs libgomp default |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        pair = " / ".join(f"{p:.3f}" for p in row["pair"])
+        lines.append(f"| {row['setting']} | {row['alone']:.3f} | {pair} | {row['slowdown']:.2f}x | {row['alone'] / reference:.2f}x |")
+    return "\n".join(lines)
