@@ -121,3 +121,24 @@ def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path, monkeypat
         with pytest.raises(ConfigError, match="is a folder, or its folder does not exist"):
             speed.run(_parse("--tiny", "--json", str(path)))
     assert measured == []
+
+
+def test_shared_machine_settings_the_timing_it_reads_and_its_table(tmp_path, monkeypatch):
+    from transmem.benchmark import sharing
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    before = sharing._environment(sharing.SETTINGS["libgomp default"])
+    assert before["GOMP_SPINCOUNT"] == "300000" and "OMP_WAIT_POLICY" not in before and "OMP_NUM_THREADS" not in before
+    assert sharing._environment(sharing.SETTINGS["passive"])["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert sharing._environment(sharing.SETTINGS["1 thread"])["OMP_NUM_THREADS"] == "1"
+    (tmp_path / "train.csv").write_text("iteration,seconds_per_iteration\n2,9.0\n4,0.5\n6,0.7\n")
+    assert sharing._seconds_per_iteration(tmp_path) == pytest.approx(0.6)  # the first (warm-up) row left out
+    rows = [
+        {"setting": "libgomp default", "alone": 0.2, "pair": [4.0, 3.0], "slowdown": 20.0},
+        {"setting": "passive", "alone": 0.22, "pair": [0.45, 0.44], "slowdown": 0.45 / 0.22},
+    ]
+    table = sharing.format_sharing(rows).splitlines()
+    assert table[2] == "| libgomp default | 0.200 | 4.000 / 3.000 | 20.00x | 1.00x |"
+    assert table[3] == "| passive | 0.220 | 0.450 / 0.440 | 2.05x | 1.10x |"
+    assert _parse("--shared-machine").shared_machine
