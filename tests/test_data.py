@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -173,8 +174,11 @@ def test_sequences_are_identical_in_another_process():
         "    print(hashlib.sha256(ds[11].numpy().tobytes()).hexdigest())\n"
     )
     src = str(Path(__file__).resolve().parents[1] / "src")
+    # A bare environment, but the same BLAS kernels: OPENBLAS_CORETYPE (set on some machines)
+    # selects other matmul kernels, whose last bits differ (advection's diffusion is a matmul).
+    blas = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})
+                         env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", **blas})
     here = [hashlib.sha256(build_dataset(small(n), "train")[11].numpy().tobytes()).hexdigest() for n in GENERATORS]
     assert out.stdout.split() == here
 
