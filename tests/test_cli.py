@@ -215,15 +215,3 @@ def test_every_expected_error_is_a_transmem_error_and_keeps_its_builtin_base():
     source = Path(errors.__file__).read_text()
     assert "import" not in source.replace("imports nothing", "")
 
-
-def test_the_command_makes_waiting_openmp_threads_sleep_before_torch_loads_and_keeps_a_users_choice():
-    import os
-    import subprocess
-    import sys
-
-    probe = "import os, sys, transmem.cli; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    run = lambda extra: subprocess.run([sys.executable, "-c", probe], env={**env, **extra}, capture_output=True, text=True, check=True).stdout.split()  # noqa: E731
-    assert run({}) == ["PASSIVE", "False"]  # set before libgomp is loaded, so it takes effect
-    assert run({"OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE", "False"]
-    assert run({"GOMP_SPINCOUNT": "300000"}) == ["None", "False"]  # libgomp's default, asked for

@@ -25,15 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-# Before torch loads libgomp (no module above imports torch): OpenMP threads that wait at the
-# end of a parallel region sleep at once instead of spinning, so that two transmem processes
-# on one machine share its cores instead of slowing each other many times over (measured by
-# `transmem speed --shared-machine`, docs/benchmark.md). A user's OMP_WAIT_POLICY or
-# GOMP_SPINCOUNT is kept; GOMP_SPINCOUNT=300000 restores libgomp's default.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
-from transmem.config import ConfigError  # noqa: E402
+from transmem.config import ConfigError
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3

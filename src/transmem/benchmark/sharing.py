@@ -6,11 +6,10 @@ in ``transmem train`` subprocesses and reads their seconds per iteration from ``
 then two at once, and prints the slowdown of the pair against the lone run, all in one run
 of this command:
 
-- ``libgomp default``: what transmem did before it chose a wait policy (``GOMP_SPINCOUNT`` at
-  libgomp's documented default of 300,000, ``OMP_WAIT_POLICY`` unset): a thread that reaches
-  the end of a parallel region spins before it sleeps;
-- ``passive`` (``OMP_WAIT_POLICY=PASSIVE``, what transmem's command sets when neither variable
-  is given): waiting threads sleep at once;
+- ``libgomp default`` (``GOMP_SPINCOUNT`` at libgomp's documented default of 300,000,
+  ``OMP_WAIT_POLICY`` unset: what transmem runs with): a thread that reaches the end of a
+  parallel region spins before it sleeps;
+- ``passive`` (``OMP_WAIT_POLICY=PASSIVE``): waiting threads sleep at once;
 - ``1 thread`` (``OMP_NUM_THREADS=1``): no OpenMP team at all.
 
 Both processes use torch's default thread count (one per core) except in the last setting.
