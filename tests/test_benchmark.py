@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ from transmem.benchmark.runner import benchmark_tasks, plan_runs, run_benchmark,
 from transmem.benchmark.scheduler import threads_per_run
 from transmem.benchmark.suites import PROFILES, SUITES
 from transmem.cli import main
-from transmem.training.locks import FileLock, LockedError
+from transmem.storage.locks import FileLock, LockedError
 from transmem.training.loop import train
 
 TINY = [
@@ -89,7 +90,7 @@ def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_r
 def test_time_left_is_estimated_from_the_iterations_trained_so_far(tmp_path):
     from transmem.benchmark.scheduler import Task, TimeLeft, remaining_iterations
     from transmem.config import config_from_dict
-    from tests.conftest import tiny_raw
+    from tests.support import tiny_raw
 
     estimate = TimeLeft(3)
     assert estimate.line(1, "source a", 300) == "run 1 of 3: source a (300 iterations to train from here; time left estimated after the first run)"
@@ -218,7 +219,7 @@ def test_time_to_quality_reads_validation_and_training_logs(tmp_path):
     assert time_to_quality(tmp_path, 75.0) == (20.0, 7.5)
     assert time_to_quality(tmp_path, 90.0) == (10.0, 5.0)
     iterations, seconds = time_to_quality(tmp_path, 50.0)
-    assert iterations != iterations and seconds != seconds  # NaN: never reached
+    assert math.isnan(iterations) and math.isnan(seconds)  # never reached
 
 
 def test_seeds_option_adds_seeds_to_a_finished_benchmark(tiny_benchmark):
@@ -344,7 +345,7 @@ def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tin
 
 
 def test_a_failing_parallel_run_stops_the_benchmark_with_its_error(tmp_path):
-    from tests.conftest import tiny_config
+    from tests.support import tiny_config
     from transmem.benchmark.scheduler import Task, run_tasks
     from transmem.training.loop import train
     from transmem.training.rundir import RunConflictError
@@ -361,7 +362,7 @@ def test_a_worker_killed_from_outside_is_an_error_not_a_hang(tmp_path):
     import signal
     import threading
 
-    from tests.conftest import tiny_config
+    from tests.support import tiny_config
     from transmem.benchmark.scheduler import Task, run_tasks
 
     lock = tmp_path / "slow" / "train.lock"

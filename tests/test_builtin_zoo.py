@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import tiny_config
+from tests.support import tiny_config
 from transmem.benchmark import zoo_build
 from transmem.benchmark.runner import configs_root, run_benchmark
 from transmem.benchmark.suites import PROFILES
@@ -14,8 +14,8 @@ from transmem.cli import main
 from transmem.config import config_from_dict, load_config, tomllib
 from transmem.data import build_dataset
 from transmem.evaluation.evaluate import evaluate_model
-from transmem.run import load_model
-from transmem.training.checkpoint import sha256_file
+from transmem.storage.model_file import load_model
+from transmem.storage.files import sha256_file
 from transmem.transfer import builtin
 from transmem.transfer.builtin import CHECK_SEQUENCES, BuiltinZooError, builtin_file, builtin_index
 from transmem.transfer.zoo import load_source

@@ -8,20 +8,13 @@ import pytest
 import torch
 from imageio import v3 as iio
 
-from tests.conftest import tiny_raw
+from tests.support import write_tiny_config
 from transmem import cli
 from transmem.cli import main
 
-import tomli_w
-
-
-def _write_config(path, **sections):
-    path.write_text(tomli_w.dumps(tiny_raw(**sections)))
-    return path
-
 
 def test_train_evaluate_predict_round_trip(tmp_path, capsys):
-    config = _write_config(tmp_path / "c.toml")
+    config = write_tiny_config(tmp_path / "c.toml")
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress", "--set", "train.iterations=4"]) == 0
     assert "trained" in capsys.readouterr().out
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress", "--set", "train.iterations=4"]) == 0
@@ -47,7 +40,7 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
 
 
 def test_unknown_key_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
-    config = _write_config(tmp_path / "c.toml")
+    config = write_tiny_config(tmp_path / "c.toml")
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--set", "train.lrr=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("transmem: error: train.lrr: unknown key") and "\n" not in err
@@ -125,14 +118,6 @@ def _one_error_line(capsys) -> str:
     return err
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    config = _write_config(root / "c.toml", train={"iterations": 2, "checkpoint_every": 2, "device": "cpu"})
-    assert main(["train", str(config), "--out", str(root / "run"), "--no-progress"]) == 0
-    return config, root / "run"
-
-
 def test_bad_out_paths_are_one_clear_line_each(tmp_path, finished_run, capsys):
     """An --out at a file, under a file or at a folder where a file goes: no raw [Errno] text, nothing written."""
     config, run = finished_run
@@ -198,8 +183,8 @@ def test_every_expected_error_is_a_transmem_error_and_keeps_its_builtin_base():
     import transmem.errors as errors
     from transmem.config import ConfigError
     from transmem.data import DataError
-    from transmem.training.checkpoint import CheckpointError
-    from transmem.training.locks import LockedError
+    from transmem.storage.checkpoints import CheckpointError
+    from transmem.storage.locks import LockedError
     from transmem.training.loop import TrainingDiverged
     from transmem.training.rundir import RunConflictError
     from transmem.transfer.builtin import BuiltinZooError

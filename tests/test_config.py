@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transmem.config import ConfigError, RunConfig, config_from_dict, load_config, parse_override, save_config
-from tests.conftest import tiny_raw
+from transmem.config import ConfigError, RunConfig, config_from_dict, load_config, parse_override, save_config, validate
+from tests.support import tiny_raw
 
 
 def test_defaults_are_valid():
-    RunConfig().validate()
+    validate(RunConfig())
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from tests.support import data_config
 from transmem.config import ConfigError, DataConfig
 from transmem.data import (
     DATASETS,
@@ -37,7 +38,7 @@ SMALL = dict(frame_size=32, total_len=6, input_len=3, val_size=3, test_size=4)
 
 
 def small(name: str, **changes) -> DataConfig:
-    return DataConfig(name=name, **{**SMALL, **changes})
+    return data_config(name, **{**SMALL, **changes})
 
 
 # ---------------------------------------------------------------- registry and options

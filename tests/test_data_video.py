@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support import data_config
 from transmem.config import DataConfig
 from transmem.data import DataError, build_dataset
 from transmem.data.video_io import time_spans
@@ -16,9 +17,7 @@ LENGTH = 6
 
 
 def config(name: str, **options) -> DataConfig:
-    return DataConfig(
-        name=name, frame_size=SIZE, total_len=LENGTH, input_len=3, val_size=50, test_size=50, options=options
-    )
+    return data_config(name, frame_size=SIZE, total_len=LENGTH, val_size=50, test_size=50, options=options)
 
 
 def write_video(path, frames: int, height: int = 24, width: int = 32, level: int = 40) -> None:

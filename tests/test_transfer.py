@@ -1,6 +1,6 @@
 """Transfer: frozen source zoo, memory banks, distillation loss, TMU targets end to end.
 
-The tiny source zoo (``zoo``, trained once per session) is described in ``tests/conftest.py``.
+The tiny source zoo (``zoo``, trained once per session) is described in ``tests/support.py``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tests.conftest import STEPS, TARGET_DATA, target_config, tiny_config
+from tests.support import STEPS, TARGET_DATA, target_config, tiny_config
 from transmem.cli import main
 from transmem.config import ConfigError
 from transmem.data import build_dataset
 from transmem.models import build_predictor, rollout_mask
-from transmem.run import load, load_model, save_model
-from transmem.training.locks import FileLock
+from transmem.run import load
+from transmem.storage.model_file import load_model, save_model
+from transmem.storage.locks import FileLock
 from transmem.training.loop import train
 from transmem.transfer import (
     CachedMemoryBank,

@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from transmem.config import ConfigError
+from transmem.errors import ConfigError  # the CLI loads no torch before it must (transmem --help)
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -238,7 +238,7 @@ def _inspect(args) -> int:
 
     from transmem.data import DataError, build_dataset
     from transmem.evaluation.memory_scale import format_memory_scale, memory_scale
-    from transmem.run import load_model
+    from transmem.storage.model_file import load_model
     from transmem.transfer.zoo import source_name
 
     if args.sequences < 1:
@@ -409,12 +409,13 @@ def _zoo(args) -> int:
             raise ConfigError(f"zoo build: --jobs must be at least 1, got {args.jobs}")
         build_builtin_zoo(args.out, args.sources, args.jobs, args.install)
         return 0
+    from transmem.storage.run_folder import CHECKPOINT_DIR, MODEL_FILE
     from transmem.transfer.zoo import SourceError, describe_zoo
 
     rows = describe_zoo(args.folder)
     if not rows:
         raise SourceError(
-            f"{args.folder}: no sources found (a source is a run folder holding model.safetensors or checkpoints/, "
+            f"{args.folder}: no sources found (a source is a run folder holding {MODEL_FILE} or {CHECKPOINT_DIR}/, "
             f"or a .safetensors / .pt file)"
         )
     header = f"{'name':24s} {'backbone':11s} {'hidden':12s} {'frame':>5s} {'test mse':>9s} {'ssim':>6s}  dataset"
@@ -435,7 +436,7 @@ def _zoo_rank(args) -> int:
     import json
 
     from transmem.config import load_config
-    from transmem.training.checkpoint import atomic_write_text
+    from transmem.storage.files import atomic_write_text
     from transmem.transfer.ranking import format_ranking, rank_sources
     from transmem.transfer.zoo import SourceError, load_zoo
 

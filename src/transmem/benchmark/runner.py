@@ -45,13 +45,12 @@ from transmem.data import build_dataset
 from transmem.evaluation.pictures import layer_name, plot_per_frame, plot_transfer_gates, save_gif_grid
 from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
 from transmem.evaluation.training_curves import mean_curve, plot_validation_curves
-from transmem.run import CHECKPOINT_DIR, MODEL_FILE, load_model
-from transmem.training.checkpoint import checkpoint_iteration, list_checkpoints
-from transmem.training.locks import FileLock
-from transmem.training.loop import RUN_LOCK, TRAIN_LOG, VAL_LOG
-from transmem.training.rundir import CONFIG_FILE, RunConflictError, check_run_dir, config_differences
+from transmem.storage.model_file import load_model
+from transmem.storage.run_folder import CHECKPOINT_DIR, CONFIG_FILE, INIT_FILE, MODEL_FILE, RUN_LOCK, TRAIN_LOG, VAL_LOG
+from transmem.storage.checkpoints import checkpoint_iteration, list_checkpoints
+from transmem.storage.locks import FileLock
+from transmem.training.rundir import RunConflictError, check_run_dir, config_differences
 from transmem.transfer.builtin import PREFIX, builtin_index, builtin_name
-from transmem.transfer.methods import INIT_FILE
 from transmem.transfer.zoo import source_name
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
@@ -265,7 +264,7 @@ def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **opti
         try:
             check_run_dir(task.config, task.run_dir)
         except RunConflictError:
-            state = "holds another config" if (task.run_dir / CONFIG_FILE).exists() else "holds run files but no config.toml"
+            state = "holds another config" if (task.run_dir / CONFIG_FILE).exists() else f"holds run files but no {CONFIG_FILE}"
         else:
             if finished(task.run_dir):
                 state = "finished"

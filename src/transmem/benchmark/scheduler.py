@@ -9,7 +9,7 @@ each in its own worker process with ``threads`` torch threads: small recurrent n
 several cores better as several single-threaded runs than as one multi-threaded run. A task
 starts as soon as a worker is free and its needs are done, in list order. Runs never share
 a folder, and a memory bank that two runs need is built once under a lock
-(:mod:`transmem.training.locks`).
+(:mod:`transmem.storage.locks`).
 
 Each task runs in a fresh worker process, which sends back only its error or log line; the
 metrics are read from the run folder. Tasks finished by an earlier benchmark are read here,
@@ -34,8 +34,8 @@ import torch
 from transmem.config import RunConfig
 from transmem.data import DataError
 from transmem.evaluation.evaluate import evaluate_run, read_metrics
-from transmem.run import CHECKPOINT_DIR, MODEL_FILE
-from transmem.training.checkpoint import checkpoint_iteration, list_checkpoints
+from transmem.storage.run_folder import CHECKPOINT_DIR, MODEL_FILE, RunFolder
+from transmem.storage.checkpoints import checkpoint_iteration, list_checkpoints
 from transmem.training.loop import train
 from transmem.training.progress import format_seconds
 from transmem.training.rundir import check_run_dir
@@ -49,7 +49,6 @@ class Task:
     needs: tuple[str, ...] = field(default=())  # names of tasks that must finish first
 
 
-METRICS_FILE = "metrics.json"
 
 
 def finished(run_dir: Path) -> bool:
@@ -59,7 +58,7 @@ def finished(run_dir: Path) -> bool:
 
 def test_metrics(run_dir: Path) -> dict | None:
     """A run's test metrics of its final weights (its ``metrics.json``), else None."""
-    metrics = read_metrics(run_dir / METRICS_FILE, "test")
+    metrics = read_metrics(RunFolder(run_dir).metrics("test"), "test")
     return metrics if metrics is not None and metrics.get("finished") is True else None  # not a checkpoint's scores
 
 

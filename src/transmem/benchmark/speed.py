@@ -47,7 +47,7 @@ from transmem.benchmark.flops import ConvShape, step_convs, total_flops
 from transmem.benchmark.peak_memory import measure_memory
 from transmem.benchmark.speed_config import CONFIGS, SpeedConfig
 from transmem.benchmark.workload import build_inference, build_workload
-from transmem.training.checkpoint import atomic_write_text
+from transmem.storage.files import atomic_write_text
 
 TRAIN_VARIANTS = ("plain", "live", "cached")
 VARIANT_LABELS = {"plain": "plain ConvLSTM", "live": "TMU, live bank", "cached": "TMU, cached bank"}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from transmem.config import ConfigError, DataConfig
+from transmem.schema import ConfigError, DataConfig
 
 from .array_stores import StoredSequences, open_array_file, open_moving_mnist
 from .base import DatasetSpec, SequenceDataset, check_fraction_ranges, evenly_spaced, finite_size

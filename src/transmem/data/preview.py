@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transmem.config import ConfigError, DataConfig
+from transmem.schema import ConfigError, DataConfig
 
 from .registry import build_dataset
 

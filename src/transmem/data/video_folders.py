@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transmem.config import ConfigError, DataConfig
+from transmem.schema import ConfigError, DataConfig
 
 from .base import DatasetSpec, SequenceDataset, evenly_spaced, finite_size
 from .frames import DataError, file_stamp, require_folder

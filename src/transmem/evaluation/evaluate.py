@@ -14,17 +14,13 @@ from pathlib import Path
 
 import torch
 
-from transmem.config import RunConfig
+from transmem.schema import RunConfig
 from transmem.evaluation.metrics import FrameMetrics, copy_last_frame_baseline
 from transmem.models import RecurrentPredictor, rollout_mask
+from transmem.storage.run_folder import metrics_file_name, transfer_gates_file_name
 
 
 SCORES = ("mse", "mae", "mse_pixel", "ssim", "psnr")
-
-
-def metrics_file_name(split: str) -> str:
-    """``metrics.json`` for the test split, ``metrics_<split>.json`` for another."""
-    return "metrics.json" if split == "test" else f"metrics_{split}.json"
 
 
 def read_metrics(path: str | Path, split: str = "test") -> dict | None:
@@ -103,9 +99,9 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     """
     from transmem.data import DataError, build_dataset
     from transmem.evaluation.pictures import layer_name, plot_transfer_gates
-    from transmem.run import load_model
-    from transmem.training.checkpoint import atomic_write_text
-    from transmem.transfer.zoo import source_name
+    from transmem.storage.model_file import load_model
+    from transmem.storage.run_folder import source_name
+    from transmem.storage.files import atomic_write_text
 
     run_dir = Path(run_dir)
     loaded = load_model(run_dir, device)
@@ -126,6 +122,5 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     if result["transfer_gates"]:
         names = [source_name(s) for s in config.transfer.sources]
         layers = {layer_name(k): v for k, v in result["transfer_gates"].items()}
-        picture = "transfer_gates.png" if split == "test" else f"transfer_gates_{split}.png"
-        plot_transfer_gates(out.with_name(picture), layers, names, input_len=config.data.input_len)
+        plot_transfer_gates(out.with_name(transfer_gates_file_name(split)), layers, names, input_len=config.data.input_len)
     return result

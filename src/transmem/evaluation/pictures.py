@@ -250,7 +250,7 @@ def write_gif_frames(path: PathLike, frames: np.ndarray, duration_ms: float) -> 
     An existing file is replaced only by a complete GIF; frames too large for the format
     are refused before anything is written.
     """
-    from transmem.training.checkpoint import atomic_write_bytes
+    from transmem.storage.files import atomic_write_bytes
 
     height, width = frames.shape[1:3]
     if max(height, width) > GIF_MAX_SIDE:
@@ -264,7 +264,7 @@ def save_figure(figure: Figure, path: PathLike) -> None:
     """Render ``figure`` on an Agg canvas into ``path`` (white background; parent folders created)."""
     import io
 
-    from transmem.training.checkpoint import atomic_write_bytes
+    from transmem.storage.files import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,16 +19,9 @@ from pathlib import Path
 
 from transmem.config import ConfigError, RunConfig, load_config
 from transmem.errors import RunConflictError
-from transmem.run import MODEL_FILE, stored_model_config
-from transmem.training.checkpoint import atomic_write_text
-
-CONFIG_FILE = "config.toml"
-RUN_FILES = (
-    "config.toml", "checkpoints", "model.safetensors", "train.csv", "val.csv", "metrics.json", "metrics_val.json", "memory_bank",
-    "tensorboard", "transfer_gates.png", "transfer_gates_val.png", "init_source.json", "source_rank",
-)
-SHARED_CACHES = ("memory_bank", "source_rank")  # keyed, checksummed caches other runs may share
-
+from transmem.storage.model_file import stored_model_config
+from transmem.storage.run_folder import CONFIG_FILE, MODEL_FILE, RUN_FILES, SHARED_CACHES
+from transmem.storage.files import atomic_write_text
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
     out = {}

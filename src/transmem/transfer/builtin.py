@@ -18,7 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from transmem.errors import BuiltinZooError
-from transmem.training.checkpoint import sha256_file
+from transmem.storage.files import sha256_file
 
 PREFIX = "builtin:"
 INDEX_FILE = "index.json"

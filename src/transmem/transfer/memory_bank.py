@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 
 from transmem.errors import MemoryBankError
-from transmem.training.checkpoint import atomic_write_text, sha256_file
-from transmem.training.locks import FileLock
+from transmem.storage.files import atomic_write_text, sha256_file
+from transmem.storage.locks import FileLock
 from transmem.training.progress import progress_bar
 from transmem.transfer.zoo import Source
 

@@ -28,19 +28,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig, config_from_dict
+from transmem.storage.run_folder import RANK_DIR, RunFolder
 from transmem.models import RecurrentPredictor, Rollout, build_predictor
 from transmem.models.fusion import fuse_backbones, fused_hidden
 from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank, TrainingBatch
-from transmem.transfer.zoo import Source, SourceError, load_zoo
+from transmem.transfer.zoo import Source, SourceError, check_same_backbone, load_zoo
 
-INIT_FILE = "init_source.json"  # in the run folder: the source the backbone started from, and why
-RANK_FOLDER = "source_rank"  # under transfer.cache_dir (else the run folder): cached source rankings
+
+#: ``rank(sources, target, folder, probe, progress=...) -> rows, best first``: the signature of
+#: :func:`transmem.transfer.ranking.rank_sources`, which the training loop's caller hands down
+#: (ranking trains probes through the loop, so it sits above the loop and this module).
+RankSources = Callable[..., list[dict]]
 
 
 class ScratchMethod:
@@ -64,14 +69,15 @@ class ScratchMethod:
     def build_model(self) -> RecurrentPredictor:
         return build_predictor(self.config.model, self.config.data.channels, self.transfer_layout())
 
-    def initialize(self, model: RecurrentPredictor, progress: bool = False) -> dict | None:
-        """Set the initial weights of a fresh (not resumed) model, once its run folder exists.
+    def initialize(self, model: RecurrentPredictor, rank_sources: RankSources, progress: bool = False) -> dict | None:
+        """Set the initial weights of a fresh (not resumed) model, once its run folder exists;
+        ``rank_sources`` chooses among several candidates (:data:`RankSources`).
 
-        Returns what the run folder records about it (:data:`INIT_FILE`), or None.
+        Returns what the run folder records about it (:data:`~transmem.storage.run_folder.INIT_FILE`), or None.
         """
         if not self.init_candidates:
             return None
-        source, ranking = self._choose_init_source(progress)
+        source, ranking = self._choose_init_source(rank_sources, progress)
         load_backbone(model, source)
         return {"init_from": self.config.transfer.init_from, "source": str(source.path), "name": source.name, "ranking": ranking}
 
@@ -98,18 +104,17 @@ class ScratchMethod:
         self.sources = load_zoo(self.config.transfer.sources, self.config, layers, self.device)
         self.init_candidates = init_candidates(self.sources, self.config)
 
-    def _choose_init_source(self, progress: bool) -> tuple[Source, list[dict] | None]:
+    def _choose_init_source(self, rank_sources: RankSources, progress: bool) -> tuple[Source, list[dict] | None]:
         if len(self.init_candidates) == 1:
             return self.init_candidates[0], None
-        ranking = self._rank(self.config, progress)
+        ranking = self._rank(self.config, rank_sources, progress)
         usable = {str(s.path) for s in self.init_candidates}
         best = next(row for row in ranking if row["path"] in usable)
         return next(s for s in self.init_candidates if str(s.path) == best["path"]), ranking
 
-    def _rank(self, config: RunConfig, progress: bool) -> list[dict]:
-        """The sources ranked for ``config`` on its validation split (cached, see ranking.py)."""
-        from transmem.transfer.ranking import rank_sources  # the ranking trains probes: it needs the loop
-
+    def _rank(self, config: RunConfig, rank_sources: RankSources, progress: bool) -> list[dict]:
+        """The sources ranked for ``config`` on its validation split by ``rank_sources``
+        (:data:`RankSources`; cached, see ranking.py)."""
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError(
                 f"transfer.method = {self.config.transfer.method!r} ranks the sources, which it cannot do under torchrun: "
@@ -117,7 +122,7 @@ class ScratchMethod:
                 "(fusion: fuse = 0 with fusion_head = 'mean' needs no ranking)"
             )
 
-        folder = Path(self.config.transfer.cache_dir or self.run_dir) / RANK_FOLDER
+        folder = Path(self.config.transfer.cache_dir or self.run_dir) / RANK_DIR  # cached source rankings
         return rank_sources(self.sources, config, folder, self.config.transfer.rank_probe, progress=progress)
 
 
@@ -168,19 +173,6 @@ def init_candidates(sources: list[Source], config: RunConfig, method: str | None
     return chosen
 
 
-def check_same_backbone(source: Source, config: RunConfig, verb: str = "starting from a source") -> None:
-    """Raise SourceError unless ``source`` has the target's backbone architecture."""
-    model = source.model
-    theirs = (model.backbone, model.hidden, model.patch, model.channels, source.config.model.kernel, source.config.model.norm)
-    target = config.model
-    mine = (target.backbone, list(target.hidden), target.patch, config.data.channels, target.kernel, target.norm)
-    if mine != theirs:
-        raise SourceError(
-            f"source {source.path}: {verb} needs the same architecture; source has "
-            f"(backbone, hidden, patch, channels, kernel, norm) = {theirs}, target {mine}"
-        )
-
-
 def load_backbone(model: RecurrentPredictor, source: Source) -> None:
     """Copy ``source``'s weights into ``model``'s backbone; the transfer parts keep theirs.
 
@@ -222,7 +214,7 @@ class TransferableMemoryMethod(ScratchMethod):
         self.layers = list(config.transfer.layers)
         self._load_sources(self.layers)
         self.bank = None
-        self.bank_folder = Path(config.transfer.cache_dir or run_dir / "memory_bank")
+        self.bank_folder = Path(config.transfer.cache_dir or RunFolder(run_dir).memory_bank)
         if self.bank_folder.exists() and not self.bank_folder.is_dir():  # refused before the run folder is written
             raise ConfigError(f"transfer.cache_dir: {self.bank_folder} exists and is not a folder")
 
@@ -334,12 +326,12 @@ class FusionMethod(ScratchMethod):
         raw["transfer"] = {"method": "none"}
         return config_from_dict(raw, stored=True)
 
-    def initialize(self, model: RecurrentPredictor, progress: bool = False) -> dict:
+    def initialize(self, model: RecurrentPredictor, rank_sources: RankSources, progress: bool = False) -> dict:
         transfer = self.config.transfer
         ranking = None
         chosen = self.sources[: self.fuse]
         if len(self.sources) > 1 and (self.fuse < len(self.sources) or transfer.fusion_head == "best"):
-            ranking = self._rank(self.member_config(), progress)
+            ranking = self._rank(self.member_config(), rank_sources, progress)
             by_path = {str(s.path): s for s in self.sources}
             chosen = [by_path[row["path"]] for row in ranking[: self.fuse]]
         weights = [1.0 if n == 0 else 0.0 for n in range(self.fuse)] if transfer.fusion_head == "best" else [1.0 / self.fuse] * self.fuse

@@ -30,12 +30,11 @@ import torch
 from transmem.config import RunConfig, config_from_dict
 from transmem.data import DataError, build_dataset
 from transmem.evaluation.evaluate import evaluate_model
-from transmem.run import load_model
-from transmem.training.checkpoint import atomic_write_text
-from transmem.training.locks import FileLock
-from transmem.training.loop import train
-from transmem.transfer.methods import check_same_backbone
-from transmem.transfer.zoo import Source, SourceError
+from transmem.storage.model_file import load_model
+from transmem.storage.files import atomic_write_text
+from transmem.storage.locks import FileLock
+from transmem.training.engine import train_run
+from transmem.transfer.zoo import Source, SourceError, check_same_backbone
 
 RANK_VERSION = 1
 RANK_FILE = "rank.json"
@@ -112,7 +111,7 @@ def _score(n: int, source: Source, target: RunConfig, val, home: Path, probe: in
     if probe > 0:
         config = probe_config(target, str(source.path), probe)
         run = home / f"probe{n}_{source.name}"
-        train(config, run, progress=progress, check_test_split=False)
+        train_run(config, run, rank_sources, progress=progress, check_test_split=False)  # a finetune of one source: never ranks
         row["probe_mse"] = _val_mse(load_model(run, device).model, val, config, device)
     return row
 
