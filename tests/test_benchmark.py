@@ -13,7 +13,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from transmem.benchmark.runner import benchmark_tasks, plan_runs, run_benchmark, write_results
+from transmem.benchmark.planning import benchmark_tasks, plan_runs
+from transmem.benchmark.results import write_results
+from transmem.benchmark.runner import run_benchmark
 from transmem.benchmark.scheduler import threads_per_run
 from transmem.benchmark.suites import PROFILES, SUITES
 from transmem.cli import main
@@ -77,7 +79,7 @@ def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_r
     lines = []
     again = run_benchmark("digits", "quick", out, progress=False, log=lines.append, overrides=TINY)
     assert [line for line in lines if line.startswith("run ")][:2] == ["run 1 of 13: source digits1", "run 2 of 13: source digits2"]
-    from transmem.benchmark.runner import train_seconds
+    from transmem.benchmark.run_logs import train_seconds
 
     trained = again["train_seconds"]  # from the runs' train.csv, the same as when they trained
     assert trained == first["train_seconds"]
@@ -142,7 +144,7 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
         m["copy_last_frame"] = metrics(90.0, 0.5)
         rows.append({"method": method, "seed": seed, **{k: m[k]["mean"] for k in ("mse", "mae", "mse_pixel", "ssim", "psnr")}, "train_seconds": 1.0, "threads": "1"})
         per_run.append({"method": method, "seed": seed, "metrics": m, "run_dir": str(tmp_path)})
-    import transmem.benchmark.runner as runner
+    import transmem.benchmark.results as runner
 
     runner_pictures = runner._write_pictures
     runner._write_pictures = lambda *a, **k: ["per_frame.png", "validation.png"]  # pictures need real runs; tested above
@@ -209,7 +211,7 @@ def test_cli_rejects_unknown_suite(capsys):
 
 
 def test_time_to_quality_reads_validation_and_training_logs(tmp_path):
-    from transmem.benchmark.runner import time_to_quality, train_seconds
+    from transmem.benchmark.run_logs import time_to_quality, train_seconds
 
     (tmp_path / "train.csv").write_text(
         "iteration,loss,seconds_per_iteration\n10,1,0.5\n20,1,0.25\n30,1,1.0\n"
@@ -239,7 +241,7 @@ def test_environment_names_the_source_commit_from_any_folder(tmp_path, monkeypat
     import subprocess
     from pathlib import Path
 
-    from transmem.benchmark.runner import environment
+    from transmem.benchmark.results import environment
 
     here = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
     monkeypatch.chdir(tmp_path)  # not a git repository
@@ -284,7 +286,7 @@ def test_a_benchmark_resumes_whatever_the_spelling_of_its_folder(tiny_benchmark,
 
 
 def test_status_reports_each_run_without_writing(tiny_benchmark, tmp_path, capsys):
-    from transmem.benchmark.runner import benchmark_status
+    from transmem.benchmark.status import benchmark_status
 
     out, _ = tiny_benchmark
     rows = benchmark_status("digits", "quick", out, overrides=TINY)
@@ -348,7 +350,7 @@ def test_a_failing_parallel_run_stops_the_benchmark_with_its_error(tmp_path):
     from tests.support import tiny_config
     from transmem.benchmark.scheduler import Task, run_tasks
     from transmem.training.loop import train
-    from transmem.training.rundir import RunConflictError
+    from transmem.training.conflicts import RunConflictError
 
     train(tiny_config(train={"lr": 1e-2}), tmp_path / "taken", progress=False)
     tasks = [Task("good", tiny_config(), tmp_path / "good"), Task("taken", tiny_config(), tmp_path / "taken")]

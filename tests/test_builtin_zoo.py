@@ -8,7 +8,8 @@ import pytest
 
 from tests.support import tiny_config
 from transmem.benchmark import zoo_build
-from transmem.benchmark.runner import configs_root, run_benchmark
+from transmem.benchmark.planning import configs_root
+from transmem.benchmark.runner import run_benchmark
 from transmem.benchmark.suites import PROFILES
 from transmem.cli import main
 from transmem.config import config_from_dict, load_config, tomllib

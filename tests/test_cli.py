@@ -186,7 +186,7 @@ def test_every_expected_error_is_a_transmem_error_and_keeps_its_builtin_base():
     from transmem.storage.checkpoints import CheckpointError
     from transmem.storage.locks import LockedError
     from transmem.training.loop import TrainingDiverged
-    from transmem.training.rundir import RunConflictError
+    from transmem.training.conflicts import RunConflictError
     from transmem.transfer.builtin import BuiltinZooError
     from transmem.transfer.memory_bank import MemoryBankError
     from transmem.transfer.zoo import SourceError

@@ -213,7 +213,7 @@ def test_an_unfinished_source_run_is_refused_unless_its_checkpoint_is_named(tmp_
 def test_a_resume_after_its_source_was_replaced_is_refused(tmp_path, sources, replacement, monkeypatch):
     from transmem.training import engine
     from transmem.training.loop import train
-    from transmem.training.rundir import RunConflictError
+    from transmem.training.conflicts import RunConflictError
 
     source = Path(shutil.copytree(sources / "hidden8", tmp_path / "source"))
     raw = tiny_raw(train={"iterations": 4, "checkpoint_every": 2, "device": "cpu"}, transfer={"method": "tmu", "sources": [str(source)]})
@@ -320,7 +320,7 @@ def test_a_finished_run_whose_config_toml_was_edited_is_refused(workspace, capsy
 
 def test_an_unfinished_run_whose_config_toml_was_edited_is_refused_naming_the_keys(tmp_path):
     from transmem.training.loop import train
-    from transmem.training.rundir import RunConflictError
+    from transmem.training.conflicts import RunConflictError
 
     raw = tiny_raw(train={"iterations": 4, "checkpoint_every": 2, "device": "cpu"})
     train(config_from_dict(raw), tmp_path / "run", progress=False, stop_at=2)

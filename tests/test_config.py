@@ -121,7 +121,7 @@ def test_a_config_file_must_name_its_data_and_model(tmp_path, text, message):
 
 
 def test_every_shipped_config_loads():
-    from transmem.benchmark.runner import configs_root
+    from transmem.benchmark.planning import configs_root
 
     files = sorted(configs_root().glob("*/*.toml"))
     assert len(files) >= 20

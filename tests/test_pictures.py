@@ -1,4 +1,4 @@
-"""Tests of transmem.evaluation.pictures: files are written and read back with the right sizes."""
+"""Tests of transmem.evaluation.animations and .plots: files are written and read back with the right sizes."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from transmem.evaluation.pictures import (
-    frame_phases,
-    layer_name,
-    plot_per_frame,
-    plot_transfer_gates,
-    save_gif,
-    save_gif_grid,
-    save_strip_png,
-)
+from transmem.evaluation.animations import frame_phases, save_gif, save_gif_grid, save_strip_png
+from transmem.evaluation.plots import layer_name, plot_per_frame, plot_transfer_gates
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIME_BAR_PX = 3

@@ -66,7 +66,7 @@ def test_timing_statistics():
 def test_run_prints_every_row_and_ratio(tmp_path, capsys):
     out = tmp_path / "speed.json"
     args = _parse("--tiny", "--repeats", "2", "--warmup", "1", "--memory-steps", "1", "--precision", "bf16", "--json", str(out))
-    assert speed.run(args) == 0
+    assert speed.measure_speed(args) == 0
     table = capsys.readouterr().out
     for row in (
         "train step, plain ConvLSTM",
@@ -107,8 +107,8 @@ def test_strict_exit_status_follows_the_checks(monkeypatch, tmp_path, capsys):
         }  # fmt: skip
 
     monkeypatch.setattr(speed, "benchmark_config", fake)
-    assert speed.run(_parse("--tiny", "--quick")) == 0
-    assert speed.run(_parse("--tiny", "--quick", "--strict")) == 1
+    assert speed.measure_speed(_parse("--tiny", "--quick")) == 0
+    assert speed.measure_speed(_parse("--tiny", "--quick", "--strict")) == 1
     assert "FAIL" in capsys.readouterr().out
 
 
@@ -119,7 +119,7 @@ def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path, monkeypat
     monkeypatch.setattr(speed, "benchmark_config", lambda *a, **k: measured.append(1))
     for path in (tmp_path / "missing" / "speed.json", tmp_path):
         with pytest.raises(ConfigError, match="is a folder, or its folder does not exist"):
-            speed.run(_parse("--tiny", "--json", str(path)))
+            speed.measure_speed(_parse("--tiny", "--json", str(path)))
     assert measured == []
 
 

@@ -15,7 +15,7 @@ from transmem.storage.model_file import load_model
 from transmem.storage.checkpoints import CheckpointError, latest_good_checkpoint, list_checkpoints, load_checkpoint
 from transmem.storage.locks import FileLock, LockedError
 from transmem.training.loop import TrainingDiverged, train
-from transmem.training.rundir import RunConflictError
+from transmem.training.conflicts import RunConflictError
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 
 
@@ -314,7 +314,7 @@ def test_a_run_trained_by_another_process_while_this_one_starts_is_refused(tmp_p
 
 
 def test_train_csv_records_the_thread_count_even_across_a_resume_with_another(tmp_path):
-    from transmem.benchmark.runner import train_threads
+    from transmem.benchmark.run_logs import train_threads
 
     config = tiny_config(train={"iterations": 4, "checkpoint_every": 2, "log_every": 1})
     before = torch.get_num_threads()

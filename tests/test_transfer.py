@@ -23,7 +23,7 @@ from transmem.cli import main
 from transmem.config import ConfigError
 from transmem.data import build_dataset
 from transmem.models import build_predictor, rollout_mask
-from transmem.run import load
+from transmem.predictor import load
 from transmem.storage.model_file import load_model, save_model
 from transmem.storage.locks import FileLock
 from transmem.training.loop import train

@@ -255,33 +255,6 @@ def _inspect(args) -> int:
     return 0
 
 
-def _read_frames(path: str):
-    import numpy as np
-    import torch
-
-    from transmem.data import DataError, validate_frames
-
-    file = Path(path)
-    if not file.exists():
-        raise DataError(f"{file}: file not found")
-    if not file.is_file():
-        raise DataError(f"{file}: is not a file")
-    try:
-        array = np.load(file, allow_pickle=False)
-    except (ValueError, EOFError) as error:  # EOFError: an empty or truncated file
-        raise DataError(f"{file}: not a plain .npy array ({error or 'empty file'})") from None
-    if not isinstance(array, np.ndarray):  # an .npz archive
-        array.close()
-        raise DataError(f"{file}: an .npz archive; save the frames alone as .npy (numpy.save)")
-    if array.ndim == 3:
-        array = array[None, :, None]
-    elif array.ndim == 4:
-        array = array[None]
-    elif array.ndim != 5:
-        raise DataError(f"{file}: expected (T, H, W), (T, C, H, W) or (B, T, C, H, W), got shape {array.shape}")
-    return torch.as_tensor(np.asarray(validate_frames(array, str(file)), dtype=np.float32))
-
-
 PREDICTION_FILES = ("prediction.npy", "strip_*.png", "prediction_*.gif")
 
 
@@ -312,37 +285,20 @@ def _set_aside_predictions(out: Path) -> None:
             path.rename(target)
 
 
-def _input_warnings(frames, data, patch: int, source: str) -> list[str]:
-    """One line per way ``frames`` (B, T, C, H, W) differ from what the model was trained on
-    and it can still run; a frame size the model cannot take raises DataError."""
-    from transmem.data import DataError
-
-    height, width = frames.shape[-2:]
-    if height % patch or width % patch:
-        raise DataError(f"{source}: frames of {height}x{width} pixels cannot be read by the model (its patch size {patch} must divide both sides)")
-    lines = []
-    if frames.shape[1] != data.input_len:
-        fewer = "fewer" if frames.shape[1] < data.input_len else "more"
-        lines.append(f"{source}: {frames.shape[1]} input frames, {fewer} than the {data.input_len} the model was trained on; predictions may be worse")
-    if (height, width) != (data.frame_size, data.frame_size):
-        lines.append(f"{source}: frames of {height}x{width} pixels, the model was trained on {data.frame_size}x{data.frame_size}; predictions may be worse")
-    return lines
-
-
 def _predict(args) -> int:
     import numpy as np
 
-    from transmem.data import DataError
-    from transmem.evaluation.pictures import save_gif, save_strip_png
-    from transmem.run import load
+    from transmem.data import DataError, read_frames_file
+    from transmem.evaluation.animations import save_gif, save_strip_png
+    from transmem.predictor import input_warnings, load
 
     if args.horizon is not None and args.horizon < 1:
         raise ConfigError(f"--horizon: must be at least 1, got {args.horizon}")
     out = _prediction_out(args.out, args.force)
     predictor = load(args.run)
     data = predictor.config.data
-    frames = _read_frames(args.input)
-    truth = _read_frames(args.truth) if args.truth else None
+    frames = read_frames_file(args.input)
+    truth = read_frames_file(args.truth) if args.truth else None
     if frames.shape[2] != data.channels:
         raise DataError(
             f"{args.input}: frames of shape {tuple(frames.shape)} read as (B, T, C, H, W) have {frames.shape[2]} "
@@ -355,7 +311,7 @@ def _predict(args) -> int:
             f"{args.truth}: true frames of shape {tuple(truth.shape)} (B, T, C, H, W) do not match the input "
             f"{tuple(frames.shape)} in batch, channels or frame size"
         )
-    for line in _input_warnings(frames, data, predictor.model.patch, args.input):
+    for line in input_warnings(frames, data, predictor.model.patch, args.input):
         print(f"transmem: warning: {line}", file=sys.stderr)
     horizon = args.horizon or (truth.shape[1] if truth is not None else data.total_len - data.input_len)
     prediction = predictor.predict(frames, horizon)
@@ -410,7 +366,7 @@ def _zoo(args) -> int:
         build_builtin_zoo(args.out, args.sources, args.jobs, args.install)
         return 0
     from transmem.storage.run_folder import CHECKPOINT_DIR, MODEL_FILE
-    from transmem.transfer.zoo import SourceError, describe_zoo
+    from transmem.transfer.zoo import SourceError, describe_zoo, format_zoo
 
     rows = describe_zoo(args.folder)
     if not rows:
@@ -418,17 +374,7 @@ def _zoo(args) -> int:
             f"{args.folder}: no sources found (a source is a run folder holding {MODEL_FILE} or {CHECKPOINT_DIR}/, "
             f"or a .safetensors / .pt file)"
         )
-    header = f"{'name':24s} {'backbone':11s} {'hidden':12s} {'frame':>5s} {'test mse':>9s} {'ssim':>6s}  dataset"
-    print(header)
-    for row in rows:
-        if "error" in row:
-            print(f"{row['name']:24s} unusable: {row['error']}")
-            continue
-        mse = f"{row['test_mse']:.2f}" if row["test_mse"] is not None else "-"
-        ssim = f"{row['test_ssim']:.3f}" if row["test_ssim"] is not None else "-"
-        dataset = row["dataset"] + "".join(f" {k}={v}" for k, v in row["options"].items())
-        baseline = f"  (copy last frame: mse {row['copy_mse']:.2f}, ssim {row['copy_ssim']:.3f}; {row['bytes'] / 1e6:.2f} MB)" if "copy_mse" in row else ""
-        print(f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}  {dataset}{baseline}")
+    print(format_zoo(rows))
     return 0
 
 
@@ -457,7 +403,8 @@ def _zoo_rank(args) -> int:
 
 
 def _benchmark(args) -> int:
-    from transmem.benchmark.runner import benchmark_status, run_benchmark
+    from transmem.benchmark.runner import run_benchmark
+    from transmem.benchmark.status import benchmark_status
     from transmem.benchmark.suites import PROFILES, SUITES
 
     if args.suite not in SUITES:
@@ -494,9 +441,9 @@ def _benchmark(args) -> int:
 
 
 def _speed(args) -> int:
-    from transmem.benchmark.speed import run
+    from transmem.benchmark.speed import measure_speed
 
-    return run(args)
+    return measure_speed(args)
 
 
 COMMANDS = {"benchmark": _benchmark, "speed": _speed, "train": _train, "evaluate": _evaluate, "inspect": _inspect, "predict": _predict, "data": _data, "zoo": _zoo}

@@ -38,7 +38,7 @@ from transmem.storage.run_folder import CHECKPOINT_DIR, MODEL_FILE, RunFolder
 from transmem.storage.checkpoints import checkpoint_iteration, list_checkpoints
 from transmem.training.loop import train
 from transmem.training.progress import format_seconds
-from transmem.training.rundir import check_run_dir
+from transmem.training.conflicts import check_run_dir
 
 
 @dataclass
@@ -62,7 +62,7 @@ def test_metrics(run_dir: Path) -> dict | None:
     return metrics if metrics is not None and metrics.get("finished") is True else None  # not a checkpoint's scores
 
 
-def run_task(config: RunConfig, run_dir: Path, progress: bool = False) -> str:
+def train_and_evaluate(config: RunConfig, run_dir: Path, progress: bool = False) -> str:
     """Train (or resume) and evaluate one run; return a line for the log.
 
     A folder holding a run of another config is refused (:class:`RunConflictError`), even
@@ -104,7 +104,7 @@ def run_tasks(tasks: list[Task], jobs: int = 1, threads: int | None = None, prog
             left = [remaining_iterations(t) for t in tasks[k - 1 :]]
             log(estimate.line(k, task.name, sum(left)))
             started = time.monotonic()
-            line = run_task(task.config, task.run_dir, progress)
+            line = train_and_evaluate(task.config, task.run_dir, progress)
             estimate.record(left[0], time.monotonic() - started)
             results[task.name] = test_metrics(task.run_dir)
             log(f"  {line}")
@@ -241,7 +241,7 @@ def _work(config: RunConfig, run_dir: Path, threads: int, parent: int, sender: C
         return
     torch.set_num_threads(threads)
     try:
-        sender.send((None, run_task(config, Path(run_dir))))
+        sender.send((None, train_and_evaluate(config, Path(run_dir))))
     except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent, Ctrl-C too
         try:
             message = pickle.dumps(error)

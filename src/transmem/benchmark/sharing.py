@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from transmem.storage.run_folder import RunFolder
+
 SETTINGS = {  # name -> environment variables set (None: removed) for both processes
     "libgomp default": {"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": None},
@@ -45,7 +47,7 @@ def _environment(setting: dict) -> dict:
 
 
 def _start(folder: Path, iterations: int, env: dict) -> subprocess.Popen:
-    from transmem.benchmark.runner import configs_root
+    from transmem.benchmark.planning import configs_root
 
     overrides = [
         f"train.iterations={iterations}", "train.log_every=2", "train.checkpoint_every=1000", "train.val_every=0",
@@ -58,7 +60,7 @@ def _start(folder: Path, iterations: int, env: dict) -> subprocess.Popen:
 
 
 def _seconds_per_iteration(folder: Path) -> float:
-    with open(folder / "train.csv", newline="") as handle:
+    with open(RunFolder(folder).train_log, newline="") as handle:
         rows = list(csv.DictReader(handle))[WARMUP_ROWS:]
     return sum(float(r["seconds_per_iteration"]) for r in rows) / len(rows)
 

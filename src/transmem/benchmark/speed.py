@@ -314,7 +314,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: a tiny configuration
 
 
-def run(args) -> int:
+def measure_speed(args) -> int:
     import torch
 
     from transmem.config import ConfigError
@@ -368,7 +368,7 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - ``python -m transmem.benchmark.speed``
     parser = argparse.ArgumentParser(prog="transmem speed", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return measure_speed(parser.parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from transmem import __version__
-from transmem.benchmark.runner import configs_root, train_threads
+from transmem.benchmark.planning import configs_root
+from transmem.benchmark.run_logs import train_threads
 from transmem.benchmark.scheduler import Task, run_tasks
 from transmem.benchmark.suites import PROFILES, SUITES
 from transmem.config import ConfigError, RunConfig, load_config

@@ -98,7 +98,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     the source names and the number of sequences.
     """
     from transmem.data import DataError, build_dataset
-    from transmem.evaluation.pictures import layer_name, plot_transfer_gates
+    from transmem.evaluation.plots import layer_name, plot_transfer_gates
     from transmem.storage.model_file import load_model
     from transmem.storage.run_folder import source_name
     from transmem.storage.files import atomic_write_text

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig, config_from_dict, tomllib
-from transmem.models import RecurrentPredictor, build_predictor
+from transmem.models import RecurrentPredictor, build_predictor, layout_from_json, layout_to_json
 from transmem.storage.checkpoints import CheckpointError, latest_good_checkpoint, load_checkpoint
 from transmem.storage.files import atomic_write_bytes
 from transmem.storage.run_folder import MODEL_FILE, RunFolder
@@ -41,7 +41,7 @@ def save_model(model: RecurrentPredictor, config: RunConfig, path: Path, extra: 
     metadata = {
         "format": MODEL_FORMAT,
         "config": config.to_toml(),
-        "transfer_layout": json.dumps({str(k): v for k, v in model.transfer_layout.items()}),
+        "transfer_layout": layout_to_json(model.transfer_layout),
         "extra": json.dumps(extra or {}),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -72,7 +72,7 @@ def _build(config: RunConfig, layout_json: str, state: dict[str, Tensor], where:
     bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
         raise CheckpointError(f"{where}: holds non-finite weights (NaN or inf) in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
-    layout = {int(k): v for k, v in json.loads(layout_json or "{}").items()}
+    layout = layout_from_json(layout_json)
     model = build_predictor(config.model, config.data.channels, layout)
     try:
         model.load_state_dict(state)

@@ -31,7 +31,7 @@ from torch import Tensor
 from transmem.config import ConfigError, RunConfig, config_from_dict, tomllib
 from transmem.data import DataError, build_dataset
 from transmem.errors import TrainingDiverged
-from transmem.models import RecurrentPredictor
+from transmem.models import RecurrentPredictor, layout_to_json
 from transmem.storage.model_file import save_model
 from transmem.storage.run_folder import CHECKPOINT_DIR, CONFIG_FILE, INIT_FILE, MODEL_FILE, RUN_LOCK, TENSORBOARD_DIR, TRAIN_LOG, VAL_LOG
 from transmem.storage.checkpoints import latest_good_checkpoint, save_checkpoint
@@ -39,7 +39,7 @@ from transmem.storage.files import atomic_write_text, remove_stale_temporaries
 from transmem.training.distributed import init_distributed
 from transmem.storage.locks import FileLock, LockedError
 from transmem.training.progress import progress_bar
-from transmem.training.rundir import RunConflictError, check_run_dir, config_differences, describe_differences, prepare_run_dir
+from transmem.training.conflicts import RunConflictError, check_run_dir, config_differences, describe_differences, prepare_run_dir
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.transfer.memory_bank import TrainingBatch
 from transmem.transfer.methods import METHODS, RankSources
@@ -530,7 +530,7 @@ def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, 
         "iteration": iteration,
         "rng": {"torch": torch.get_rng_state(), "sampling": generator.get_state()},
         "config": config.to_toml(),
-        "transfer_layout": json.dumps({str(k): v for k, v in model.transfer_layout.items()}),
+        "transfer_layout": layout_to_json(model.transfer_layout),
         "source_digests": method.source_digests(),
     }
     save_checkpoint(folder, iteration, state, keep=config.train.keep_checkpoints)

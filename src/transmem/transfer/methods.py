@@ -36,7 +36,7 @@ from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig, config_from_dict
 from transmem.storage.run_folder import RANK_DIR, RunFolder
-from transmem.models import RecurrentPredictor, Rollout, build_predictor
+from transmem.models import RecurrentPredictor, Rollout, TransferLayout, build_predictor
 from transmem.models.fusion import fuse_backbones, fused_hidden
 from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank, TrainingBatch
 from transmem.transfer.zoo import Source, SourceError, check_same_backbone, load_zoo
@@ -48,8 +48,10 @@ from transmem.transfer.zoo import Source, SourceError, check_same_backbone, load
 RankSources = Callable[..., list[dict]]
 
 
-class ScratchMethod:
-    """Train the target from random initialisation (the base of every method)."""
+class TransferMethod:
+    """The base of every transfer method: what the training loop asks of one, each answer
+    that of training from scratch (no sources, fresh weights, no extra loss), and the
+    loading of sources and the ``init_from`` choice that methods with sources share."""
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         self.config = config
@@ -63,7 +65,7 @@ class ScratchMethod:
         can tell that a source was replaced since the run started."""
         return {str(source.path): source.digest for source in self.sources}
 
-    def transfer_layout(self) -> dict | None:
+    def transfer_layout(self) -> TransferLayout | None:
         return None
 
     def build_model(self) -> RecurrentPredictor:
@@ -126,7 +128,7 @@ class ScratchMethod:
         return rank_sources(self.sources, config, folder, self.config.transfer.rank_probe, progress=progress)
 
 
-class FinetuneMethod(ScratchMethod):
+class FinetuneMethod(TransferMethod):
     """Initialise from a source with the same architecture, then train on the target.
 
     One source, or several with ``transfer.init_from`` naming one of them or ``"best"``.
@@ -189,7 +191,7 @@ def load_backbone(model: RecurrentPredictor, source: Source) -> None:
                 raise SourceError(f"source {source.path}: its {name} {tuple(value.shape)} does not fit the target ({shape})")
             mine[: value.shape[0]].copy_(value)
 
-def memory_layouts(sources, layers: list[int], config: RunConfig, **fields) -> dict:
+def memory_layouts(sources, layers: list[int], config: RunConfig, **fields) -> TransferLayout:
     """Per target layer: each source's memory channels and spatial size (None = target's)."""
     frame_size = config.data.frame_size
     target_side = frame_size // config.model.patch
@@ -204,7 +206,7 @@ def memory_layouts(sources, layers: list[int], config: RunConfig, **fields) -> d
     return layout
 
 
-class TransferableMemoryMethod(ScratchMethod):
+class TransferableMemoryMethod(TransferMethod):
     """TMU target distilling the sources' memories (``tmu``; ``distill`` without gates)."""
 
     use_gates = True
@@ -218,7 +220,7 @@ class TransferableMemoryMethod(ScratchMethod):
         if self.bank_folder.exists() and not self.bank_folder.is_dir():  # refused before the run folder is written
             raise ConfigError(f"transfer.cache_dir: {self.bank_folder} exists and is not a folder")
 
-    def transfer_layout(self) -> dict:
+    def transfer_layout(self) -> TransferLayout:
         transfer = self.config.transfer
         fields = {"kind": "tmu", "use_gates": self.use_gates, "merge": transfer.memory_merge}
         if not transfer.hint_to_backbone:  # recorded only when set: older layouts stay as they were
@@ -267,7 +269,7 @@ class DistillOnlyMethod(TransferableMemoryMethod):
     use_gates = False
 
 
-class KnowledgeFlowMethod(ScratchMethod):
+class KnowledgeFlowMethod(TransferMethod):
     """Knowledge Flow: teachers' hidden states flow into the target, then fade out."""
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
@@ -275,7 +277,7 @@ class KnowledgeFlowMethod(ScratchMethod):
         self.layers = list(config.transfer.layers)
         self._load_sources(self.layers)
 
-    def transfer_layout(self) -> dict:
+    def transfer_layout(self) -> TransferLayout:
         return memory_layouts(self.sources, self.layers, self.config, kind="kflow")
 
     def flow_scale(self, iteration: int) -> float:
@@ -292,7 +294,7 @@ class KnowledgeFlowMethod(ScratchMethod):
         return {"teacher_hidden": teacher_hidden, "flow_scale": scale}
 
 
-class FusionMethod(ScratchMethod):
+class FusionMethod(TransferMethod):
     """The best ``transfer.fuse`` sources side by side in one wider backbone, all trained.
 
     The sources must share one architecture (backbone, hidden, kernel, patch, channels) with
@@ -360,7 +362,11 @@ def distillation_loss(model: RecurrentPredictor, rollout: Rollout, bank: list[di
     return torch.stack(terms).mean()
 
 
-METHODS: dict[str, type[ScratchMethod]] = {
+class ScratchMethod(TransferMethod):
+    """``none``: train the target from random initialisation (the base's every answer)."""
+
+
+METHODS: dict[str, type[TransferMethod]] = {
     "none": ScratchMethod,
     "finetune": FinetuneMethod,
     "tmu": TransferableMemoryMethod,

@@ -140,3 +140,18 @@ def describe_zoo(folder: str | Path) -> list[dict]:
             }
         )
     return rows
+
+
+def format_zoo(rows: list[dict]) -> str:
+    """A plain-text table of :func:`describe_zoo` rows (``transmem zoo list``)."""
+    lines = [f"{'name':24s} {'backbone':11s} {'hidden':12s} {'frame':>5s} {'test mse':>9s} {'ssim':>6s}  dataset"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"{row['name']:24s} unusable: {row['error']}")
+            continue
+        mse = f"{row['test_mse']:.2f}" if row["test_mse"] is not None else "-"
+        ssim = f"{row['test_ssim']:.3f}" if row["test_ssim"] is not None else "-"
+        dataset = row["dataset"] + "".join(f" {k}={v}" for k, v in row["options"].items())
+        baseline = f"  (copy last frame: mse {row['copy_mse']:.2f}, ssim {row['copy_ssim']:.3f}; {row['bytes'] / 1e6:.2f} MB)" if "copy_mse" in row else ""
+        lines.append(f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}  {dataset}{baseline}")
+    return "\n".join(lines)

@@ -56,3 +56,20 @@ class Predictor:
 def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
     """Load a predictor from a run folder, ``model.safetensors`` or checkpoint file."""
     return Predictor(load_model(path, device))
+
+
+def input_warnings(frames: Tensor, data, patch: int, source: str) -> list[str]:
+    """One line per way ``frames`` (B, T, C, H, W) differ from what the model was trained on
+    and it can still run; a frame size the model cannot take raises DataError."""
+    from transmem.data import DataError
+
+    height, width = frames.shape[-2:]
+    if height % patch or width % patch:
+        raise DataError(f"{source}: frames of {height}x{width} pixels cannot be read by the model (its patch size {patch} must divide both sides)")
+    lines = []
+    if frames.shape[1] != data.input_len:
+        fewer = "fewer" if frames.shape[1] < data.input_len else "more"
+        lines.append(f"{source}: {frames.shape[1]} input frames, {fewer} than the {data.input_len} the model was trained on; predictions may be worse")
+    if (height, width) != (data.frame_size, data.frame_size):
+        lines.append(f"{source}: frames of {height}x{width} pixels, the model was trained on {data.frame_size}x{data.frame_size}; predictions may be worse")
+    return lines

@@ -1,4 +1,4 @@
-"""Run folders: the config saved next to every run, and refusal to mix two runs.
+"""Refusing to mix two runs in one folder, and the config saved next to every run.
 
 ``transmem train CONFIG --out RUN`` on a folder that already holds a run:
 
