@@ -13,6 +13,8 @@ import ast
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = "transmem"
 ROOT = Path(__file__).resolve().parent.parent / "src" / PACKAGE
 
@@ -151,10 +153,42 @@ def test_the_schema_names_every_transfer_method_in_the_registry_order():
 
 
 def test_the_schema_names_the_memory_merges_the_tmu_implements():
-    from transmem.models import tmu
+    from transmem.models.tmu import TransferableMemory
     from transmem.schema import MEMORY_MERGES
 
-    assert tmu.MEMORY_MERGES is MEMORY_MERGES
+    for merge in MEMORY_MERGES:
+        assert TransferableMemory(4, [4], merge=merge).merge == merge
+    with pytest.raises(ValueError, match="merge must be one of"):
+        TransferableMemory(4, [4], merge="max")
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    """Every string constant of a module but its docstrings (f-string parts included)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_the_run_folder_file_names_are_spelled_in_one_module():
+    from transmem.storage import run_folder
+
+    names = {*run_folder.RUN_FILES, run_folder.RUN_LOCK}
+    home = ROOT / "storage" / "run_folder.py"
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {value!r}"
+        for path in sorted(ROOT.rglob("*.py")) if path != home
+        for line, value in _string_constants(path) if value in names or value.lstrip("/") in names
+    ]
+    assert not found, "spell these through transmem.storage.run_folder:\n" + "\n".join(found)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from transmem.benchmark.suites import Profile, Suite
+from transmem.storage.run_folder import transfer_gates_file_name
+
+GATES_PICTURE = transfer_gates_file_name("test")  # the benchmark's transfer-gate picture, named as a run's
 
 
 def _time_to_quality_text(row: dict) -> str:
@@ -69,7 +72,7 @@ def results_markdown(suite: Suite, profile_name: str, profile: Profile, results:
         "per_frame.png": "per-frame metrics",
         "validation.png": "validation MSE over training",
         "predictions.gif": "predictions",
-        "transfer_gates.png": "transfer gates",
+        GATES_PICTURE: "transfer gates",
     }
     for name in results.get("pictures") or []:
         lines += [f"![{captions[name]}]({name})", ""]

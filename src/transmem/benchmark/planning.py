@@ -16,6 +16,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
 from transmem.benchmark.scheduler import Task
 from transmem.benchmark.suites import OPT_IN_METHODS, PROFILES, SCRATCH_METHODS, SUITES, WIDE_METHODS, Profile, Suite
 from transmem.config import ConfigError, RunConfig, config_from_dict, load_config
+from transmem.storage.run_folder import MEMORY_BANK_DIR
 from transmem.training.conflicts import config_differences
 from transmem.transfer.builtin import PREFIX, builtin_index, builtin_name
 
@@ -72,7 +73,7 @@ def plan_runs(
     plan = []
     for seed in profile.seeds:
         for method in suite.methods:
-            base = [*profile.target_overrides, *(overrides or []), f"train.seed={seed}", f"transfer.cache_dir={json.dumps(str(out / 'memory_bank'))}"]
+            base = [*profile.target_overrides, *(overrides or []), f"train.seed={seed}", f"transfer.cache_dir={json.dumps(str(out / MEMORY_BANK_DIR))}"]
             variants = (
                 {f"finetune_{name}": ([f"transfer.sources=[{json.dumps(str(path))}]"], [name]) for name, path in source_dirs.items()}
                 if method == "finetune"

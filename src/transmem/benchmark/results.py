@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from transmem.benchmark.markdown import results_markdown
+from transmem.benchmark.markdown import GATES_PICTURE, results_markdown
 from transmem.benchmark.run_logs import validation_curve
 from transmem.benchmark.scheduler import threads_per_run
 from transmem.benchmark.suites import Profile
@@ -119,8 +119,8 @@ def _write_pictures(out: Path, per_run: list[dict], profile: Profile, curves: di
         metrics = gated[0]["metrics"]
         names = [source_name(s) for s in metrics.get("sources", [])] or None
         layers = {layer_name(k): v for k, v in metrics["transfer_gates"].items()}
-        plot_transfer_gates(out / "transfer_gates.png", layers, names, input_len=metrics["input_len"])
-        written.append("transfer_gates.png")
+        plot_transfer_gates(out / GATES_PICTURE, layers, names, input_len=metrics["input_len"])
+        written.append(GATES_PICTURE)
     return written
 
 
