@@ -113,6 +113,10 @@ KILL_RUNNER = textwrap.dedent(
     import os, signal, sys, time
     from pathlib import Path
 
+    # Ctrl-C as in a terminal, even under a parent started in the background (whose shell
+    # ignores SIGINT, and its children inherit that): the Ctrl-C test needs it delivered.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     if os.environ.get("STEP_PAUSE"):
         from torch.optim.optimizer import register_optimizer_step_post_hook
 

@@ -255,13 +255,11 @@ def _inspect(args) -> int:
     return 0
 
 
-PREDICTION_FILES = ("prediction.npy", "strip_*.png", "prediction_*.gif")
-
-
 def _prediction_out(path: str, force: bool) -> Path:
     """The ``predict --out`` folder; refused if it is a file, or holds predictions and not ``force``
     (then the old prediction files are renamed ``*.previous-<time>``). Nothing is written here."""
     from transmem.data import DataError
+    from transmem.predictor import PREDICTION_FILES
 
     out = _check_out(path, folder=True)
     found = sorted(p.name for pattern in PREDICTION_FILES for p in out.glob(pattern)) if out.is_dir() else []
@@ -271,26 +269,9 @@ def _prediction_out(path: str, force: bool) -> Path:
     return out
 
 
-def _set_aside_predictions(out: Path) -> None:
-    """Rename the prediction files in ``out`` with a ``.previous-<time>`` suffix (``--force``)."""
-    import time
-
-    suffix = time.strftime(".previous-%Y%m%d-%H%M%S")
-    for pattern in PREDICTION_FILES:
-        for path in out.glob(pattern):
-            target, n = path.with_name(path.name + suffix), 1
-            while target.exists():
-                n += 1
-                target = path.with_name(f"{path.name}{suffix}-{n}")
-            path.rename(target)
-
-
 def _predict(args) -> int:
-    import numpy as np
-
-    from transmem.data import DataError, read_frames_file
-    from transmem.evaluation.animations import save_gif, save_strip_png
-    from transmem.predictor import input_warnings, load
+    from transmem.data import read_frames_file
+    from transmem.predictor import PREDICTION_FILE, input_warnings, load, match_frames, set_aside_predictions, write_predictions
 
     if args.horizon is not None and args.horizon < 1:
         raise ConfigError(f"--horizon: must be at least 1, got {args.horizon}")
@@ -299,38 +280,16 @@ def _predict(args) -> int:
     data = predictor.config.data
     frames = read_frames_file(args.input)
     truth = read_frames_file(args.truth) if args.truth else None
-    if frames.shape[2] != data.channels:
-        raise DataError(
-            f"{args.input}: frames of shape {tuple(frames.shape)} read as (B, T, C, H, W) have {frames.shape[2]} "
-            f"channels, the model takes {data.channels} (predict wants channels before height and width)"
-        )
-    if truth is None and frames.shape[1] > data.input_len:
-        frames, truth = frames[:, : data.input_len], frames[:, data.input_len :]
-    elif truth is not None and (truth.shape[0] != frames.shape[0] or truth.shape[2:] != frames.shape[2:]):
-        raise DataError(
-            f"{args.truth}: true frames of shape {tuple(truth.shape)} (B, T, C, H, W) do not match the input "
-            f"{tuple(frames.shape)} in batch, channels or frame size"
-        )
+    frames, truth = match_frames(frames, truth, data, args.input, args.truth)
     for line in input_warnings(frames, data, predictor.model.patch, args.input):
         print(f"transmem: warning: {line}", file=sys.stderr)
     horizon = args.horizon or (truth.shape[1] if truth is not None else data.total_len - data.input_len)
     prediction = predictor.predict(frames, horizon)
     if args.force and out.is_dir():
-        _set_aside_predictions(out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "prediction.npy", prediction.numpy().astype(np.float32))
-    observed = frames.shape[1]  # one time axis: the future starts after the input frames
-    start = {"truth": observed, "prediction": observed}
-    for b in range(prediction.shape[0]):
-        rows = {"input": frames[b]}
-        if truth is not None:
-            rows["truth"] = truth[b]
-        rows["prediction"] = prediction[b]
-        placed = {name: column for name, column in start.items() if name in rows}
-        save_strip_png(out / f"strip_{b}.png", rows, start=placed, input_len=observed)
-        save_gif(out / f"prediction_{b}.gif", rows, pad="blank", start=placed, input_len=observed)
+        set_aside_predictions(out)
+    write_predictions(out, frames, truth, prediction)
     print(
-        f"wrote {out / 'prediction.npy'} (float32 (B, T, C, H, W) = {tuple(prediction.shape)}) and "
+        f"wrote {out / PREDICTION_FILE} (float32 (B, T, C, H, W) = {tuple(prediction.shape)}) and "
         f"{prediction.shape[0]} PNG strip(s) and GIF(s) in {out}"
     )
     return 0

@@ -73,3 +73,65 @@ def input_warnings(frames: Tensor, data, patch: int, source: str) -> list[str]:
     if (height, width) != (data.frame_size, data.frame_size):
         lines.append(f"{source}: frames of {height}x{width} pixels, the model was trained on {data.frame_size}x{data.frame_size}; predictions may be worse")
     return lines
+
+
+# ----------------------------------------------------------------------------- transmem predict's files
+
+PREDICTION_FILE = "prediction.npy"  # in predict's --out folder: float32 (B, T, C, H, W)
+PREDICTION_FILES = (PREDICTION_FILE, "strip_*.png", "prediction_*.gif")
+
+
+def match_frames(frames: Tensor, truth: Tensor | None, data, input_name: str, truth_name: str | None) -> tuple[Tensor, Tensor | None]:
+    """``(frames, truth)`` checked against the model's ``[data]`` section: input frames past
+    its T_in become the truth when none is given; DataError (naming the file) for another
+    channel count, or true frames of another batch, channel count or frame size."""
+    from transmem.data import DataError
+
+    if frames.shape[2] != data.channels:
+        raise DataError(
+            f"{input_name}: frames of shape {tuple(frames.shape)} read as (B, T, C, H, W) have {frames.shape[2]} "
+            f"channels, the model takes {data.channels} (predict wants channels before height and width)"
+        )
+    if truth is None and frames.shape[1] > data.input_len:
+        frames, truth = frames[:, : data.input_len], frames[:, data.input_len :]
+    elif truth is not None and (truth.shape[0] != frames.shape[0] or truth.shape[2:] != frames.shape[2:]):
+        raise DataError(
+            f"{truth_name}: true frames of shape {tuple(truth.shape)} (B, T, C, H, W) do not match the input "
+            f"{tuple(frames.shape)} in batch, channels or frame size"
+        )
+    return frames, truth
+
+
+def set_aside_predictions(out: Path) -> None:
+    """Rename the prediction files in ``out`` with a ``.previous-<time>`` suffix (``--force``)."""
+    import time
+
+    suffix = time.strftime(".previous-%Y%m%d-%H%M%S")
+    for pattern in PREDICTION_FILES:
+        for path in out.glob(pattern):
+            target, n = path.with_name(path.name + suffix), 1
+            while target.exists():
+                n += 1
+                target = path.with_name(f"{path.name}{suffix}-{n}")
+            path.rename(target)
+
+
+def write_predictions(out: Path, frames: Tensor, truth: Tensor | None, prediction: Tensor) -> None:
+    """``out/prediction.npy`` (float32) and, per sequence, a PNG strip and a GIF of the input,
+    the truth (if any) and the prediction on one time axis."""
+    import numpy as np
+
+    from transmem.evaluation.animations import save_gif, save_strip_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / PREDICTION_FILE, prediction.numpy().astype(np.float32))
+    observed = frames.shape[1]  # one time axis: the future starts after the input frames
+    start = {"truth": observed, "prediction": observed}
+    for b in range(prediction.shape[0]):
+        rows = {"input": frames[b]}
+        if truth is not None:
+            rows["truth"] = truth[b]
+        rows["prediction"] = prediction[b]
+        placed = {name: column for name, column in start.items() if name in rows}
+        save_strip_png(out / f"strip_{b}.png", rows, start=placed, input_len=observed)
+        save_gif(out / f"prediction_{b}.gif", rows, pad="blank", start=placed, input_len=observed)
