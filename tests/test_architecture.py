@@ -143,6 +143,41 @@ def test_no_import_cycles():
     assert not found, "\n".join(describe(graph, component) for component in found)
 
 
+#: The floors of the package, lowest first: a module imports only modules of its own floor or
+#: below (README, "Code layout"). The most specific prefix of a module's name decides.
+FLOORS = {
+    "transmem.errors": 0,
+    "transmem.memory_errors": 0,
+    "transmem.progress": 0,
+    "transmem.schema": 1,
+    "transmem.data": 2,
+    "transmem.models": 2,
+    "transmem.config": 3,
+    "transmem.storage": 4,
+    "transmem.evaluation": 5,
+    "transmem.predictor": 5,
+    "transmem.transfer": 6,
+    "transmem.training": 7,
+    "transmem.transfer.ranking": 8,  # trains its probes through the training engine
+    "transmem.training.loop": 9,  # train(): the engine given the ranking
+    "transmem.benchmark": 10,
+    "transmem.cli": 11,
+    "transmem.__main__": 11,
+    "transmem": 5,  # the package itself: __version__, and transmem.load (the predictor)
+}
+
+
+def floor(module: str) -> int:
+    prefixes = [p for p in FLOORS if module == p or module.startswith(p + ".")]
+    return FLOORS[max(prefixes, key=len)]
+
+
+def test_imports_point_down_the_floors():
+    graph = import_graph()
+    upward = [f"{a} (floor {floor(a)}) -> {b} (floor {floor(b)})" for a in sorted(graph) for b in sorted(graph[a]) if floor(b) > floor(a)]
+    assert not upward, "imports that point up:\n" + "\n".join(upward)
+
+
 def test_the_schema_names_every_transfer_method_in_the_registry_order():
     """Stored models are read below the transfer package, so the schema checks
     ``transfer.method`` against its own list of names: it must be the registry's."""

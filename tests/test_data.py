@@ -31,7 +31,7 @@ from transmem.data import (
 from transmem.data.balls import collide_pairs, simulate
 from transmem.data.frames import check_value_range
 from transmem.data.digits import MNIST_SIDE, load_digit_table, mnist_csv_path
-from transmem.data.preview import preview_dataset
+from transmem.evaluation.preview import preview_dataset
 
 GENERATORS = ("moving_digits", "bouncing_balls", "advection_diffusion")
 SMALL = dict(frame_size=32, total_len=6, input_len=3, val_size=3, test_size=4)

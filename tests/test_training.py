@@ -340,7 +340,7 @@ def test_train_csv_records_the_thread_count_even_across_a_resume_with_another(tm
 def test_progress_in_a_log_is_plain_lines_and_validation_does_not_count_in_the_rate():
     import io
 
-    from transmem.training.progress import LineProgress, progress_bar
+    from transmem.progress import LineProgress, progress_bar
 
     now = [0.0]
     stream = io.StringIO()

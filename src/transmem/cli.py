@@ -303,7 +303,7 @@ def _data(args) -> int:
             print(f"{name:22s} {spec.description}")
         return 0
     from transmem.config import config_from_dict
-    from transmem.data.preview import preview_dataset
+    from transmem.evaluation.preview import preview_dataset
 
     if Path(args.out).suffix.lower() != ".gif":
         raise ConfigError(f"--out {args.out}: a preview is an animated GIF; give a file name ending in .gif")

@@ -37,7 +37,7 @@ from transmem.evaluation.evaluate import evaluate_run, read_metrics
 from transmem.storage.run_folder import CHECKPOINT_DIR, MODEL_FILE, RunFolder
 from transmem.storage.checkpoints import checkpoint_iteration, list_checkpoints
 from transmem.training.loop import train
-from transmem.training.progress import format_seconds
+from transmem.progress import format_seconds
 from transmem.training.conflicts import check_run_dir
 
 

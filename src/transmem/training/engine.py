@@ -38,7 +38,7 @@ from transmem.storage.checkpoints import latest_good_checkpoint, save_checkpoint
 from transmem.storage.files import atomic_write_text, remove_stale_temporaries
 from transmem.training.distributed import init_distributed
 from transmem.storage.locks import FileLock, LockedError
-from transmem.training.progress import progress_bar
+from transmem.progress import progress_bar
 from transmem.training.conflicts import RunConflictError, check_run_dir, config_differences, describe_differences, prepare_run_dir
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.transfer.memory_bank import TrainingBatch

@@ -33,7 +33,7 @@ from torch import Tensor
 from transmem.errors import MemoryBankError
 from transmem.storage.files import atomic_write_text, sha256_file
 from transmem.storage.locks import FileLock
-from transmem.training.progress import progress_bar
+from transmem.progress import progress_bar
 from transmem.transfer.zoo import Source
 
 log = logging.getLogger(__name__)

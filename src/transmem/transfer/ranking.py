@@ -29,7 +29,6 @@ import torch
 
 from transmem.config import RunConfig, config_from_dict
 from transmem.data import DataError, build_dataset
-from transmem.evaluation.evaluate import evaluate_model
 from transmem.storage.model_file import load_model
 from transmem.storage.files import atomic_write_text
 from transmem.storage.locks import FileLock
@@ -117,6 +116,10 @@ def _score(n: int, source: Source, target: RunConfig, val, home: Path, probe: in
 
 
 def _val_mse(model, val, config: RunConfig, device) -> float:
+    # Imported here: the evaluation package loads torchmetrics and matplotlib (about a second),
+    # which `transmem train` pays only when it validates or ranks.
+    from transmem.evaluation.evaluate import evaluate_model
+
     return float(evaluate_model(model, val, config, device=device)["model"]["mse"]["mean"])
 
 

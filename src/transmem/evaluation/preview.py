@@ -8,7 +8,7 @@ import numpy as np
 
 from transmem.schema import ConfigError, DataConfig
 
-from .registry import build_dataset
+from transmem.data import build_dataset
 
 #: gray pixels between neighbouring sequences
 SEPARATOR = 2
