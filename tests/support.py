@@ -274,4 +274,3 @@ def assert_clean_finished_run(run: Path, reference: Path, keep: int) -> None:
     checkpoints = [p.name for p in list_checkpoints(run / "checkpoints")]
     assert len(checkpoints) == keep, checkpoints  # nothing left behind by a kill mid-rotation
     assert sorted(json.loads((run / "checkpoints" / MANIFEST).read_text())) == checkpoints
-

@@ -114,16 +114,19 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_checker_finds_cycles_through_function_level_and_relative_imports(tmp_path):
-    root = _write(tmp_path / PACKAGE, {
-        "__init__.py": "",
-        "a.py": "from transmem.b import thing\n",
-        "b.py": "def f():\n    from . import c\n",
-        "c.py": "import transmem.a\n",
-        "sub/__init__.py": "from .d import x\n",
-        "sub/d.py": "from ..e import y\n",
-        "e.py": "def g():\n    from transmem.sub import d\n",
-        "leaf.py": "from transmem import a\n",
-    })
+    root = _write(
+        tmp_path / PACKAGE,
+        {
+            "__init__.py": "",
+            "a.py": "from transmem.b import thing\n",
+            "b.py": "def f():\n    from . import c\n",
+            "c.py": "import transmem.a\n",
+            "sub/__init__.py": "from .d import x\n",
+            "sub/d.py": "from ..e import y\n",
+            "e.py": "def g():\n    from transmem.sub import d\n",
+            "leaf.py": "from transmem import a\n",
+        },
+    )
     graph = import_graph(root)
     assert graph["transmem.b"] == {"transmem.c"}
     assert graph["transmem.sub.d"] == {"transmem.e"}
@@ -174,7 +177,12 @@ def floor(module: str) -> int:
 
 def test_imports_point_down_the_floors():
     graph = import_graph()
-    upward = [f"{a} (floor {floor(a)}) -> {b} (floor {floor(b)})" for a in sorted(graph) for b in sorted(graph[a]) if floor(b) > floor(a)]
+    upward = [
+        f"{a} (floor {floor(a)}) -> {b} (floor {floor(b)})"
+        for a in sorted(graph)
+        for b in sorted(graph[a])
+        if floor(b) > floor(a)
+    ]
     assert not upward, "imports that point up:\n" + "\n".join(upward)
 
 
@@ -204,7 +212,9 @@ def _string_constants(path: Path) -> list[tuple[int, str]]:
         id(node.body[0].value)
         for node in ast.walk(tree)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
     }
     return [
         (node.lineno, node.value)
@@ -220,8 +230,10 @@ def test_the_run_folder_file_names_are_spelled_in_one_module():
     home = ROOT / "storage" / "run_folder.py"
     found = [
         f"{path.relative_to(ROOT)}:{line}: {value!r}"
-        for path in sorted(ROOT.rglob("*.py")) if path != home
-        for line, value in _string_constants(path) if value in names or value.lstrip("/") in names
+        for path in sorted(ROOT.rglob("*.py"))
+        if path != home
+        for line, value in _string_constants(path)
+        if value in names or value.lstrip("/") in names
     ]
     assert not found, "spell these through transmem.storage.run_folder:\n" + "\n".join(found)
 

@@ -52,7 +52,26 @@ def test_data_list_and_preview(tmp_path, capsys):
     listing = capsys.readouterr().out
     assert "moving_digits" in listing and "kth" in listing
     out = tmp_path / "digits.gif"
-    assert main(["data", "preview", "moving_digits", "--out", str(out), "--num", "2", "--set", "data.frame_size=32", "--set", "data.total_len=6", "--set", "data.input_len=3"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "preview",
+                "moving_digits",
+                "--out",
+                str(out),
+                "--num",
+                "2",
+                "--set",
+                "data.frame_size=32",
+                "--set",
+                "data.total_len=6",
+                "--set",
+                "data.input_len=3",
+            ]
+        )
+        == 0
+    )
     frames = iio.imread(out, index=None)
     assert frames.shape[0] == 6 and frames.shape[1] >= 32
     assert main(["data", "preview", "nope", "--out", str(out)]) == 2
@@ -69,8 +88,13 @@ def test_data_list_and_preview(tmp_path, capsys):
 @pytest.mark.parametrize(
     "error, size",
     [
-        (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
-                      "you tried to allocate 3221225472 bytes. Error code 12"), "3.0 GiB"),
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                "you tried to allocate 3221225472 bytes. Error code 12"
+            ),
+            "3.0 GiB",
+        ),
         (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "2.00 GiB"),
         (MemoryError("Unable to allocate 4.00 EiB for an array with shape (1, 2)"), "4.00 EiB"),
         (MemoryError(), ""),
@@ -150,7 +174,10 @@ def test_bad_out_paths_are_one_clear_line_each(tmp_path, finished_run, capsys):
 def test_os_errors_get_plain_words():
     import errno
 
-    assert cli._os_error_message(NotADirectoryError(errno.ENOTDIR, "Not a directory", "a/b")) == "a/b: a part of this path is a file, not a folder"
+    assert (
+        cli._os_error_message(NotADirectoryError(errno.ENOTDIR, "Not a directory", "a/b"))
+        == "a/b: a part of this path is a file, not a folder"
+    )
     assert cli._os_error_message(IsADirectoryError(errno.EISDIR, "Is a directory", "d")) == "d: is a folder, not a file"
     assert cli._os_error_message(FileExistsError(errno.EEXIST, "File exists", "f")) == "f: already exists and is not a folder"
 
@@ -185,8 +212,8 @@ def test_every_expected_error_is_a_transmem_error_and_keeps_its_builtin_base():
     from transmem.data import DataError
     from transmem.storage.checkpoints import CheckpointError
     from transmem.storage.locks import LockedError
-    from transmem.training.loop import TrainingDiverged
     from transmem.training.conflicts import RunConflictError
+    from transmem.training.loop import TrainingDiverged
     from transmem.transfer.builtin import BuiltinZooError
     from transmem.transfer.memory_bank import MemoryBankError
     from transmem.transfer.zoo import SourceError
@@ -199,4 +226,3 @@ def test_every_expected_error_is_a_transmem_error_and_keeps_its_builtin_base():
     assert all(e.__module__ == "transmem.errors" for e in raised_here + states)
     source = Path(errors.__file__).read_text()
     assert "import" not in source.replace("imports nothing", "")
-

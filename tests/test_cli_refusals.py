@@ -98,7 +98,12 @@ def test_bad_config_is_one_line_exit_2_and_touches_nothing(workspace, capsys, wh
 
 def test_bad_override_and_missing_config_are_refused(workspace, capsys):
     config, run = workspace
-    refused(["train", str(config), "--out", str(run), "--set", "data.total_len=3"], capsys, run.parent, "data.input_len: must be smaller")
+    refused(
+        ["train", str(config), "--out", str(run), "--set", "data.total_len=3"],
+        capsys,
+        run.parent,
+        "data.input_len: must be smaller",
+    )
     refused(["train", str(config), "--out", str(run), "--set", "model.hidden=[]"], capsys, run.parent, "model.hidden")
     refused(["train", str(run.parent / "nope.toml"), "--out", str(run)], capsys, run.parent, "nope.toml: config file not found")
     refused(["train", str(run), "--out", str(run)], capsys, run.parent, f"{run}: a folder, not a config file")
@@ -111,7 +116,11 @@ def test_bad_override_and_missing_config_are_refused(workspace, capsys):
     [
         ("rank 2", np.zeros((16, 16), np.float32), "got shape (16, 16)"),
         ("rank 6", np.zeros((1, 1, 3, 1, 16, 16), np.float32), "got shape (1, 1, 3, 1, 16, 16)"),
-        ("NaN frames", np.where(np.arange(6 * 16 * 16).reshape(6, 16, 16) == 77, np.nan, 0.5).astype(np.float32), "NaN or infinite"),
+        (
+            "NaN frames",
+            np.where(np.arange(6 * 16 * 16).reshape(6, 16, 16) == 77, np.nan, 0.5).astype(np.float32),
+            "NaN or infinite",
+        ),
         ("inf frames", np.full((1, 6, 1, 16, 16), np.inf, np.float32), "NaN or infinite"),
         ("out of range", np.full((6, 16, 16), 2.0, np.float32), "must lie in [0, 1]"),
         ("three channels", np.zeros((6, 3, 16, 16), np.uint8), "3 channels, the model takes 1"),
@@ -123,7 +132,13 @@ def test_predict_refuses_bad_frames(workspace, capsys, what, array, message):
     _, run = workspace
     frames = run.parent / "frames.npy"
     np.save(frames, array, allow_pickle=True)
-    refused(["predict", str(run), "--input", str(frames), "--out", str(run.parent / "pred")], capsys, run.parent, "frames.npy", message)
+    refused(
+        ["predict", str(run), "--input", str(frames), "--out", str(run.parent / "pred")],
+        capsys,
+        run.parent,
+        "frames.npy",
+        message,
+    )
     assert not (run.parent / "pred").exists()
 
 
@@ -135,7 +150,12 @@ def test_predict_refuses_an_npz_archive_and_truth_that_does_not_match(workspace,
     np.save(run.parent / "one.npy", frames[:1])
     np.save(run.parent / "small.npy", np.zeros((2, 3, 1, 8, 8), np.uint8))
     out = str(run.parent / "pred")
-    refused(["predict", str(run), "--input", str(run.parent / "frames.npz"), "--out", out], capsys, run.parent, "frames.npz: an .npz archive")
+    refused(
+        ["predict", str(run), "--input", str(run.parent / "frames.npz"), "--out", out],
+        capsys,
+        run.parent,
+        "frames.npz: an .npz archive",
+    )
     refused(["predict", str(run), "--input", str(run.parent), "--out", out], capsys, run.parent, "is not a file")
     for truth in ("one.npy", "small.npy"):
         argv = ["predict", str(run), "--input", str(run.parent / "frames.npy"), "--truth", str(run.parent / truth), "--out", out]
@@ -183,8 +203,18 @@ def test_tensorboard_without_its_package_is_refused_before_writing(workspace, ca
 @pytest.mark.parametrize(
     "what, source, changes, message",
     [
-        ("finetune from another architecture", "hidden8", {"model": {"hidden": [4]}, "transfer": {"method": "finetune"}}, "finetuning needs the same architecture"),
-        ("source whose patch does not divide the frame size", "patch8", {"data": {"frame_size": 20}, "transfer": {"method": "tmu"}}, "patch size 8 does not divide the target frame size 20"),
+        (
+            "finetune from another architecture",
+            "hidden8",
+            {"model": {"hidden": [4]}, "transfer": {"method": "finetune"}},
+            "finetuning needs the same architecture",
+        ),
+        (
+            "source whose patch does not divide the frame size",
+            "patch8",
+            {"data": {"frame_size": 20}, "transfer": {"method": "tmu"}},
+            "patch size 8 does not divide the target frame size 20",
+        ),
         ("missing source", "nope", {"transfer": {"method": "finetune"}}, "not found"),
     ],
 )
@@ -203,20 +233,29 @@ def test_an_unfinished_source_run_is_refused_unless_its_checkpoint_is_named(tmp_
     raw = tiny_raw(train={"iterations": 2, "device": "cpu"}, transfer={"method": "tmu"})
     raw["transfer"]["sources"] = [str(unfinished)]
     config = write_config(tmp_path / "target.toml", raw)
-    refused(["train", str(config), "--out", str(tmp_path / "target"), "--no-progress"], capsys, tmp_path, f"source {unfinished}: unfinished run")
+    refused(
+        ["train", str(config), "--out", str(tmp_path / "target"), "--no-progress"],
+        capsys,
+        tmp_path,
+        f"source {unfinished}: unfinished run",
+    )
     raw["transfer"]["sources"] = [str(list_checkpoints(unfinished / "checkpoints")[-1])]
     config = write_config(tmp_path / "target.toml", raw)
     assert main(["train", str(config), "--out", str(tmp_path / "target"), "--no-progress"]) == 0
 
 
-@pytest.mark.parametrize("replacement", ["same architecture, other weights", "other architecture", "other architecture, old checkpoint"])
+@pytest.mark.parametrize(
+    "replacement", ["same architecture, other weights", "other architecture", "other architecture, old checkpoint"]
+)
 def test_a_resume_after_its_source_was_replaced_is_refused(tmp_path, sources, replacement, monkeypatch):
     from transmem.training import engine
-    from transmem.training.loop import train
     from transmem.training.conflicts import RunConflictError
+    from transmem.training.loop import train
 
     source = Path(shutil.copytree(sources / "hidden8", tmp_path / "source"))
-    raw = tiny_raw(train={"iterations": 4, "checkpoint_every": 2, "device": "cpu"}, transfer={"method": "tmu", "sources": [str(source)]})
+    raw = tiny_raw(
+        train={"iterations": 4, "checkpoint_every": 2, "device": "cpu"}, transfer={"method": "tmu", "sources": [str(source)]}
+    )
     target = config_from_dict(raw)
     train(target, tmp_path / "target", progress=False, stop_at=2)
     shutil.move(source, tmp_path / "set_aside")
@@ -244,10 +283,17 @@ def test_a_finished_run_stays_finished_when_its_source_changes_later(tmp_path, s
     from transmem.training.loop import train
 
     source = Path(shutil.copytree(sources / "hidden8", tmp_path / "source"))
-    target = config_from_dict(tiny_raw(train={"iterations": 2, "device": "cpu"}, transfer={"method": "tmu", "sources": [str(source)]}))
+    target = config_from_dict(
+        tiny_raw(train={"iterations": 2, "device": "cpu"}, transfer={"method": "tmu", "sources": [str(source)]})
+    )
     train(target, tmp_path / "target", progress=False)
     weights = (tmp_path / "target" / "model.safetensors").read_bytes()
-    train(config_from_dict(tiny_raw(model={"hidden": [8]}, train={"iterations": 1, "seed": 7, "device": "cpu"})), source, progress=False, force=True)
+    train(
+        config_from_dict(tiny_raw(model={"hidden": [8]}, train={"iterations": 1, "seed": 7, "device": "cpu"})),
+        source,
+        progress=False,
+        force=True,
+    )
     again = train(target, tmp_path / "target", progress=False)
     assert again.resumed_from == 2 and (tmp_path / "target" / "model.safetensors").read_bytes() == weights
 
@@ -309,25 +355,39 @@ def test_a_finished_run_whose_config_toml_was_edited_is_refused(workspace, capsy
     shutil.copy2(run / "config.toml", edited)
     # Training the edited config in the run folder: the weights say hidden [8].
     needle = "model.hidden = [8] in the model, [16] in the config given"
-    err = refused(["train", str(edited), "--out", str(run), "--no-progress"], capsys, run.parent, "config.toml was edited after training", needle)
+    err = refused(
+        ["train", str(edited), "--out", str(run), "--no-progress"],
+        capsys,
+        run.parent,
+        "config.toml was edited after training",
+        needle,
+    )
     assert "nothing to do" not in err
     # The config it was trained with: config.toml is the odd one out.
-    refused(["train", str(config), "--out", str(run), "--no-progress"], capsys, run.parent, "config.toml was edited after training", "model.hidden")
+    refused(
+        ["train", str(config), "--out", str(run), "--no-progress"],
+        capsys,
+        run.parent,
+        "config.toml was edited after training",
+        "model.hidden",
+    )
     # --force sets the old run aside and trains the edited config.
     assert main(["train", str(edited), "--out", str(run), "--no-progress", "--force"]) == 0
     assert load_config(run / "config.toml", stored=True).model.hidden == [16] and list(run.glob("model.safetensors.previous-*"))
 
 
 def test_an_unfinished_run_whose_config_toml_was_edited_is_refused_naming_the_keys(tmp_path):
-    from transmem.training.loop import train
     from transmem.training.conflicts import RunConflictError
+    from transmem.training.loop import train
 
     raw = tiny_raw(train={"iterations": 4, "checkpoint_every": 2, "device": "cpu"})
     train(config_from_dict(raw), tmp_path / "run", progress=False, stop_at=2)
     _edit_config(tmp_path / "run" / "config.toml", "model", hidden=[16])
     before = snapshot(tmp_path / "run")
     edited = load_config(tmp_path / "run" / "config.toml")
-    message = r"ckpt-00000002\.pt was trained with another config .*model\.hidden = \[8\] in the checkpoint, \[16\] in the config given"
+    message = (
+        r"ckpt-00000002\.pt was trained with another config .*model\.hidden = \[8\] in the checkpoint, \[16\] in the config given"
+    )
     with pytest.raises(RunConflictError, match=message) as info:
         train(edited, tmp_path / "run", progress=False)
     assert "source" not in str(info.value)
@@ -342,7 +402,9 @@ def _flip_inside_tensor_data(path: Path, weights: torch.Tensor) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bit flip", "bit flip, copied elsewhere", "garbage", "every checkpoint of an unfinished run"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "bit flip", "bit flip, copied elsewhere", "garbage", "every checkpoint of an unfinished run"]
+)
 def test_evaluate_refuses_a_corrupted_checkpoint_by_name(workspace, capsys, damage):
     _, run = workspace
     checkpoint = list_checkpoints(run / "checkpoints")[-1]
@@ -363,7 +425,12 @@ def test_evaluate_refuses_a_corrupted_checkpoint_by_name(workspace, capsys, dama
     else:
         checkpoint.write_bytes(os.urandom(2000))
     refused(["evaluate", str(checkpoint)], capsys, run.parent, str(checkpoint))
-    refused(["predict", str(checkpoint), "--input", str(checkpoint), "--out", str(run.parent / "p")], capsys, run.parent, str(checkpoint))
+    refused(
+        ["predict", str(checkpoint), "--input", str(checkpoint), "--out", str(run.parent / "p")],
+        capsys,
+        run.parent,
+        str(checkpoint),
+    )
 
 
 @pytest.mark.parametrize("damage", ["bit flip", "NaN weights"])
@@ -395,13 +462,28 @@ def test_unusable_output_paths_and_horizon_are_one_line_errors(workspace, capsys
     _, run = workspace
     frames = run.parent / "frames.npy"
     np.save(frames, np.zeros((6, 16, 16), np.uint8))
-    refused(["evaluate", str(run), "--out", str(run.parent / "missing" / "m.json")], capsys, run.parent, "missing/m.json: no such file or folder")
+    refused(
+        ["evaluate", str(run), "--out", str(run.parent / "missing" / "m.json")],
+        capsys,
+        run.parent,
+        "missing/m.json: no such file or folder",
+    )
     (run.parent / "a_file").write_text("keep me")
     refused(["predict", str(run), "--input", str(frames), "--out", str(run.parent / "a_file")], capsys, run.parent, "a_file")
     for horizon in ("0", "-2"):
-        refused(["predict", str(run), "--input", str(frames), "--out", str(run.parent / "p"), "--horizon", horizon], capsys, run.parent, "--horizon: must be at least 1")
+        refused(
+            ["predict", str(run), "--input", str(frames), "--out", str(run.parent / "p"), "--horizon", horizon],
+            capsys,
+            run.parent,
+            "--horizon: must be at least 1",
+        )
     # A message with a line break (here quoted from the input) is still printed on one line.
-    err = refused(["train", str(run.parent / "cfg.toml"), "--out", str(run), "--set", "=\nx"], capsys, run.parent, "key must look like section.key")
+    err = refused(
+        ["train", str(run.parent / "cfg.toml"), "--out", str(run), "--set", "=\nx"],
+        capsys,
+        run.parent,
+        "key must look like section.key",
+    )
     assert "--set = x" in err
 
 
@@ -413,12 +495,21 @@ def test_predict_warns_about_frames_unlike_training_and_refuses_what_the_model_c
     ]:
         np.save(run.parent / name, np.zeros(shape, np.uint8))
         capsys.readouterr()
-        assert main(["predict", str(run), "--input", str(run.parent / name), "--out", str(run.parent / name.replace(".npy", ""))]) == 0
+        assert (
+            main(["predict", str(run), "--input", str(run.parent / name), "--out", str(run.parent / name.replace(".npy", ""))])
+            == 0
+        )
         err = capsys.readouterr().err.strip()
         assert err.startswith("transmem: warning: ") and needle in err and "\n" not in err, err
         assert np.load(run.parent / name.replace(".npy", "") / "prediction.npy").shape == (1, 3, 1, *shape[-2:])
     np.save(run.parent / "odd.npy", np.zeros((3, 1, 18, 18), np.uint8))
-    refused(["predict", str(run), "--input", str(run.parent / "odd.npy"), "--out", str(run.parent / "odd")], capsys, run.parent, "18x18", "patch size 4")
+    refused(
+        ["predict", str(run), "--input", str(run.parent / "odd.npy"), "--out", str(run.parent / "odd")],
+        capsys,
+        run.parent,
+        "18x18",
+        "patch size 4",
+    )
 
 
 def test_predict_length_follows_the_truth_as_its_help_says_and_writes_float32(workspace, capsys):
@@ -427,7 +518,16 @@ def test_predict_length_follows_the_truth_as_its_help_says_and_writes_float32(wo
     _, run = workspace
     np.save(run.parent / "in.npy", np.zeros((2, 3, 1, 16, 16), np.float64))
     np.save(run.parent / "truth.npy", np.zeros((2, 5, 1, 16, 16), np.uint8))
-    argv = ["predict", str(run), "--input", str(run.parent / "in.npy"), "--truth", str(run.parent / "truth.npy"), "--out", str(run.parent / "p")]
+    argv = [
+        "predict",
+        str(run),
+        "--input",
+        str(run.parent / "in.npy"),
+        "--truth",
+        str(run.parent / "truth.npy"),
+        "--out",
+        str(run.parent / "p"),
+    ]
     assert main(argv) == 0
     prediction = np.load(run.parent / "p" / "prediction.npy")
     assert prediction.dtype == np.float32 and prediction.shape == (2, 5, 1, 16, 16)  # (B, T, C, H, W), T from --truth
@@ -443,7 +543,13 @@ def test_predict_refuses_to_overwrite_earlier_predictions_unless_forced(workspac
     np.save(frames, np.zeros((6, 16, 16), np.uint8))
     argv = ["predict", str(run), "--input", str(frames), "--out", str(out)]
     assert main(argv) == 0
-    refused(argv, capsys, run.parent, f"--out {out}: holds earlier predictions (prediction.npy, prediction_0.gif, strip_0.png)", "--force")
+    refused(
+        argv,
+        capsys,
+        run.parent,
+        f"--out {out}: holds earlier predictions (prediction.npy, prediction_0.gif, strip_0.png)",
+        "--force",
+    )
     first = (out / "prediction.npy").read_bytes()
     assert main([*argv, "--force"]) == 0
     kept = list(out.glob("prediction.npy.previous-*"))

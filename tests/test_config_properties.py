@@ -87,7 +87,9 @@ def assert_round_trips(config: RunConfig) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(st.tuples(key_texts, value_texts).map(lambda kv: f"{kv[0]}={kv[1]}"), st.text(max_size=16)), max_size=3))
+@given(
+    st.lists(st.one_of(st.tuples(key_texts, value_texts).map(lambda kv: f"{kv[0]}={kv[1]}"), st.text(max_size=16)), max_size=3)
+)
 def test_property_any_override_strings_give_a_config_or_a_config_error(overrides):
     config = accepted_or_config_error(tiny_raw(), overrides)
     if config is not None:
@@ -127,7 +129,9 @@ def test_property_non_finite_and_out_of_range_numbers_are_refused(tmp_path_facto
     if via_file:
         path = tmp_path_factory.mktemp("x") / "c.toml"
         text = tomli_w.dumps({k: v for k, v in tiny_raw().items() if k != section})
-        text += f"\n[{section}]\n" + "".join(f"{k} = {_literal(v)}\n" for k, v in tiny_raw().get(section, {}).items() if k not in (name, "options"))
+        text += f"\n[{section}]\n" + "".join(
+            f"{k} = {_literal(v)}\n" for k, v in tiny_raw().get(section, {}).items() if k not in (name, "options")
+        )
         text += f"{name} = {literal}\n"
         path.write_text(text)
         with pytest.raises(ConfigError) as info:

@@ -29,8 +29,8 @@ from transmem.data import (
     validate_frames,
 )
 from transmem.data.balls import collide_pairs, simulate
-from transmem.data.frames import check_value_range
 from transmem.data.digits import MNIST_SIDE, load_digit_table, mnist_csv_path
+from transmem.data.frames import check_value_range
 from transmem.evaluation.preview import preview_dataset
 
 GENERATORS = ("moving_digits", "bouncing_balls", "advection_diffusion")
@@ -178,8 +178,13 @@ def test_sequences_are_identical_in_another_process():
     # A bare environment, but the same BLAS kernels: OPENBLAS_CORETYPE (set on some machines)
     # selects other matmul kernels, whose last bits differ (advection's diffusion is a matmul).
     blas = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", **blas})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", **blas},
+    )
     here = [hashlib.sha256(build_dataset(small(n), "train")[11].numpy().tobytes()).hexdigest() for n in GENERATORS]
     assert out.stdout.split() == here
 

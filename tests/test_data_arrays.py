@@ -16,7 +16,13 @@ SIZE = 16
 
 def config(name: str, path, total_len: int = 6, **options) -> DataConfig:
     return data_config(
-        name, frame_size=SIZE, total_len=total_len, train_size=0, val_size=50, test_size=50, options={"path": str(path), **options}
+        name,
+        frame_size=SIZE,
+        total_len=total_len,
+        train_size=0,
+        val_size=50,
+        test_size=50,
+        options={"path": str(path), **options},
     )
 
 

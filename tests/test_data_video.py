@@ -102,7 +102,13 @@ def test_natural_video_from_a_path_and_bad_files(tmp_path):
 @pytest.fixture(scope="module")
 def kth_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("kth")
-    for person, action, level in [(1, "boxing", 30), (2, "walking", 60), (16, "boxing", 90), (17, "boxing", 120), (17, "walking", 150)]:
+    for person, action, level in [
+        (1, "boxing", 30),
+        (2, "walking", 60),
+        (16, "boxing", 90),
+        (17, "boxing", 120),
+        (17, "walking", 150),
+    ]:
         folder = root / action
         folder.mkdir(exist_ok=True)
         write_video(folder / f"person{person:02d}_{action}_d1_uncomp.avi", 14, height=120 // 5, width=160 // 5, level=level)

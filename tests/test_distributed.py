@@ -117,7 +117,6 @@ def test_tmu_target_with_cached_bank_matches_one_process(runs):
     assert '"complete": true' in (bank / "meta.json").read_text()
 
 
-
 def test_parameters_without_gradient_do_not_stall_ddp(runs):
     """TMU with distillation weight 0 and a source of another channel count: the projection
     onto that source's memory serves only the distillation loss, so it gets no gradient."""

@@ -12,7 +12,21 @@ import signal
 
 import pytest
 
-from tests.support import RESUMED, assert_clean_finished_run, checkpoint_after, csv_rows, finish, good_iteration, kill_raw, start, temporaries, temporary_checkpoint_after, train_command, wait_then_kill, write_config
+from tests.support import (
+    RESUMED,
+    assert_clean_finished_run,
+    checkpoint_after,
+    csv_rows,
+    finish,
+    good_iteration,
+    kill_raw,
+    start,
+    temporaries,
+    temporary_checkpoint_after,
+    train_command,
+    wait_then_kill,
+    write_config,
+)
 
 
 @pytest.mark.slow
@@ -27,13 +41,33 @@ def test_kill_9_at_many_moments_then_rerun_gives_identical_weights(tmp_path):
     rng = random.Random(7)
     attempts = [
         ("external: as soon as the first checkpoint exists", None, lambda: checkpoint_after(checkpoints, 0), 0.0),
-        ("external: while a checkpoint is being written", None, lambda: temporary_checkpoint_after(checkpoints, good_iteration(run) + 2), 0.0),
-        ("external: at a random moment after a new checkpoint", None, lambda: checkpoint_after(checkpoints, good_iteration(run)), rng.uniform(0.0, 0.15)),
+        (
+            "external: while a checkpoint is being written",
+            None,
+            lambda: temporary_checkpoint_after(checkpoints, good_iteration(run) + 2),
+            0.0,
+        ),
+        (
+            "external: at a random moment after a new checkpoint",
+            None,
+            lambda: checkpoint_after(checkpoints, good_iteration(run)),
+            rng.uniform(0.0, 0.15),
+        ),
         ("checkpoint written to its temporary file, not yet renamed", "before:ckpt-:2", None, 0.0),
         ("checkpoint renamed, manifest not yet updated", "after:ckpt-:2", None, 0.0),
         ("old checkpoint rotated away, manifest not yet updated", "unlink:ckpt-:1", None, 0.0),
-        ("external: at a random moment after a new checkpoint", None, lambda: checkpoint_after(checkpoints, good_iteration(run)), rng.uniform(0.0, 0.15)),
-        ("Ctrl-C (SIGINT) after a new checkpoint", None, lambda: checkpoint_after(checkpoints, good_iteration(run)), rng.uniform(0.0, 0.15)),
+        (
+            "external: at a random moment after a new checkpoint",
+            None,
+            lambda: checkpoint_after(checkpoints, good_iteration(run)),
+            rng.uniform(0.0, 0.15),
+        ),
+        (
+            "Ctrl-C (SIGINT) after a new checkpoint",
+            None,
+            lambda: checkpoint_after(checkpoints, good_iteration(run)),
+            rng.uniform(0.0, 0.15),
+        ),
         ("final model written to its temporary file, not yet renamed", "before:model.safetensors:1", None, 0.0),
     ]
     kills = []
@@ -49,11 +83,15 @@ def test_kill_9_at_many_moments_then_rerun_gives_identical_weights(tmp_path):
         assert code in ((0, 130) if interrupt else (0, -signal.SIGKILL)), f"{what}: exit {code}\n{err}"
         assert "Traceback" not in err, err
         if code == 130:
-            assert err.strip().splitlines()[-1] == "transmem: interrupted; rerun the same command to resume from the last checkpoint"
+            assert (
+                err.strip().splitlines()[-1] == "transmem: interrupted; rerun the same command to resume from the last checkpoint"
+            )
             assert temporaries(run) == [], "an interrupted write left its temporary file"
         resumed = RESUMED.search(err)
         # No loss of progress: a rerun starts from the newest checkpoint that was complete.
-        assert (int(resumed.group(2)) if resumed else 0) == saved, f"{what}: resumed with {resumed and resumed.group(0)}, had {saved}"
+        assert (int(resumed.group(2)) if resumed else 0) == saved, (
+            f"{what}: resumed with {resumed and resumed.group(0)}, had {saved}"
+        )
         if kill_at is not None:
             assert code == -signal.SIGKILL, f"{what}: the injected kill did not happen\n{err}"
         if kill_at is not None and kill_at.startswith("before:"):

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torchmetrics
 from skimage.metrics import structural_similarity
-
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from transmem.evaluation.metrics import (

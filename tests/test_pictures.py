@@ -182,7 +182,7 @@ def test_prediction_gif_plays_the_future_after_the_input_and_marks_it(tmp_path):
     assert all(np.abs(prediction_cell[t].astype(int) - 217).max() <= 2 for t in range(3))  # blank while input plays
     assert all(prediction_cell[t].min() >= 250 for t in range(3, 7))  # the predicted frames after it
     assert not any(_has_color(bar[t], ORANGE) for t in range(3)) and all(_has_color(bar[t], ORANGE) for t in range(3, 7))
-    status = frames[:, : 16]  # the status line on top names the phase in its colour
+    status = frames[:, :16]  # the status line on top names the phase in its colour
     assert all(_has_color(status[t], BLUE) for t in range(3)) and all(_has_color(status[t], ORANGE) for t in range(3, 7))
     with pytest.raises(ValueError, match="do not exist"):
         save_gif(path, rows, start={"truth": 3})

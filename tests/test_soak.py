@@ -9,7 +9,20 @@ import signal
 
 import pytest
 
-from tests.support import RESUMED, assert_clean_finished_run, checkpoint_after, csv_rows, finish, good_iteration, kill_raw, start, temporary_checkpoint_after, train_command, wait_then_kill, write_config
+from tests.support import (
+    RESUMED,
+    assert_clean_finished_run,
+    checkpoint_after,
+    csv_rows,
+    finish,
+    good_iteration,
+    kill_raw,
+    start,
+    temporary_checkpoint_after,
+    train_command,
+    wait_then_kill,
+    write_config,
+)
 
 
 @pytest.mark.soak
@@ -46,7 +59,9 @@ def test_soak_many_random_kill_resume_cycles(tmp_path):
         assert "Traceback" not in err, err
         resumed = RESUMED.search(err)
         if resumed or code == 0:
-            assert (int(resumed.group(2)) if resumed else 0) == saved, f"cycle {cycle}: lost progress ({resumed and resumed.group(0)}, had {saved})"
+            assert (int(resumed.group(2)) if resumed else 0) == saved, (
+                f"cycle {cycle}: lost progress ({resumed and resumed.group(0)}, had {saved})"
+            )
         elif saved:  # killed while starting up: nothing may have been undone yet
             logged = [int(r["iteration"]) for r in csv_rows(run / "train.csv")]
             assert logged[:saved] == list(range(1, saved + 1)), f"cycle {cycle}: log lost rows up to {saved}"

@@ -22,11 +22,11 @@ from transmem.config import ConfigError
 from transmem.data import build_dataset
 from transmem.models import build_predictor
 from transmem.storage.model_file import load_model, save_model
+from transmem.storage.run_folder import INIT_FILE
 from transmem.training import engine
 from transmem.training.loop import train
 from transmem.transfer import ranking
 from transmem.transfer.memory_bank import RolloutMemoryBank, TrainingBatch
-from transmem.storage.run_folder import INIT_FILE
 from transmem.transfer.methods import METHODS, distillation_loss
 from transmem.transfer.ranking import rank_sources
 from transmem.transfer.zoo import SourceError, load_source
@@ -58,8 +58,12 @@ def frames(batch=3, total=6, seed=1):
 def test_a_source_initialised_target_starts_as_its_source(tmp_path, backbone, norm, method, merge):
     paths = [random_source(tmp_path, backbone, norm, seed) for seed in (0, 1)]
     config = target_config(
-        paths, model={"backbone": backbone, "norm": norm, "hidden": [8, 8]}, layers=[0, 1], method=method,
-        memory_merge=merge, init_from=paths[1].stem,
+        paths,
+        model={"backbone": backbone, "norm": norm, "hidden": [8, 8]},
+        layers=[0, 1],
+        method=method,
+        memory_merge=merge,
+        init_from=paths[1].stem,
     )
     target = METHODS[method](config, tmp_path / "run", torch.device("cpu"))
     torch.manual_seed(5)
@@ -281,7 +285,10 @@ def test_finetune_best_is_the_finetune_of_the_top_ranked_source(zoo, tmp_path):
 
 def test_tmu_from_the_best_source_trains_and_records_its_choice(zoo, tmp_path):
     config = target_config(
-        [zoo["digits1"], zoo["digits2"], zoo["small"]], init_from="best", memory_merge="residual", rank_probe=0,
+        [zoo["digits1"], zoo["digits2"], zoo["small"]],
+        init_from="best",
+        memory_merge="residual",
+        rank_probe=0,
     )
     train(config, tmp_path / "run", progress=False)
     record = json.loads((tmp_path / "run" / INIT_FILE).read_text())
@@ -293,7 +300,21 @@ def test_tmu_from_the_best_source_trains_and_records_its_choice(zoo, tmp_path):
 def test_zoo_rank_cli_prints_a_table_and_writes_json(zoo, tmp_path, capsys):
     config = tmp_path / "target.toml"
     config.write_text(target_config([zoo["digits1"]], method="none").to_toml())
-    code = main(["zoo", "rank", str(zoo["digits1"]), str(zoo["coarse"]), "--target", str(config), "--probe", "2", "--out", str(tmp_path / "r"), "--no-progress"])
+    code = main(
+        [
+            "zoo",
+            "rank",
+            str(zoo["digits1"]),
+            str(zoo["coarse"]),
+            "--target",
+            str(config),
+            "--probe",
+            "2",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "zero-shot val mse" in out and "digits1" in out and "coarse" in out
     stored = json.loads((tmp_path / "r" / "rank.json").read_text())
@@ -316,4 +337,3 @@ def test_zoo_rank_bad_input_is_one_line_exit_2(zoo, tmp_path, capsys, args, mess
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "r").exists()
-

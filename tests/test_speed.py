@@ -45,7 +45,13 @@ def test_paper_configuration_shapes():
     assert (spec.hidden, spec.kernel, spec.batch, spec.frame_size, spec.patch) == ((64, 64, 64, 64), 5, 8, 64, 4)
     assert (spec.input_len, spec.total_len) == (10, 20)
     shapes = flops.step_convs(spec, "plain")
-    assert [(s.in_channels, s.out_channels, s.kernel) for s in shapes] == [(80, 256, 5), (128, 256, 5), (128, 256, 5), (128, 256, 5), (64, 16, 1)]
+    assert [(s.in_channels, s.out_channels, s.kernel) for s in shapes] == [
+        (80, 256, 5),
+        (128, 256, 5),
+        (128, 256, 5),
+        (128, 256, 5),
+        (64, 16, 1),
+    ]
 
 
 def test_check_marks_pass_and_fail():

@@ -11,11 +11,11 @@ import torch
 
 from tests.support import tiny_config
 from transmem.config import TrainConfig
-from transmem.storage.model_file import load_model
 from transmem.storage.checkpoints import CheckpointError, latest_good_checkpoint, list_checkpoints, load_checkpoint
 from transmem.storage.locks import FileLock, LockedError
-from transmem.training.loop import TrainingDiverged, train
+from transmem.storage.model_file import load_model
 from transmem.training.conflicts import RunConflictError
+from transmem.training.loop import TrainingDiverged, train
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 
 
@@ -242,7 +242,9 @@ def test_compiled_training_matches_eager_and_resumes_exactly(tmp_path):
 def test_a_run_killed_between_validation_and_checkpoint_logs_every_validation(tmp_path, monkeypatch):
     import transmem.training.engine as loop
 
-    config = tiny_config(data={"train_size": 8, "val_size": 2}, train={"iterations": 6, "checkpoint_every": 2, "val_every": 2, "log_every": 1})
+    config = tiny_config(
+        data={"train_size": 8, "val_size": 2}, train={"iterations": 6, "checkpoint_every": 2, "val_every": 2, "log_every": 1}
+    )
     validate, calls = loop._validate, []
 
     def killed_after_validating_at_4(model, dataset, config, run_dir, iteration, device):

@@ -98,7 +98,9 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transmem", description="Unsupervised transfer between spatiotemporal predictive networks.")
+    parser = argparse.ArgumentParser(
+        prog="transmem", description="Unsupervised transfer between spatiotemporal predictive networks."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("--version", action="version", version=f"transmem {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,7 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="TOML run configuration")
     train.add_argument("--out", required=True, help="run folder (resumed if it holds this run)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    train.add_argument("--force", action="store_true", help="start over in a folder holding another run (old files are renamed, not deleted)")
+    train.add_argument(
+        "--force", action="store_true", help="start over in a folder holding another run (old files are renamed, not deleted)"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", help="score a run on its test set")
@@ -121,23 +125,30 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--sequences", type=int, default=16, help="number of sequences (the split's first ones)")
 
     predict = commands.add_parser(
-        "predict", help="predict future frames of given sequences",
+        "predict",
+        help="predict future frames of given sequences",
         description="Predict the frames after --input. Writes OUT/prediction.npy, always float32 (B, T, C, H, W) in "
         "[0, 1] whatever the input's dtype or rank, and per sequence a PNG strip and a GIF of input, truth and prediction.",
     )
     predict.add_argument("run", help="run folder, model.safetensors or checkpoint")
     predict.add_argument(
-        "--input", required=True,
+        "--input",
+        required=True,
         help=".npy of (T, H, W), (T, C, H, W) or (B, T, C, H, W); uint8 or float in [0, 1]; frames past the run's T_in "
         "are taken as the truth (unless --truth is given)",
     )
     predict.add_argument("--out", required=True, help="output folder (refused if it holds predictions, unless --force)")
     predict.add_argument(
-        "--horizon", type=int,
+        "--horizon",
+        type=int,
         help="frames to predict (default: as many as the true frames, from --truth or --input, else the run's T_out)",
     )
     predict.add_argument("--truth", help="optional .npy of the true future frames, drawn next to the prediction")
-    predict.add_argument("--force", action="store_true", help="write into an --out folder holding predictions (the old files are renamed *.previous-<time>)")
+    predict.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out folder holding predictions (the old files are renamed *.previous-<time>)",
+    )
 
     data = commands.add_parser("data", help="datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -154,24 +165,36 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", default="quick", help="quick | full")
     bench.add_argument("--out", required=True, help="benchmark folder (resumed if it exists)")
     bench.add_argument("--methods", nargs="*", help="only these methods (default: all of the suite)")
-    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of every run")
+    bench.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of every run"
+    )
     bench.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="target seeds (default: the profile's)")
     bench.add_argument(
-        "--target-set", dest="target_overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--target-set",
+        dest="target_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a key of every target run only (after --set)",
     )
     bench.add_argument(
-        "--zoo", help="folder of the source runs, shared between suites (default: OUT/sources); 'builtin': the sources "
+        "--zoo",
+        help="folder of the source runs, shared between suites (default: OUT/sources); 'builtin': the sources "
         "that ship with transmem where they match the profile (the others are trained in OUT/sources)",
     )
     bench.add_argument(
-        "--jobs", type=int, default=1, metavar="N",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
         help="train N runs at once in worker processes, each with 1/N of torch's threads (default 1)",
     )
     bench.add_argument("--status", action="store_true", help="show where each run stands; train nothing")
     bench.add_argument("--no-progress", action="store_true")
 
-    speed = commands.add_parser("speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios")
+    speed = commands.add_parser(
+        "speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios"
+    )
     from transmem.benchmark.speed import add_arguments as speed_arguments
 
     speed_arguments(speed)
@@ -179,15 +202,20 @@ def _parser() -> argparse.ArgumentParser:
     zoo = commands.add_parser("zoo", help="source zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_list = zoo_commands.add_parser("list", help="describe the sources in a folder")
-    zoo_list.add_argument("folder", help="a folder of sources, or \"builtin\" (the sources that ship with transmem)")
+    zoo_list.add_argument("folder", help='a folder of sources, or "builtin" (the sources that ship with transmem)')
     zoo_rank = zoo_commands.add_parser(
         "rank", help="rank sources for a target on its validation split (zero-shot MSE and a short finetune probe)"
     )
     zoo_rank.add_argument("sources", nargs="*", help="source run folders or model files")
     zoo_rank.add_argument("--target", required=True, help="the target's TOML run configuration (its data, model and optimiser)")
-    zoo_rank.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of the target config")
     zoo_rank.add_argument(
-        "--probe", type=int, default=None, metavar="N",
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of the target config"
+    )
+    zoo_rank.add_argument(
+        "--probe",
+        type=int,
+        default=None,
+        metavar="N",
         help="finetune probe iterations per source (default: the target's transfer.rank_probe, 100; 0 = zero-shot only)",
     )
     zoo_rank.add_argument("--out", required=True, help="folder for the probe runs and rank.json (reused when run again)")
@@ -196,7 +224,9 @@ def _parser() -> argparse.ArgumentParser:
     zoo_build.add_argument("--out", required=True, help="folder for the source runs and the packed builtin_zoo/")
     zoo_build.add_argument("--sources", nargs="+", metavar="NAME", help="builtin sources to build (default: all)")
     zoo_build.add_argument("--jobs", type=int, default=1, metavar="N", help="train N sources at once")
-    zoo_build.add_argument("--install", action="store_true", help="copy them into the package's builtin_zoo/ (an editable install's source tree)")
+    zoo_build.add_argument(
+        "--install", action="store_true", help="copy them into the package's builtin_zoo/ (an editable install's source tree)"
+    )
     return parser
 
 
@@ -213,7 +243,10 @@ def _train(args) -> int:
         print(f"{args.out}: already finished ({result.iterations} iterations); nothing to do")
         return 0
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.val.items())
-    print(f"trained {args.out}: {result.iterations} iterations in {result.seconds:.0f} s" + (f"; validation {summary}" if summary else ""))
+    print(
+        f"trained {args.out}: {result.iterations} iterations in {result.seconds:.0f} s"
+        + (f"; validation {summary}" if summary else "")
+    )
     return 0
 
 
@@ -228,7 +261,9 @@ def _evaluate(args) -> int:
     print(format_metrics_table(result["model"], baseline=result["copy_last_frame"]))
     if result["transfer_gates"]:
         names = [source_name(s) for s in result["sources"]]
-        print(f"\nmean transfer gate per layer and source (steps 1-{result['input_len']} read input frames, the later ones predictions):")
+        print(
+            f"\nmean transfer gate per layer and source (steps 1-{result['input_len']} read input frames, the later ones predictions):"
+        )
         print(format_transfer_gates(result["transfer_gates"], names, result["input_len"]))
     return 0
 
@@ -250,7 +285,9 @@ def _inspect(args) -> int:
         raise DataError(f"inspect: the run's {args.split} split is empty (data.{args.split}_size = 0)")
     frames = torch.stack([dataset[i] for i in range(min(args.sequences, len(dataset)))])
     scale = memory_scale(loaded.model.eval(), frames, config.data.input_len)
-    print(f"{args.run}: {len(frames)} {args.split} sequences, the model feeding its own predictions after frame {config.data.input_len}")
+    print(
+        f"{args.run}: {len(frames)} {args.split} sequences, the model feeding its own predictions after frame {config.data.input_len}"
+    )
     print(format_memory_scale(scale, [source_name(s) for s in config.transfer.sources]))
     return 0
 
@@ -265,7 +302,9 @@ def _prediction_out(path: str, force: bool) -> Path:
     found = sorted(p.name for pattern in PREDICTION_FILES for p in out.glob(pattern)) if out.is_dir() else []
     if found and not force:
         shown = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
-        raise DataError(f"--out {out}: holds earlier predictions ({shown}); choose another --out or pass --force to keep them renamed *.previous-<time>")
+        raise DataError(
+            f"--out {out}: holds earlier predictions ({shown}); choose another --out or pass --force to keep them renamed *.previous-<time>"
+        )
     return out
 
 
@@ -405,7 +444,16 @@ def _speed(args) -> int:
     return measure_speed(args)
 
 
-COMMANDS = {"benchmark": _benchmark, "speed": _speed, "train": _train, "evaluate": _evaluate, "inspect": _inspect, "predict": _predict, "data": _data, "zoo": _zoo}
+COMMANDS = {
+    "benchmark": _benchmark,
+    "speed": _speed,
+    "train": _train,
+    "evaluate": _evaluate,
+    "inspect": _inspect,
+    "predict": _predict,
+    "data": _data,
+    "zoo": _zoo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,26 +48,18 @@ def validate(config: RunConfig) -> None:
     every section's own checks, the registries' names, and the checks across sections."""
     config.data.validate()
     if config.model.backbone not in BACKBONES:
-        raise ConfigError(
-            f"model.backbone: unknown backbone {config.model.backbone!r}; known: {', '.join(BACKBONES)}"
-        )
+        raise ConfigError(f"model.backbone: unknown backbone {config.model.backbone!r}; known: {', '.join(BACKBONES)}")
     config.model.validate()
     config.train.validate()
     config.eval.validate()
     config.transfer.validate()
     if config.data.frame_size % config.model.patch:
-        raise ConfigError(
-            f"model.patch: frame size {config.data.frame_size} is not divisible by patch {config.model.patch}"
-        )
+        raise ConfigError(f"model.patch: frame size {config.data.frame_size} is not divisible by patch {config.model.patch}")
     for layer in config.transfer.layers:
         if config.transfer.method != "none" and layer >= len(config.model.hidden):
-            raise ConfigError(
-                f"transfer.layers: layer {layer} does not exist (model has {len(config.model.hidden)} layers)"
-            )
+            raise ConfigError(f"transfer.layers: layer {layer} does not exist (model has {len(config.model.hidden)} layers)")
     if config.train.time_reversal and config.transfer.method in ("tmu", "distill") and config.transfer.bank == "cached":
-        raise ConfigError(
-            "train.time_reversal: the cached memory bank holds forward-time sequences; use transfer.bank = 'live'"
-        )
+        raise ConfigError("train.time_reversal: the cached memory bank holds forward-time sequences; use transfer.bank = 'live'")
     check_options(config.data)
 
 
@@ -105,8 +97,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, stored:
     missing = [section for section in REQUIRED_SECTIONS if section not in raw]
     if missing and not stored:
         raise ConfigError(
-            f"{path}: " + ("an empty config" if not raw else f"no {' and no '.join(f'[{s}]' for s in missing)} section")
-            + "; a config file names at least its [data] and [model] sections (e.g. [data] name = \"moving_digits\" and "
+            f"{path}: "
+            + ("an empty config" if not raw else f"no {' and no '.join(f'[{s}]' for s in missing)} section")
+            + '; a config file names at least its [data] and [model] sections (e.g. [data] name = "moving_digits" and '
             "[model] hidden = [32, 32]; see the shipped configs in configs/)"
         )
     return config_from_dict(raw, overrides, stored=stored)
@@ -114,4 +107,3 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, stored:
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(config.to_toml())
-

@@ -65,13 +65,19 @@ def input_warnings(frames: Tensor, data, patch: int, source: str) -> list[str]:
 
     height, width = frames.shape[-2:]
     if height % patch or width % patch:
-        raise DataError(f"{source}: frames of {height}x{width} pixels cannot be read by the model (its patch size {patch} must divide both sides)")
+        raise DataError(
+            f"{source}: frames of {height}x{width} pixels cannot be read by the model (its patch size {patch} must divide both sides)"
+        )
     lines = []
     if frames.shape[1] != data.input_len:
         fewer = "fewer" if frames.shape[1] < data.input_len else "more"
-        lines.append(f"{source}: {frames.shape[1]} input frames, {fewer} than the {data.input_len} the model was trained on; predictions may be worse")
+        lines.append(
+            f"{source}: {frames.shape[1]} input frames, {fewer} than the {data.input_len} the model was trained on; predictions may be worse"
+        )
     if (height, width) != (data.frame_size, data.frame_size):
-        lines.append(f"{source}: frames of {height}x{width} pixels, the model was trained on {data.frame_size}x{data.frame_size}; predictions may be worse")
+        lines.append(
+            f"{source}: frames of {height}x{width} pixels, the model was trained on {data.frame_size}x{data.frame_size}; predictions may be worse"
+        )
     return lines
 
 
@@ -81,7 +87,9 @@ PREDICTION_FILE = "prediction.npy"  # in predict's --out folder: float32 (B, T, 
 PREDICTION_FILES = (PREDICTION_FILE, "strip_*.png", "prediction_*.gif")
 
 
-def match_frames(frames: Tensor, truth: Tensor | None, data, input_name: str, truth_name: str | None) -> tuple[Tensor, Tensor | None]:
+def match_frames(
+    frames: Tensor, truth: Tensor | None, data, input_name: str, truth_name: str | None
+) -> tuple[Tensor, Tensor | None]:
     """``(frames, truth)`` checked against the model's ``[data]`` section: input frames past
     its T_in become the truth when none is given; DataError (naming the file) for another
     channel count, or true frames of another batch, channel count or frame size."""

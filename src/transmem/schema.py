@@ -57,10 +57,7 @@ class DataConfig:
         _positive(self, "frame_size", "channels", "input_len", "total_len", "batch_size")
         _non_negative(self, "train_size", "val_size", "test_size")
         if self.input_len >= self.total_len:
-            raise ConfigError(
-                f"data.input_len: must be smaller than data.total_len "
-                f"({self.input_len} >= {self.total_len})"
-            )
+            raise ConfigError(f"data.input_len: must be smaller than data.total_len ({self.input_len} >= {self.total_len})")
         if self.test_size < 1:
             raise ConfigError("data.test_size: must be at least 1")
 
@@ -210,10 +207,12 @@ class TransferConfig:
         if self.method == "finetune" and not self.init_from and len(self.sources) != 1:
             raise ConfigError(
                 "transfer.sources: finetune takes exactly one source, or several with transfer.init_from "
-                "naming one of them or \"best\""
+                'naming one of them or "best"'
             )
         if self.init_from and self.method == "none":
-            raise ConfigError("transfer.init_from: method 'none' trains from scratch; use method 'finetune' to start from a source")
+            raise ConfigError(
+                "transfer.init_from: method 'none' trains from scratch; use method 'finetune' to start from a source"
+            )
         if self.fuse < 0:
             raise ConfigError(f"transfer.fuse: must be >= 0 (0 = every source), got {self.fuse}")
         if self.method == "fusion" and self.fuse > len(self.sources):

@@ -41,13 +41,13 @@ def results_markdown(suite: Suite, profile_name: str, profile: Profile, results:
         "",
         "Training wall time per run (s): "
         + ", ".join(
-            f"{r['method']} (seed {r['seed']}) {r['train_seconds']}" + (f" on {r['threads']} thread(s)" if r.get("threads") else "")
+            f"{r['method']} (seed {r['seed']}) {r['train_seconds']}"
+            + (f" on {r['threads']} thread(s)" if r.get("threads") else "")
             for r in results["rows"]
         ),
         "",
         "Time to quality (iterations and seconds until the validation MSE first reaches the final validation MSE "
-        "of scratch with the same seed; '-' = never): "
-        + ", ".join(_time_to_quality_text(r) for r in results["rows"]),
+        "of scratch with the same seed; '-' = never): " + ", ".join(_time_to_quality_text(r) for r in results["rows"]),
         "",
         *_chosen_sources_lines(results["rows"]),
         "Sources on their own test sets: "

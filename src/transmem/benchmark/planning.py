@@ -73,9 +73,17 @@ def plan_runs(
     plan = []
     for seed in profile.seeds:
         for method in suite.methods:
-            base = [*profile.target_overrides, *(overrides or []), f"train.seed={seed}", f"transfer.cache_dir={json.dumps(str(out / MEMORY_BANK_DIR))}"]
+            base = [
+                *profile.target_overrides,
+                *(overrides or []),
+                f"train.seed={seed}",
+                f"transfer.cache_dir={json.dumps(str(out / MEMORY_BANK_DIR))}",
+            ]
             variants = (
-                {f"finetune_{name}": ([f"transfer.sources=[{json.dumps(str(path))}]"], [name]) for name, path in source_dirs.items()}
+                {
+                    f"finetune_{name}": ([f"transfer.sources=[{json.dumps(str(path))}]"], [name])
+                    for name, path in source_dirs.items()
+                }
                 if method == "finetune"
                 else {method: ([], []) if method in SCRATCH_METHODS else ([f"transfer.sources={all_sources}"], list(source_dirs))}
             )
@@ -133,7 +141,9 @@ def benchmark_tasks(
     plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo, shipped)
     needed = {name for entry in plan for name in entry["sources"]}  # `--methods scratch` trains no source
     tasks = [
-        Task(f"source {name}", config, zoo / name) for name, config in source_configs.items() if name in needed and name not in shipped
+        Task(f"source {name}", config, zoo / name)
+        for name, config in source_configs.items()
+        if name in needed and name not in shipped
     ]
     wide = _fused_hidden_override(suite, source_configs, [*(overrides or []), *(target_overrides or [])])
     for entry in plan:

@@ -56,7 +56,9 @@ def run_benchmark(
     same name and config (``digits2`` of ``digits`` and ``video``); a source of the same
     name but another config is refused, never overwritten.
     """
-    suite, profile, out, tasks, plan = benchmark_tasks(suite_name, profile_name, out, methods, overrides, seeds, zoo, target_overrides)
+    suite, profile, out, tasks, plan = benchmark_tasks(
+        suite_name, profile_name, out, methods, overrides, seeds, zoo, target_overrides
+    )
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     log(f"benchmark {suite.name} ({profile_name}): {suite.description}")
@@ -87,7 +89,9 @@ def run_benchmark(
         target = scratch_final.get(row["seed"], float("nan"))
         row["iterations_to_scratch"], row["seconds_to_scratch"] = time_to_quality(Path(run["run_dir"]), target)
 
-    sources_seconds = sum(train_seconds(t.run_dir) for t in tasks if t.name.startswith("source ") and (t.run_dir / TRAIN_LOG).exists())
+    sources_seconds = sum(
+        train_seconds(t.run_dir) for t in tasks if t.name.startswith("source ") and (t.run_dir / TRAIN_LOG).exists()
+    )
     results = write_results(
         suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started, jobs, sources_seconds
     )

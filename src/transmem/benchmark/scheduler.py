@@ -34,11 +34,11 @@ import torch
 from transmem.config import RunConfig
 from transmem.data import DataError
 from transmem.evaluation.evaluate import evaluate_run, read_metrics
-from transmem.storage.run_folder import CHECKPOINT_DIR, MODEL_FILE, RunFolder
-from transmem.storage.checkpoints import checkpoint_iteration, list_checkpoints
-from transmem.training.loop import train
 from transmem.progress import format_seconds
+from transmem.storage.checkpoints import checkpoint_iteration, list_checkpoints
+from transmem.storage.run_folder import CHECKPOINT_DIR, MODEL_FILE, RunFolder
 from transmem.training.conflicts import check_run_dir
+from transmem.training.loop import train
 
 
 @dataclass
@@ -47,8 +47,6 @@ class Task:
     config: RunConfig
     run_dir: Path
     needs: tuple[str, ...] = field(default=())  # names of tasks that must finish first
-
-
 
 
 def finished(run_dir: Path) -> bool:
@@ -83,7 +81,9 @@ def train_and_evaluate(config: RunConfig, run_dir: Path, progress: bool = False)
     return f"{run_dir}: done in {time.time() - started:.0f} s"
 
 
-def run_tasks(tasks: list[Task], jobs: int = 1, threads: int | None = None, progress: bool = True, log=print) -> dict[str, dict | None]:
+def run_tasks(
+    tasks: list[Task], jobs: int = 1, threads: int | None = None, progress: bool = True, log=print
+) -> dict[str, dict | None]:
     """Run every task; return ``{task name: test metrics or None}``.
 
     ``threads``: torch threads per worker when ``jobs > 1`` (default: this process's
@@ -181,7 +181,9 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                 sender.close()
                 running[worker.sentinel] = (task, worker, receiver)
                 counted[task.name], started[task.name] = remaining_iterations(task), time.monotonic()
-                iterations_left = sum(remaining_iterations(t) for t in pending) + sum(counted[t.name] for t, _, _ in running.values())
+                iterations_left = sum(remaining_iterations(t) for t in pending) + sum(
+                    counted[t.name] for t, _, _ in running.values()
+                )
                 left = estimate.time_left(iterations_left)
                 log(f"start {task.name} (run {len(results) + len(running)} of {len(tasks)}{'; ' + left if left else ''})")
             for sentinel in wait(list(running)) if running else []:  # one or more workers ended

@@ -115,7 +115,9 @@ def build_workload(
         indices = batch_indices(iteration, data.batch_size, len(dataset), False, data.seed)
         mask = teacher_mask(data.batch_size, data.total_len, data.input_len, 1.0, 0.5, generator)
         frames = torch.stack([dataset[i] for i in indices])
-        training_step(model, forward_model, method, optimizer, None, config, TrainingBatch(indices, frames, mask), iteration, diverged)
+        training_step(
+            model, forward_model, method, optimizer, None, config, TrainingBatch(indices, frames, mask), iteration, diverged
+        )
 
     return Workload(step, model, method)
 

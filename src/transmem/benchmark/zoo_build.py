@@ -25,9 +25,9 @@ from transmem.benchmark.suites import PROFILES, SUITES
 from transmem.config import ConfigError, RunConfig, load_config
 from transmem.data import build_dataset
 from transmem.evaluation.evaluate import evaluate_model
+from transmem.storage.files import atomic_write_bytes, atomic_write_text, sha256_file
 from transmem.storage.model_file import load_model
 from transmem.storage.run_folder import MODEL_FILE
-from transmem.storage.files import atomic_write_bytes, atomic_write_text, sha256_file
 from transmem.transfer.builtin import BUILTIN_SOURCES, CHECK_SEQUENCES, INDEX_FILE, builtin_folder
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")

@@ -47,7 +47,7 @@ class ArraySplitOptions:
         if not self.path:
             raise ConfigError(
                 "data.options.path: required (the array file to read): give it with --set data.options.path=FILE "
-                "or as path = \"FILE\" under [data.options] in the config"
+                'or as path = "FILE" under [data.options] in the config'
             )
         check_fraction_ranges(self, _RANGES)
         if self.window_stride < 0:

@@ -8,8 +8,8 @@
 * :mod:`.training_curves` — validation curves over training, mean ± std over seeds.
 """
 
-from .metrics import FRAME_METRIC_NAMES, PSNR_CAP_DB, FrameMetrics, copy_last_frame_baseline
 from .animations import save_gif, save_gif_grid, save_strip_png
+from .metrics import FRAME_METRIC_NAMES, PSNR_CAP_DB, FrameMetrics, copy_last_frame_baseline
 from .plots import plot_per_frame, plot_transfer_gates
 from .report import (
     format_metrics_table,

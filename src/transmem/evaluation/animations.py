@@ -59,10 +59,7 @@ def _sequence_as_rgb(name: str, sequence: ArrayLike) -> np.ndarray:
     """``(T, C, H, W)`` sequence with C in {1, 3} -> ``(T, H, W, 3)`` float array in [0, 1]."""
     frames = as_float_array(sequence)
     if frames.ndim != 4 or frames.shape[1] not in (1, 3) or frames.shape[0] < 1:
-        raise ValueError(
-            f"sequence {name!r} must be (T, C, H, W) with T >= 1 and C in (1, 3), "
-            f"got shape {frames.shape}"
-        )
+        raise ValueError(f"sequence {name!r} must be (T, C, H, W) with T >= 1 and C in (1, 3), got shape {frames.shape}")
     frames = np.clip(np.nan_to_num(frames, nan=0.0), 0.0, 1.0).transpose(0, 2, 3, 1)
     if frames.shape[-1] == 1:
         frames = np.repeat(frames, 3, axis=-1)
@@ -263,9 +260,7 @@ def save_strip_png(
     columns = max(starts[name] + frames.shape[0] for name, frames in sequences.items())
     gap = max(1, min(height, width) // 16)
 
-    canvas = np.full(
-        (len(sequences) * (height + gap) - gap, columns * (width + gap) - gap, 3), _BACKGROUND
-    )
+    canvas = np.full((len(sequences) * (height + gap) - gap, columns * (width + gap) - gap, 3), _BACKGROUND)
     for row, (name, frames) in enumerate(sequences.items()):
         offset = starts[name] if name in (start or {}) or align == "left" else columns - frames.shape[0]
         for index, frame in enumerate(frames):
@@ -312,8 +307,18 @@ def _mark_prediction_start(axes, phases: list[tuple[int, str]], input_len: int, 
     for name, first, last, color in spans:
         middle = ((first - 1) + last) / 2 * pitch - (gap + 1) / 2
         text = f"{name}: frame {first}" if last == first else f"{name}: frames {first}-{last}"
-        axes.annotate(text, (middle, 1), xycoords=("data", "axes fraction"), xytext=(0, 4), textcoords="offset points",
-                      ha="center", va="bottom", fontsize=8, color=color, fontweight="bold")
+        axes.annotate(
+            text,
+            (middle, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color=color,
+            fontweight="bold",
+        )
 
 
 def save_gif(
@@ -358,10 +363,7 @@ def save_gif(
     header = _render_labels(
         header_height,
         total_width,
-        [
-            (name, column * (width + gap) + width / 2, header_height / 2)
-            for column, name in enumerate(sequences)
-        ],
+        [(name, column * (width + gap) + width / 2, header_height / 2) for column, name in enumerate(sequences)],
         font_px,
     )
 
@@ -371,9 +373,7 @@ def save_gif(
         for column, (name, frames) in enumerate(sequences.items()):
             frame = None if step < starts[name] else _frame_at(frames, step - starts[name], pad)
             left = column * (width + gap)
-            body[:, left : left + width] = (
-                _BLANK_CELL if frame is None else _upscale(frame, scale)
-            )
+            body[:, left : left + width] = _BLANK_CELL if frame is None else _upscale(frame, scale)
         parts = [header, body, _time_bar(total_width, step, steps, input_len)]
         if input_len is not None:
             parts.insert(0, _status_line(total_width, step, steps, input_len))
@@ -449,9 +449,7 @@ def save_gif_grid(
             for column, frames in enumerate(sequences):
                 frame = _frame_at(frames, step, pad)
                 top, left = row * (height + gap), column * (width + gap)
-                body[top : top + height, left : left + width] = (
-                    _BLANK_CELL if frame is None else _upscale(frame, scale)
-                )
+                body[top : top + height, left : left + width] = _BLANK_CELL if frame is None else _upscale(frame, scale)
         picture = np.concatenate([labels, body], axis=1)
         parts = [picture, _time_bar(picture.shape[1], step, steps, input_len)]
         if input_len is not None:

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import torch
 
-from transmem.schema import RunConfig
 from transmem.evaluation.metrics import FrameMetrics, copy_last_frame_baseline
 from transmem.models import RecurrentPredictor, rollout_mask
+from transmem.schema import RunConfig
 from transmem.storage.run_folder import metrics_file_name, transfer_gates_file_name
-
 
 SCORES = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 
@@ -40,7 +39,11 @@ def read_metrics(path: str | Path, split: str = "test") -> dict | None:
             return None
         for name in SCORES:
             entry = scores.get(name)
-            if not (isinstance(entry, dict) and isinstance(entry.get("mean"), (int, float)) and isinstance(entry.get("per_frame"), list)):
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("mean"), (int, float))
+                and isinstance(entry.get("per_frame"), list)
+            ):
                 return None
     if not isinstance(metrics.get("transfer_gates"), dict):
         return None
@@ -99,9 +102,9 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     """
     from transmem.data import DataError, build_dataset
     from transmem.evaluation.plots import layer_name, plot_transfer_gates
+    from transmem.storage.files import atomic_write_text
     from transmem.storage.model_file import load_model
     from transmem.storage.run_folder import source_name
-    from transmem.storage.files import atomic_write_text
 
     run_dir = Path(run_dir)
     loaded = load_model(run_dir, device)

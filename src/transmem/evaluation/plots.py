@@ -110,12 +110,8 @@ def plot_per_frame(
             if band is not None:
                 spread = _per_frame_values(band)
                 if spread.shape != values.shape:
-                    raise ValueError(
-                        f"band for {method!r}/{metric!r} has {len(spread)} values, curve has {len(values)}"
-                    )
-                axes.fill_between(
-                    frames, values - spread, values + spread, color=line.get_color(), alpha=0.2
-                )
+                    raise ValueError(f"band for {method!r}/{metric!r} has {len(spread)} values, curve has {len(values)}")
+                axes.fill_between(frames, values - spread, values + spread, color=line.get_color(), alpha=0.2)
             plotted += 1
         if plotted == 0:
             raise ValueError(f"no curve provides metric {metric!r}")
@@ -180,9 +176,7 @@ def plot_transfer_gates(
     rows = math.ceil(len(layers) / columns)
     figure = Figure(figsize=(3.6 * columns, 3.0 * rows), dpi=100, layout="constrained")
     axes_grid = figure.subplots(rows, columns, squeeze=False, sharey=True)
-    within_unit_interval = all(
-        values.size == 0 or (values.min() >= 0.0 and values.max() <= 1.0) for values in layers.values()
-    )
+    within_unit_interval = all(values.size == 0 or (values.min() >= 0.0 and values.max() <= 1.0) for values in layers.values())
     for axes, (layer, values) in zip(axes_grid.flat, layers.items()):
         steps = np.arange(1, values.shape[1] + 1)
         for source_name, source_values in zip(source_names, values):

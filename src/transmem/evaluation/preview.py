@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transmem.schema import ConfigError, DataConfig
-
 from transmem.data import build_dataset
+from transmem.schema import ConfigError, DataConfig
 
 #: gray pixels between neighbouring sequences
 SEPARATOR = 2

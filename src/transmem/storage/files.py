@@ -38,7 +38,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except BaseException as error:  # disk full, no such folder, Ctrl-C: leave no partial file
         tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename is not None and str(error.filename) == str(tmp):  # name the file asked for
+        if (
+            isinstance(error, OSError) and error.filename is not None and str(error.filename) == str(tmp)
+        ):  # name the file asked for
             raise type(error)(error.errno, error.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)

@@ -71,7 +71,9 @@ def stored_model_config(path: str | Path) -> RunConfig | None:
 def _build(config: RunConfig, layout_json: str, state: dict[str, Tensor], where: Path) -> RecurrentPredictor:
     bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
-        raise CheckpointError(f"{where}: holds non-finite weights (NaN or inf) in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
+        raise CheckpointError(
+            f"{where}: holds non-finite weights (NaN or inf) in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
+        )
     layout = layout_from_json(layout_json)
     model = build_predictor(config.model, config.data.channels, layout)
     try:
@@ -141,5 +143,3 @@ def _from_checkpoint(path: Path, state: dict, device) -> LoadedModel:
     config = _config_from_toml(state["config"], path)
     model = _build(config, state.get("transfer_layout", "{}"), state["model"], path)
     return LoadedModel(model.to(device), config, path, _state_digest(state["model"]), False)
-
-

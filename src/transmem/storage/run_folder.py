@@ -48,8 +48,19 @@ def transfer_gates_file_name(split: str) -> str:
 #: Every file a run writes into its folder: what ``--force`` sets aside (renamed) and what
 #: marks a folder without ``config.toml`` as holding someone's run files.
 RUN_FILES = (
-    CONFIG_FILE, CHECKPOINT_DIR, MODEL_FILE, TRAIN_LOG, VAL_LOG, metrics_file_name("test"), metrics_file_name("val"),
-    MEMORY_BANK_DIR, TENSORBOARD_DIR, transfer_gates_file_name("test"), transfer_gates_file_name("val"), INIT_FILE, RANK_DIR,
+    CONFIG_FILE,
+    CHECKPOINT_DIR,
+    MODEL_FILE,
+    TRAIN_LOG,
+    VAL_LOG,
+    metrics_file_name("test"),
+    metrics_file_name("val"),
+    MEMORY_BANK_DIR,
+    TENSORBOARD_DIR,
+    transfer_gates_file_name("test"),
+    transfer_gates_file_name("val"),
+    INIT_FILE,
+    RANK_DIR,
 )
 SHARED_CACHES = (MEMORY_BANK_DIR, RANK_DIR)  # keyed, checksummed caches other runs may share
 

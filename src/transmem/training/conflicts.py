@@ -19,9 +19,10 @@ from pathlib import Path
 
 from transmem.config import ConfigError, RunConfig, load_config
 from transmem.errors import RunConflictError
+from transmem.storage.files import atomic_write_text
 from transmem.storage.model_file import stored_model_config
 from transmem.storage.run_folder import CONFIG_FILE, MODEL_FILE, RUN_FILES, SHARED_CACHES
-from transmem.storage.files import atomic_write_text
+
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
     out = {}

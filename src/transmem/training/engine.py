@@ -32,14 +32,23 @@ from transmem.config import ConfigError, RunConfig, config_from_dict, tomllib
 from transmem.data import DataError, build_dataset
 from transmem.errors import TrainingDiverged
 from transmem.models import RecurrentPredictor, layout_to_json
-from transmem.storage.model_file import save_model
-from transmem.storage.run_folder import CHECKPOINT_DIR, CONFIG_FILE, INIT_FILE, MODEL_FILE, RUN_LOCK, TENSORBOARD_DIR, TRAIN_LOG, VAL_LOG
+from transmem.progress import progress_bar
 from transmem.storage.checkpoints import latest_good_checkpoint, save_checkpoint
 from transmem.storage.files import atomic_write_text, remove_stale_temporaries
-from transmem.training.distributed import init_distributed
 from transmem.storage.locks import FileLock, LockedError
-from transmem.progress import progress_bar
+from transmem.storage.model_file import save_model
+from transmem.storage.run_folder import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    INIT_FILE,
+    MODEL_FILE,
+    RUN_LOCK,
+    TENSORBOARD_DIR,
+    TRAIN_LOG,
+    VAL_LOG,
+)
 from transmem.training.conflicts import RunConflictError, check_run_dir, config_differences, describe_differences, prepare_run_dir
+from transmem.training.distributed import init_distributed
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.transfer.memory_bank import TrainingBatch
 from transmem.transfer.methods import METHODS, RankSources
@@ -47,7 +56,14 @@ from transmem.transfer.methods import METHODS, RankSources
 log = logging.getLogger(__name__)
 
 LOG_FIELDS = [
-    "iteration", "loss", "prediction", "distill", "decouple", "input_truth_prob", "future_truth_prob", "lr",
+    "iteration",
+    "loss",
+    "prediction",
+    "distill",
+    "decouple",
+    "input_truth_prob",
+    "future_truth_prob",
+    "lr",
     "seconds_per_iteration",
     "threads",  # torch threads (of rank 0): on CPU another count trains to other weights
 ]
@@ -70,7 +86,7 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device = {name!r} but CUDA is not available here (use \"auto\" or \"cpu\")")
+        raise ConfigError(f'train.device = {name!r} but CUDA is not available here (use "auto" or "cpu")')
     return device
 
 
@@ -414,7 +430,14 @@ def _loop(run: _Run, forward_model: torch.nn.Module, start: int, stop_at: int | 
     for iteration in range(start, total):
         batch, input_prob, future_prob = _draw_batch(run, iteration)
         loss, terms = training_step(
-            run.model, forward_model, run.method, run.optimizer, run.scheduler, config, batch, iteration,
+            run.model,
+            forward_model,
+            run.method,
+            run.optimizer,
+            run.scheduler,
+            config,
+            batch,
+            iteration,
             lambda loss, iteration=iteration: diverged(loss, iteration),
         )
         done = iteration + 1
@@ -424,7 +447,13 @@ def _loop(run: _Run, forward_model: torch.nn.Module, start: int, stop_at: int | 
             _log_step(run, train_log, writer, bar, done, loss, terms, input_prob, future_prob, elapsed)
         # Validate before checkpointing: a run killed in between resumes from the previous
         # checkpoint and validates again, instead of resuming past a validation never logged.
-        if run.val_set is not None and ctx.is_main and config.train.val_every and done % config.train.val_every == 0 and done < total:
+        if (
+            run.val_set is not None
+            and ctx.is_main
+            and config.train.val_every
+            and done % config.train.val_every == 0
+            and done < total
+        ):
             _validate(run.model, run.val_set, config, run.run_dir, done, run.device)
             run.model.train()
             tick = time.time()  # seconds_per_iteration counts training only, not validation
@@ -503,7 +532,9 @@ def _check_resumable(run_dir: Path, path: Path, state: dict, config: RunConfig, 
     recorded, current = state.get("source_digests"), method.source_digests()
     if recorded is not None and recorded != current:  # checkpoints from before this check have none
         changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
-        raise RunConflictError(f"{run_dir}: source weights changed since {path.name} was written ({', '.join(changed)}); {advice}")
+        raise RunConflictError(
+            f"{run_dir}: source weights changed since {path.name} was written ({', '.join(changed)}); {advice}"
+        )
     expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
     stored = {name: tuple(value.shape) for name, value in state["model"].items()}
     if stored != expected:

@@ -35,12 +35,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig, config_from_dict
-from transmem.storage.run_folder import RANK_DIR, RunFolder
 from transmem.models import RecurrentPredictor, Rollout, TransferLayout, build_predictor
 from transmem.models.fusion import fuse_backbones, fused_hidden
+from transmem.storage.run_folder import RANK_DIR, RunFolder
 from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank, TrainingBatch
 from transmem.transfer.zoo import Source, SourceError, check_same_backbone, load_zoo
-
 
 #: ``rank(sources, target, folder, probe, progress=...) -> rows, best first``: the signature of
 #: :func:`transmem.transfer.ranking.rank_sources`, which the training loop's caller hands down
@@ -161,7 +160,7 @@ def init_candidates(sources: list[Source], config: RunConfig, method: str | None
             chosen.append(source)
         if not chosen:
             raise SourceError(
-                "transfer.init_from = \"best\": no source has the target's architecture (backbone, hidden, "
+                'transfer.init_from = "best": no source has the target\'s architecture (backbone, hidden, '
                 "patch, kernel, norm); name none to start from fresh weights"
             )
     else:
@@ -190,6 +189,7 @@ def load_backbone(model: RecurrentPredictor, source: Source) -> None:
                 shape = None if mine is None else tuple(mine.shape)
                 raise SourceError(f"source {source.path}: its {name} {tuple(value.shape)} does not fit the target ({shape})")
             mine[: value.shape[0]].copy_(value)
+
 
 def memory_layouts(sources, layers: list[int], config: RunConfig, **fields) -> TransferLayout:
     """Per target layer: each source's memory channels and spatial size (None = target's)."""
@@ -336,7 +336,11 @@ class FusionMethod(TransferMethod):
             ranking = self._rank(self.member_config(), rank_sources, progress)
             by_path = {str(s.path): s for s in self.sources}
             chosen = [by_path[row["path"]] for row in ranking[: self.fuse]]
-        weights = [1.0 if n == 0 else 0.0 for n in range(self.fuse)] if transfer.fusion_head == "best" else [1.0 / self.fuse] * self.fuse
+        weights = (
+            [1.0 if n == 0 else 0.0 for n in range(self.fuse)]
+            if transfer.fusion_head == "best"
+            else [1.0 / self.fuse] * self.fuse
+        )
         fuse_backbones(model, [s.model for s in chosen], weights)
         return {
             "fusion": [str(s.path) for s in chosen],

@@ -29,9 +29,9 @@ import torch
 
 from transmem.config import RunConfig, config_from_dict
 from transmem.data import DataError, build_dataset
-from transmem.storage.model_file import load_model
 from transmem.storage.files import atomic_write_text
 from transmem.storage.locks import FileLock
+from transmem.storage.model_file import load_model
 from transmem.training.engine import train_run
 from transmem.transfer.zoo import Source, SourceError, check_same_backbone
 
@@ -82,7 +82,9 @@ def rank_sources(
         raise SourceError(f"zoo rank: the probe length must be >= 0, got {probe}")
     val = build_dataset(target.data, "val")
     if len(val) == 0:
-        raise DataError("zoo rank: the target has no validation split (data.val_size = 0); sources are never ranked on the test split")
+        raise DataError(
+            "zoo rank: the target has no validation split (data.val_size = 0); sources are never ranked on the test split"
+        )
     key = ranking_key(sources, target, probe)
     home = Path(folder) / key
     home.mkdir(parents=True, exist_ok=True)
@@ -137,5 +139,7 @@ def format_ranking(rows: list[dict]) -> str:
     lines = [f"{'rank':>4}  {'source':<{width}}  {'zero-shot val mse':>17}  {'probe val mse':>13}  note"]
     for row in rows:
         probe = f"{row['probe_mse']:.2f}" if row["probe_mse"] is not None else "-"
-        lines.append(f"{row['rank']:>4}  {row['name']:<{width}}  {row['zero_shot_mse']:>17.2f}  {probe:>13}  {row['note']}".rstrip())
+        lines.append(
+            f"{row['rank']:>4}  {row['name']:<{width}}  {row['zero_shot_mse']:>17.2f}  {probe:>13}  {row['note']}".rstrip()
+        )
     return "\n".join(lines)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from transmem.schema import RunConfig
 from transmem.errors import SourceError
 from transmem.models import RecurrentPredictor
+from transmem.schema import RunConfig
+from transmem.storage.checkpoints import CheckpointError
 from transmem.storage.model_file import load_model
 from transmem.storage.run_folder import MODEL_FILE, RunFolder, source_name
-from transmem.storage.checkpoints import CheckpointError
 from transmem.transfer.builtin import PREFIX, builtin_file, describe_builtin, is_builtin
 
 
@@ -115,7 +115,9 @@ def describe_zoo(folder: str | Path) -> list[dict]:
     if not folder.is_dir():
         raise SourceError(f"{folder}: not a folder")
     candidates = sorted(
-        p for p in folder.iterdir() if (p.is_dir() and (RunFolder(p).model.exists() or RunFolder(p).checkpoints.is_dir()))
+        p
+        for p in folder.iterdir()
+        if (p.is_dir() and (RunFolder(p).model.exists() or RunFolder(p).checkpoints.is_dir()))
         or p.suffix in (".safetensors", ".pt")
     )
     rows = []
@@ -152,6 +154,12 @@ def format_zoo(rows: list[dict]) -> str:
         mse = f"{row['test_mse']:.2f}" if row["test_mse"] is not None else "-"
         ssim = f"{row['test_ssim']:.3f}" if row["test_ssim"] is not None else "-"
         dataset = row["dataset"] + "".join(f" {k}={v}" for k, v in row["options"].items())
-        baseline = f"  (copy last frame: mse {row['copy_mse']:.2f}, ssim {row['copy_ssim']:.3f}; {row['bytes'] / 1e6:.2f} MB)" if "copy_mse" in row else ""
-        lines.append(f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}  {dataset}{baseline}")
+        baseline = (
+            f"  (copy last frame: mse {row['copy_mse']:.2f}, ssim {row['copy_ssim']:.3f}; {row['bytes'] / 1e6:.2f} MB)"
+            if "copy_mse" in row
+            else ""
+        )
+        lines.append(
+            f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}  {dataset}{baseline}"
+        )
     return "\n".join(lines)
