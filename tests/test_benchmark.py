@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import re
 import subprocess
@@ -12,11 +13,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from transmem.benchmark.runner import benchmark_tasks, plan_runs, run_benchmark, write_results
+from transmem.benchmark.planning import benchmark_tasks, plan_runs
+from transmem.benchmark.results import write_results
+from transmem.benchmark.runner import run_benchmark
 from transmem.benchmark.scheduler import threads_per_run
 from transmem.benchmark.suites import PROFILES, SUITES
 from transmem.cli import main
-from transmem.training.locks import FileLock, LockedError
+from transmem.storage.locks import FileLock, LockedError
 from transmem.training.loop import train
 
 TINY = [
@@ -47,8 +50,17 @@ def test_every_method_runs_and_results_are_written(tiny_benchmark):
     out, results = tiny_benchmark
     methods = [row["method"] for row in results["rows"]]
     assert methods == [
-        "scratch", "finetune_digits1", "finetune_digits2", "finetune_best", "distill", "tmu_nodistill", "kflow", "tmu",
-        "tmu_rollout", "tmu_ft", "fusion",
+        "scratch",
+        "finetune_digits1",
+        "finetune_digits2",
+        "finetune_best",
+        "distill",
+        "tmu_nodistill",
+        "kflow",
+        "tmu",
+        "tmu_rollout",
+        "tmu_ft",
+        "fusion",
     ]  # scratch_wide is opt-in (--methods)
     for name in ("results.md", "results.csv", "results.json", "per_frame.png", "predictions.gif", "transfer_gates.png"):
         assert (out / name).stat().st_size > 0, name
@@ -75,8 +87,11 @@ def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_r
     out, first = tiny_benchmark
     lines = []
     again = run_benchmark("digits", "quick", out, progress=False, log=lines.append, overrides=TINY)
-    assert [line for line in lines if line.startswith("run ")][:2] == ["run 1 of 13: source digits1", "run 2 of 13: source digits2"]
-    from transmem.benchmark.runner import train_seconds
+    assert [line for line in lines if line.startswith("run ")][:2] == [
+        "run 1 of 13: source digits1",
+        "run 2 of 13: source digits2",
+    ]
+    from transmem.benchmark.run_logs import train_seconds
 
     trained = again["train_seconds"]  # from the runs' train.csv, the same as when they trained
     assert trained == first["train_seconds"]
@@ -87,15 +102,21 @@ def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_r
 
 
 def test_time_left_is_estimated_from_the_iterations_trained_so_far(tmp_path):
+    from tests.support import tiny_raw
     from transmem.benchmark.scheduler import Task, TimeLeft, remaining_iterations
     from transmem.config import config_from_dict
-    from tests.conftest import tiny_raw
 
     estimate = TimeLeft(3)
-    assert estimate.line(1, "source a", 300) == "run 1 of 3: source a (300 iterations to train from here; time left estimated after the first run)"
+    assert (
+        estimate.line(1, "source a", 300)
+        == "run 1 of 3: source a (300 iterations to train from here; time left estimated after the first run)"
+    )
     estimate.record(100, 50.0)
     estimate.record(0, 9.0)  # a run trained earlier: no information
-    assert estimate.line(2, "tmu seed 0", 200) == "run 2 of 3: tmu seed 0 (about 1.7 min left for 200 iterations, at 0.5 s per iteration so far)"
+    assert (
+        estimate.line(2, "tmu seed 0", 200)
+        == "run 2 of 3: tmu seed 0 (about 1.7 min left for 200 iterations, at 0.5 s per iteration so far)"
+    )
     assert estimate.line(3, "kflow seed 0", 0) == "run 3 of 3: kflow seed 0"
     task = Task("x", config_from_dict(tiny_raw(train={"iterations": 10})), tmp_path / "run")
     assert remaining_iterations(task) == 10
@@ -133,22 +154,43 @@ def test_finished_runs_are_skipped_and_interrupted_runs_resume(tiny_benchmark):
 def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     def metrics(mse, ssim):
         frame = lambda v: {"per_frame": [0.5 * v, 1.5 * v], "mean": v}  # noqa: E731
-        return {"mse": frame(mse), "mae": frame(mse), "mse_pixel": frame(mse / 256), "ssim": frame(ssim), "psnr": frame(20.0 + ssim)}
+        return {
+            "mse": frame(mse),
+            "mae": frame(mse),
+            "mse_pixel": frame(mse / 256),
+            "ssim": frame(ssim),
+            "psnr": frame(20.0 + ssim),
+        }
 
     rows, per_run = [], []
-    for method, seed, mse, ssim in [("scratch", 0, 50.0, 0.6), ("scratch", 1, 54.0, 0.62), ("tmu", 0, 40.0, 0.7), ("tmu", 1, 42.0, 0.71)]:
+    for method, seed, mse, ssim in [
+        ("scratch", 0, 50.0, 0.6),
+        ("scratch", 1, 54.0, 0.62),
+        ("tmu", 0, 40.0, 0.7),
+        ("tmu", 1, 42.0, 0.71),
+    ]:
         m = metrics(mse, ssim)
         m["copy_last_frame"] = metrics(90.0, 0.5)
-        rows.append({"method": method, "seed": seed, **{k: m[k]["mean"] for k in ("mse", "mae", "mse_pixel", "ssim", "psnr")}, "train_seconds": 1.0, "threads": "1"})
+        rows.append(
+            {
+                "method": method,
+                "seed": seed,
+                **{k: m[k]["mean"] for k in ("mse", "mae", "mse_pixel", "ssim", "psnr")},
+                "train_seconds": 1.0,
+                "threads": "1",
+            }
+        )
         per_run.append({"method": method, "seed": seed, "metrics": m, "run_dir": str(tmp_path)})
-    import transmem.benchmark.runner as runner
+    import transmem.benchmark.results as runner
 
     runner_pictures = runner._write_pictures
     runner._write_pictures = lambda *a, **k: ["per_frame.png", "validation.png"]  # pictures need real runs; tested above
     try:
         write_results(SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {}, 1.0)
         assert "Sources on their own test sets: none (no chosen method reads a source)" in (tmp_path / "results.md").read_text()
-        results = write_results(SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {"digits1": None}, 1.0, jobs=2)
+        results = write_results(
+            SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {"digits1": None}, 1.0, jobs=2
+        )
     finally:
         runner._write_pictures = runner_pictures
     page = (tmp_path / "results.md").read_text()
@@ -156,7 +198,9 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     assert "tmu (seed 1) 1.0 on 1 thread(s)" in page and "threads_mean" not in results["summary"][0]
     # How to reproduce it, thread count included (it changes CPU results).
     assert "`transmem benchmark digits --profile quick --out DIR --jobs 2`" in page
-    assert "training the runs took 4 s (targets 4 s and sources 0 s, summed from their train.csv" in page  # from the rows, not this session's 1 s
+    assert (
+        "training the runs took 4 s (targets 4 s and sources 0 s, summed from their train.csv" in page
+    )  # from the rows, not this session's 1 s
     assert f"the runs it trained had {threads_per_run(2)} torch thread(s) each" in page and results["environment"]["jobs"] == 2
     assert "![validation MSE over training](validation.png)" in page and "predictions.gif" not in page  # only those written
     lines = {line.split("|")[1].strip(): line for line in results["table"].splitlines()[2:]}
@@ -208,24 +252,24 @@ def test_cli_rejects_unknown_suite(capsys):
 
 
 def test_time_to_quality_reads_validation_and_training_logs(tmp_path):
-    from transmem.benchmark.runner import time_to_quality, train_seconds
+    from transmem.benchmark.run_logs import time_to_quality, train_seconds
 
-    (tmp_path / "train.csv").write_text(
-        "iteration,loss,seconds_per_iteration\n10,1,0.5\n20,1,0.25\n30,1,1.0\n"
-    )
+    (tmp_path / "train.csv").write_text("iteration,loss,seconds_per_iteration\n10,1,0.5\n20,1,0.25\n30,1,1.0\n")
     (tmp_path / "val.csv").write_text("iteration,mse,mae,ssim,psnr\n10,90,0,0,0\n20,70,0,0,0\n30,60,0,0,0\n")
     assert train_seconds(tmp_path) == 10 * 0.5 + 10 * 0.25 + 10 * 1.0
     assert time_to_quality(tmp_path, 75.0) == (20.0, 7.5)
     assert time_to_quality(tmp_path, 90.0) == (10.0, 5.0)
     iterations, seconds = time_to_quality(tmp_path, 50.0)
-    assert iterations != iterations and seconds != seconds  # NaN: never reached
+    assert math.isnan(iterations) and math.isnan(seconds)  # never reached
 
 
 def test_seeds_option_adds_seeds_to_a_finished_benchmark(tiny_benchmark):
     out, _ = tiny_benchmark
     scratch0 = out / "runs" / "scratch" / "seed0" / "model.safetensors"
     stamp = scratch0.stat().st_mtime_ns
-    results = run_benchmark("digits", "quick", out, ["scratch"], progress=False, log=lambda *_: None, overrides=TINY, seeds=[0, 1])
+    results = run_benchmark(
+        "digits", "quick", out, ["scratch"], progress=False, log=lambda *_: None, overrides=TINY, seeds=[0, 1]
+    )
     assert [(r["method"], r["seed"]) for r in results["rows"]] == [("scratch", 0), ("scratch", 1)]
     assert scratch0.stat().st_mtime_ns == stamp  # seed 0 reused, only seed 1 trained
     assert [(m["method"], m["n"]) for m in results["summary"]] == [("scratch", 2)]
@@ -238,7 +282,7 @@ def test_environment_names_the_source_commit_from_any_folder(tmp_path, monkeypat
     import subprocess
     from pathlib import Path
 
-    from transmem.benchmark.runner import environment
+    from transmem.benchmark.results import environment
 
     here = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
     monkeypatch.chdir(tmp_path)  # not a git repository
@@ -255,8 +299,21 @@ def test_zoo_is_shared_between_suites_and_a_conflicting_source_is_refused(tiny_b
     assert f'"{zoo / "digits2"}"' in plan[0]["overrides"][-1]  # the video suite's TMU reads the shared source
     # same name and config: reused as it is; another config under a taken name: refused, nothing written
     before = sorted(p.name for p in zoo.iterdir())
-    code = main(["benchmark", "digits", "--out", str(tmp_path / "b"), "--zoo", str(zoo), "--methods", "finetune",
-                 "--no-progress", *[f"--set={o}" for o in TINY], "--set=model.hidden=[4, 4]"])
+    code = main(
+        [
+            "benchmark",
+            "digits",
+            "--out",
+            str(tmp_path / "b"),
+            "--zoo",
+            str(zoo),
+            "--methods",
+            "finetune",
+            "--no-progress",
+            *[f"--set={o}" for o in TINY],
+            "--set=model.hidden=[4, 4]",
+        ]
+    )
     assert code == 2 and "holds a finished run of a different config" in capsys.readouterr().err
     assert digits2.stat().st_mtime_ns == stamp and sorted(p.name for p in zoo.iterdir()) == before
 
@@ -264,8 +321,15 @@ def test_zoo_is_shared_between_suites_and_a_conflicting_source_is_refused(tiny_b
 def test_target_overrides_leave_the_sources_alone(tiny_benchmark, tmp_path):
     out, _ = tiny_benchmark
     results = run_benchmark(
-        "digits", "quick", tmp_path, ["tmu"], progress=False, log=lambda *_: None, overrides=TINY,
-        zoo=out / "sources", target_overrides=["train.lr=0.002"],
+        "digits",
+        "quick",
+        tmp_path,
+        ["tmu"],
+        progress=False,
+        log=lambda *_: None,
+        overrides=TINY,
+        zoo=out / "sources",
+        target_overrides=["train.lr=0.002"],
     )
     assert [r["method"] for r in results["rows"]] == ["tmu"]
     from transmem.config import load_config
@@ -283,7 +347,7 @@ def test_a_benchmark_resumes_whatever_the_spelling_of_its_folder(tiny_benchmark,
 
 
 def test_status_reports_each_run_without_writing(tiny_benchmark, tmp_path, capsys):
-    from transmem.benchmark.runner import benchmark_status
+    from transmem.benchmark.status import benchmark_status
 
     out, _ = tiny_benchmark
     rows = benchmark_status("digits", "quick", out, overrides=TINY)
@@ -317,14 +381,32 @@ def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tin
     serial_out, serial = tiny_benchmark
     lines: list[str] = []
     results = run_benchmark(
-        "digits", "quick", tmp_path / "parallel", ["scratch", "finetune", "tmu"], progress=False, log=lines.append, overrides=TINY, jobs=2
+        "digits",
+        "quick",
+        tmp_path / "parallel",
+        ["scratch", "finetune", "tmu"],
+        progress=False,
+        log=lines.append,
+        overrides=TINY,
+        jobs=2,
     )
     assert [r["method"] for r in results["rows"]] == ["scratch", "finetune_digits1", "finetune_digits2", "tmu"]
     assert lines[1] == f"6 runs on 2 worker processes, {max(1, torch.get_num_threads() // 2)} torch thread(s) each"
-    started = {line[len("start "):].split(" (")[0]: n for n, line in enumerate(lines) if line.startswith("start ")}
+    started = {line[len("start ") :].split(" (")[0]: n for n, line in enumerate(lines) if line.startswith("start ")}
     assert re.fullmatch(r"start source digits1 \(run 1 of 6; 12 iterations to train from here; .*\)", lines[2]), lines[2]
-    done = {line[len("done "):].split(" (")[0]: n for n, line in enumerate(lines) if line.startswith("done ")}
-    assert set(started) == set(done) == {"source digits1", "source digits2", "scratch seed 0", "finetune_digits1 seed 0", "finetune_digits2 seed 0", "tmu seed 0"}
+    done = {line[len("done ") :].split(" (")[0]: n for n, line in enumerate(lines) if line.startswith("done ")}
+    assert (
+        set(started)
+        == set(done)
+        == {
+            "source digits1",
+            "source digits2",
+            "scratch seed 0",
+            "finetune_digits1 seed 0",
+            "finetune_digits2 seed 0",
+            "tmu seed 0",
+        }
+    )
     assert started["finetune_digits1 seed 0"] > done["source digits1"]
     assert started["finetune_digits2 seed 0"] > done["source digits2"]
     assert started["tmu seed 0"] > max(done["source digits1"], done["source digits2"])
@@ -336,18 +418,27 @@ def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tin
     # Rerun: every run finished earlier is read here, no worker process starts.
     lines.clear()
     again = run_benchmark(
-        "digits", "quick", tmp_path / "parallel", ["scratch", "finetune", "tmu"], progress=False, log=lines.append, overrides=TINY, jobs=2
+        "digits",
+        "quick",
+        tmp_path / "parallel",
+        ["scratch", "finetune", "tmu"],
+        progress=False,
+        log=lines.append,
+        overrides=TINY,
+        jobs=2,
     )
     assert not [line for line in lines if line.startswith("start ")]
     assert sum(line.endswith(": finished earlier)") for line in lines) == 6
-    assert [(r["method"], r["mse"], r["ssim"]) for r in again["rows"]] == [(r["method"], r["mse"], r["ssim"]) for r in results["rows"]]
+    assert [(r["method"], r["mse"], r["ssim"]) for r in again["rows"]] == [
+        (r["method"], r["mse"], r["ssim"]) for r in results["rows"]
+    ]
 
 
 def test_a_failing_parallel_run_stops_the_benchmark_with_its_error(tmp_path):
-    from tests.conftest import tiny_config
+    from tests.support import tiny_config
     from transmem.benchmark.scheduler import Task, run_tasks
+    from transmem.training.conflicts import RunConflictError
     from transmem.training.loop import train
-    from transmem.training.rundir import RunConflictError
 
     train(tiny_config(train={"lr": 1e-2}), tmp_path / "taken", progress=False)
     tasks = [Task("good", tiny_config(), tmp_path / "good"), Task("taken", tiny_config(), tmp_path / "taken")]
@@ -361,7 +452,7 @@ def test_a_worker_killed_from_outside_is_an_error_not_a_hang(tmp_path):
     import signal
     import threading
 
-    from tests.conftest import tiny_config
+    from tests.support import tiny_config
     from transmem.benchmark.scheduler import Task, run_tasks
 
     lock = tmp_path / "slow" / "train.lock"
@@ -384,7 +475,20 @@ def test_killing_a_parallel_benchmark_stops_its_workers(tmp_path):
     """SIGKILL of ``transmem benchmark --jobs 2`` leaves no worker training on (their run locks free up)."""
     out = tmp_path / "bench"
     slow = [*TINY, "train.iterations=1000000", "train.checkpoint_every=1000"]
-    command = [sys.executable, "-m", "transmem", "benchmark", "digits", "--out", str(out), "--jobs", "2", "--no-progress", "--methods", "finetune"]
+    command = [
+        sys.executable,
+        "-m",
+        "transmem",
+        "benchmark",
+        "digits",
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--no-progress",
+        "--methods",
+        "finetune",
+    ]
     command += [arg for item in slow for arg in ("--set", item)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -6,16 +6,17 @@ import json
 
 import pytest
 
-from tests.conftest import tiny_config
+from tests.support import tiny_config
 from transmem.benchmark import zoo_build
-from transmem.benchmark.runner import configs_root, run_benchmark
+from transmem.benchmark.planning import configs_root
+from transmem.benchmark.runner import run_benchmark
 from transmem.benchmark.suites import PROFILES
 from transmem.cli import main
 from transmem.config import config_from_dict, load_config, tomllib
 from transmem.data import build_dataset
 from transmem.evaluation.evaluate import evaluate_model
-from transmem.run import load_model
-from transmem.training.checkpoint import sha256_file
+from transmem.storage.files import sha256_file
+from transmem.storage.model_file import load_model
 from transmem.transfer import builtin
 from transmem.transfer.builtin import CHECK_SEQUENCES, BuiltinZooError, builtin_file, builtin_index
 from transmem.transfer.zoo import load_source
@@ -26,9 +27,19 @@ SHIPPED = {"digits1", "digits2", "balls", "advection", "bikes"}
 WEAKER_THAN_COPYING = {"bikes"}  # the builtin sources this version of transmem ships
 
 TINY = [
-    "data.frame_size=16", "data.input_len=3", "data.total_len=6", "data.train_size=8", "data.val_size=2",
-    "data.test_size=4", "data.batch_size=2", "model.hidden=[8, 8]", "train.iterations=2", "train.checkpoint_every=1",
-    "train.log_every=1", "eval.batch_size=4", "transfer.rank_probe=2",
+    "data.frame_size=16",
+    "data.input_len=3",
+    "data.total_len=6",
+    "data.train_size=8",
+    "data.val_size=2",
+    "data.test_size=4",
+    "data.batch_size=2",
+    "model.hidden=[8, 8]",
+    "train.iterations=2",
+    "train.checkpoint_every=1",
+    "train.log_every=1",
+    "eval.batch_size=4",
+    "transfer.rank_probe=2",
 ]
 
 
@@ -49,7 +60,10 @@ def test_every_shipped_source_is_verified_described_and_reproduces_its_recorded_
         assert config_from_dict(tomllib.loads(entry["config"]), stored=True) == config
         assert config == zoo_build.builtin_config(name)  # trained by the shipped configs and profile
         assert (entry["backbone"], entry["hidden"], entry["dataset"], entry["iterations"]) == (
-            config.model.backbone, list(config.model.hidden), config.data.name, config.train.iterations,
+            config.model.backbone,
+            list(config.model.hidden),
+            config.data.name,
+            config.train.iterations,
         )
         assert entry["transmem_version"] and entry["command"].startswith("transmem zoo build")
         test, baseline = entry["test"], entry["copy_last_frame"]
@@ -111,12 +125,19 @@ def test_zoo_build_trains_packs_and_installs_verified_sources(tiny_builtin, tmp_
         load_source("builtin:digits9")
 
 
-@pytest.mark.parametrize("argv, message", [(["zoo", "build", "--out", "{x}", "--sources", "mnist"], "unknown builtin source"),
-                                           (["train", "{config}", "--out", "{run}"], "damaged")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["zoo", "build", "--out", "{x}", "--sources", "mnist"], "unknown builtin source"),
+        (["train", "{config}", "--out", "{run}"], "damaged"),
+    ],
+)
 def test_builtin_errors_are_one_line_exit_2(tiny_builtin, tmp_path, capsys, argv, message):
     (tiny_builtin).mkdir(parents=True)
     (tiny_builtin / "digits1.safetensors").write_bytes(b"not weights")
-    (tiny_builtin / "index.json").write_text(json.dumps({"sources": {"digits1": {"file": "digits1.safetensors", "sha256": "0" * 64}}}))
+    (tiny_builtin / "index.json").write_text(
+        json.dumps({"sources": {"digits1": {"file": "digits1.safetensors", "sha256": "0" * 64}}})
+    )
     config = tmp_path / "cfg.toml"
     config.write_text(tiny_config(transfer={"method": "finetune", "sources": ["builtin:digits1"]}).to_toml())
     argv = [a.format(config=config, run=tmp_path / "run", x=tmp_path / "x") for a in argv]
@@ -139,6 +160,14 @@ def test_benchmark_takes_matching_builtin_sources_and_trains_the_others(tiny_bui
 
     # another source config (here: more iterations) does not match: the benchmark trains its own
     other = tmp_path / "other"
-    run_benchmark("digits", "quick", other, ["finetune_digits1"], progress=False, log=lambda *_: None,
-                  overrides=[*TINY, "train.iterations=3"], zoo="builtin")
+    run_benchmark(
+        "digits",
+        "quick",
+        other,
+        ["finetune_digits1"],
+        progress=False,
+        log=lambda *_: None,
+        overrides=[*TINY, "train.iterations=3"],
+        zoo="builtin",
+    )
     assert (other / "sources" / "digits1" / "model.safetensors").exists()

@@ -8,20 +8,13 @@ import pytest
 import torch
 from imageio import v3 as iio
 
-from tests.conftest import tiny_raw
+from tests.support import write_tiny_config
 from transmem import cli
 from transmem.cli import main
 
-import tomli_w
-
-
-def _write_config(path, **sections):
-    path.write_text(tomli_w.dumps(tiny_raw(**sections)))
-    return path
-
 
 def test_train_evaluate_predict_round_trip(tmp_path, capsys):
-    config = _write_config(tmp_path / "c.toml")
+    config = write_tiny_config(tmp_path / "c.toml")
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress", "--set", "train.iterations=4"]) == 0
     assert "trained" in capsys.readouterr().out
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress", "--set", "train.iterations=4"]) == 0
@@ -47,7 +40,7 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
 
 
 def test_unknown_key_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
-    config = _write_config(tmp_path / "c.toml")
+    config = write_tiny_config(tmp_path / "c.toml")
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--set", "train.lrr=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("transmem: error: train.lrr: unknown key") and "\n" not in err
@@ -59,7 +52,26 @@ def test_data_list_and_preview(tmp_path, capsys):
     listing = capsys.readouterr().out
     assert "moving_digits" in listing and "kth" in listing
     out = tmp_path / "digits.gif"
-    assert main(["data", "preview", "moving_digits", "--out", str(out), "--num", "2", "--set", "data.frame_size=32", "--set", "data.total_len=6", "--set", "data.input_len=3"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "preview",
+                "moving_digits",
+                "--out",
+                str(out),
+                "--num",
+                "2",
+                "--set",
+                "data.frame_size=32",
+                "--set",
+                "data.total_len=6",
+                "--set",
+                "data.input_len=3",
+            ]
+        )
+        == 0
+    )
     frames = iio.imread(out, index=None)
     assert frames.shape[0] == 6 and frames.shape[1] >= 32
     assert main(["data", "preview", "nope", "--out", str(out)]) == 2
@@ -76,8 +88,13 @@ def test_data_list_and_preview(tmp_path, capsys):
 @pytest.mark.parametrize(
     "error, size",
     [
-        (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
-                      "you tried to allocate 3221225472 bytes. Error code 12"), "3.0 GiB"),
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                "you tried to allocate 3221225472 bytes. Error code 12"
+            ),
+            "3.0 GiB",
+        ),
         (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "2.00 GiB"),
         (MemoryError("Unable to allocate 4.00 EiB for an array with shape (1, 2)"), "4.00 EiB"),
         (MemoryError(), ""),
@@ -125,14 +142,6 @@ def _one_error_line(capsys) -> str:
     return err
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    config = _write_config(root / "c.toml", train={"iterations": 2, "checkpoint_every": 2, "device": "cpu"})
-    assert main(["train", str(config), "--out", str(root / "run"), "--no-progress"]) == 0
-    return config, root / "run"
-
-
 def test_bad_out_paths_are_one_clear_line_each(tmp_path, finished_run, capsys):
     """An --out at a file, under a file or at a folder where a file goes: no raw [Errno] text, nothing written."""
     config, run = finished_run
@@ -165,7 +174,10 @@ def test_bad_out_paths_are_one_clear_line_each(tmp_path, finished_run, capsys):
 def test_os_errors_get_plain_words():
     import errno
 
-    assert cli._os_error_message(NotADirectoryError(errno.ENOTDIR, "Not a directory", "a/b")) == "a/b: a part of this path is a file, not a folder"
+    assert (
+        cli._os_error_message(NotADirectoryError(errno.ENOTDIR, "Not a directory", "a/b"))
+        == "a/b: a part of this path is a file, not a folder"
+    )
     assert cli._os_error_message(IsADirectoryError(errno.EISDIR, "Is a directory", "d")) == "d: is a folder, not a file"
     assert cli._os_error_message(FileExistsError(errno.EEXIST, "File exists", "f")) == "f: already exists and is not a folder"
 
@@ -198,10 +210,10 @@ def test_every_expected_error_is_a_transmem_error_and_keeps_its_builtin_base():
     import transmem.errors as errors
     from transmem.config import ConfigError
     from transmem.data import DataError
-    from transmem.training.checkpoint import CheckpointError
-    from transmem.training.locks import LockedError
+    from transmem.storage.checkpoints import CheckpointError
+    from transmem.storage.locks import LockedError
+    from transmem.training.conflicts import RunConflictError
     from transmem.training.loop import TrainingDiverged
-    from transmem.training.rundir import RunConflictError
     from transmem.transfer.builtin import BuiltinZooError
     from transmem.transfer.memory_bank import MemoryBankError
     from transmem.transfer.zoo import SourceError
@@ -214,4 +226,3 @@ def test_every_expected_error_is_a_transmem_error_and_keeps_its_builtin_base():
     assert all(e.__module__ == "transmem.errors" for e in raised_here + states)
     source = Path(errors.__file__).read_text()
     assert "import" not in source.replace("imports nothing", "")
-

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transmem.config import ConfigError, RunConfig, config_from_dict, load_config, parse_override, save_config
-from tests.conftest import tiny_raw
+from tests.support import tiny_raw
+from transmem.config import ConfigError, RunConfig, config_from_dict, load_config, parse_override, save_config, validate
 
 
 def test_defaults_are_valid():
-    RunConfig().validate()
+    validate(RunConfig())
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,10 @@ def test_defaults_are_valid():
         ({"transfer": {"method": "tmu", "sources": ["a"], "layers": [3]}}, r"transfer\.layers: layer 3 does not exist"),
         ({"data": {"name": "nope"}}, r"data\.name: unknown dataset 'nope'"),
         ({"data": {"options": {"num_digitz": 2}}}, r"data\.options\.num_digitz: unknown key"),
-        ({"transfer": {"method": "distill", "sources": ["a"], "distill_weight": 0.0}}, r"transfer\.distill_weight: must be > 0 for method 'distill'"),
+        (
+            {"transfer": {"method": "distill", "sources": ["a"], "distill_weight": 0.0}},
+            r"transfer\.distill_weight: must be > 0 for method 'distill'",
+        ),
         ({"transfer": {"memory_merge": "max"}}, r"transfer\.memory_merge: expected one of sum, mean, residual, got 'max'"),
     ],
 )
@@ -42,7 +45,9 @@ def test_bad_configs_fail_with_one_line_naming_the_key(raw, message):
 
 
 def test_overrides_parse_toml_values():
-    config = config_from_dict(tiny_raw(), ["train.lr=1e-2", "model.hidden=[4, 4]", "data.options.num_digits=3", "train.device=cpu"])
+    config = config_from_dict(
+        tiny_raw(), ["train.lr=1e-2", "model.hidden=[4, 4]", "data.options.num_digits=3", "train.device=cpu"]
+    )
     assert config.train.lr == 0.01
     assert config.model.hidden == [4, 4]
     assert config.data.options == {"num_digits": 3}
@@ -68,7 +73,10 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 @settings(max_examples=60, deadline=None)
-@given(key=st.sampled_from(["iterations", "lr", "grad_clip", "log_every", "sampling_stop"]), value=st.one_of(st.text(max_size=5), st.booleans(), st.lists(st.integers(), max_size=2)))
+@given(
+    key=st.sampled_from(["iterations", "lr", "grad_clip", "log_every", "sampling_stop"]),
+    value=st.one_of(st.text(max_size=5), st.booleans(), st.lists(st.integers(), max_size=2)),
+)
 def test_property_wrong_types_always_rejected(key, value):
     with pytest.raises(ConfigError, match=rf"train\.{key}"):
         config_from_dict({"train": {key: value}})
@@ -105,7 +113,7 @@ def test_seeds_out_of_range_are_refused_in_new_configs_and_load_from_stored_ones
     [
         ("", "an empty config"),
         ("# only a comment\n", "an empty config"),
-        ('[train]\niterations = 5\n', "no [data] and no [model] section"),
+        ("[train]\niterations = 5\n", "no [data] and no [model] section"),
         ('[data]\nname = "moving_digits"\n', "no [model] section"),
     ],
 )
@@ -121,7 +129,7 @@ def test_a_config_file_must_name_its_data_and_model(tmp_path, text, message):
 
 
 def test_every_shipped_config_loads():
-    from transmem.benchmark.runner import configs_root
+    from transmem.benchmark.planning import configs_root
 
     files = sorted(configs_root().glob("*/*.toml"))
     assert len(files) >= 20

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from tests.support import data_config
 from transmem.config import ConfigError, DataConfig
 from transmem.data import (
     DATASETS,
@@ -28,16 +29,16 @@ from transmem.data import (
     validate_frames,
 )
 from transmem.data.balls import collide_pairs, simulate
-from transmem.data.frames import check_value_range
 from transmem.data.digits import MNIST_SIDE, load_digit_table, mnist_csv_path
-from transmem.data.preview import preview_dataset
+from transmem.data.frames import check_value_range
+from transmem.evaluation.preview import preview_dataset
 
 GENERATORS = ("moving_digits", "bouncing_balls", "advection_diffusion")
 SMALL = dict(frame_size=32, total_len=6, input_len=3, val_size=3, test_size=4)
 
 
 def small(name: str, **changes) -> DataConfig:
-    return DataConfig(name=name, **{**SMALL, **changes})
+    return data_config(name, **{**SMALL, **changes})
 
 
 # ---------------------------------------------------------------- registry and options
@@ -177,8 +178,13 @@ def test_sequences_are_identical_in_another_process():
     # A bare environment, but the same BLAS kernels: OPENBLAS_CORETYPE (set on some machines)
     # selects other matmul kernels, whose last bits differ (advection's diffusion is a matmul).
     blas = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", **blas})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", **blas},
+    )
     here = [hashlib.sha256(build_dataset(small(n), "train")[11].numpy().tobytes()).hexdigest() for n in GENERATORS]
     assert out.stdout.split() == here
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support import data_config
 from transmem.config import DataConfig
 from transmem.data import DataError, build_dataset
 
@@ -14,8 +15,13 @@ SIZE = 16
 
 
 def config(name: str, path, total_len: int = 6, **options) -> DataConfig:
-    return DataConfig(
-        name=name, frame_size=SIZE, total_len=total_len, input_len=3, train_size=0, val_size=50, test_size=50,
+    return data_config(
+        name,
+        frame_size=SIZE,
+        total_len=total_len,
+        train_size=0,
+        val_size=50,
+        test_size=50,
         options={"path": str(path), **options},
     )
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support import data_config
 from transmem.config import DataConfig
 from transmem.data import DataError, build_dataset
 from transmem.data.video_io import time_spans
@@ -16,9 +17,7 @@ LENGTH = 6
 
 
 def config(name: str, **options) -> DataConfig:
-    return DataConfig(
-        name=name, frame_size=SIZE, total_len=LENGTH, input_len=3, val_size=50, test_size=50, options=options
-    )
+    return data_config(name, frame_size=SIZE, total_len=LENGTH, val_size=50, test_size=50, options=options)
 
 
 def write_video(path, frames: int, height: int = 24, width: int = 32, level: int = 40) -> None:
@@ -103,7 +102,13 @@ def test_natural_video_from_a_path_and_bad_files(tmp_path):
 @pytest.fixture(scope="module")
 def kth_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("kth")
-    for person, action, level in [(1, "boxing", 30), (2, "walking", 60), (16, "boxing", 90), (17, "boxing", 120), (17, "walking", 150)]:
+    for person, action, level in [
+        (1, "boxing", 30),
+        (2, "walking", 60),
+        (16, "boxing", 90),
+        (17, "boxing", 120),
+        (17, "walking", 150),
+    ]:
         folder = root / action
         folder.mkdir(exist_ok=True)
         write_video(folder / f"person{person:02d}_{action}_d1_uncomp.avi", 14, height=120 // 5, width=160 // 5, level=level)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import tiny_raw
+from tests.support import tiny_raw, write_config
 from transmem.config import load_config
 from transmem.training.loop import train
 
@@ -27,16 +27,12 @@ TOLERANCE = 1e-5
 
 
 def _config(tmp_path: Path, name: str = "cfg.toml", **sections) -> Path:
-    import tomli_w
-
     raw = tiny_raw(
         data={"train_size": 0, "val_size": 0, "batch_size": 4, **sections.pop("data", {})},
         train={"iterations": 4, "log_every": 2, "checkpoint_every": 2, "time_reversal": False, "device": "cpu"},
         **sections,
     )
-    path = tmp_path / name
-    path.write_text(tomli_w.dumps(raw))
-    return path
+    return write_config(tmp_path / name, raw)
 
 
 def _torchrun(config: Path, out: Path, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -119,7 +115,6 @@ def test_tmu_target_with_cached_bank_matches_one_process(runs):
     assert _max_difference(single / "model.safetensors", ddp / "model.safetensors") < TOLERANCE
     (bank,) = (ddp / "memory_bank").iterdir()
     assert '"complete": true' in (bank / "meta.json").read_text()
-
 
 
 def test_parameters_without_gradient_do_not_stall_ddp(runs):

@@ -13,15 +13,17 @@ import json
 import pytest
 import torch
 
-from tests.conftest import target_config
+from tests.support import target_config
 from tests.test_source_init import frames, random_source
 from transmem.cli import main
 from transmem.config import ConfigError
 from transmem.models import RecurrentPredictor, rollout_mask
 from transmem.models.fusion import block_indices, fuse_backbones, fused_hidden
-from transmem.run import load_model
+from transmem.storage.model_file import load_model
+from transmem.storage.run_folder import INIT_FILE
 from transmem.training.loop import train
-from transmem.transfer.methods import INIT_FILE, METHODS
+from transmem.transfer.methods import METHODS
+from transmem.transfer.ranking import rank_sources
 from transmem.transfer.zoo import SourceError, load_source
 
 
@@ -110,7 +112,7 @@ def test_a_fused_target_starts_as_the_best_ranked_source_and_records_its_blocks(
     config = fusion_config(paths, fuse=2, rank_probe=0, cache_dir=str(tmp_path / "cache"))
     method = METHODS["fusion"](config, tmp_path / "run", torch.device("cpu"))
     model = method.build_model()
-    record = method.initialize(model)
+    record = method.initialize(model, rank_sources)
     ranked = [row["path"] for row in record["ranking"]]
     assert record["fusion"] == ranked[:2] and record["head_weights"] == [1.0, 0.0]
     zero_shot = [row["zero_shot_mse"] for row in record["ranking"]]
@@ -122,14 +124,11 @@ def test_a_fused_target_starts_as_the_best_ranked_source_and_records_its_blocks(
     torch.testing.assert_close(model(x, mask).predictions, best(x, mask).predictions, rtol=0, atol=1e-6)
 
 
-def test_a_mean_head_over_every_source_needs_no_ranking(tmp_path, monkeypatch):
-    from transmem.transfer import ranking
-
-    monkeypatch.setattr(ranking, "rank_sources", lambda *a, **k: pytest.fail("ranked"))
+def test_a_mean_head_over_every_source_needs_no_ranking(tmp_path):
     paths = [random_source(tmp_path, seed=seed) for seed in (0, 1)]
     method = METHODS["fusion"](fusion_config(paths, fusion_head="mean"), tmp_path / "run", torch.device("cpu"))
     model = method.build_model()
-    record = method.initialize(model)
+    record = method.initialize(model, lambda *a, **k: pytest.fail("ranked"))
     assert record["fusion"] == [str(p) for p in paths] and record["head_weights"] == [0.5, 0.5]
     x = frames()
     mean = sum(load_source(p).model(x).predictions for p in paths) / 2

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torchmetrics
 from skimage.metrics import structural_similarity
-
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from transmem.evaluation.metrics import (
@@ -278,10 +277,15 @@ def test_baseline_scores_static_video_perfectly():
 
 
 def test_update_does_not_track_gradients():
-    pred = torch.rand(1, 2, 1, 16, 16, requires_grad=True)
+    leaf = torch.rand(1, 2, 1, 16, 16, requires_grad=True)
+    pred = leaf * 1.0  # part of a graph, as a model's output is
     metrics = FrameMetrics(horizon=2)
     metrics.update(pred, torch.rand(1, 2, 1, 16, 16))
+    metrics.update(pred, torch.rand(1, 2, 1, 16, 16))
+    for name, total in metrics._sums.items():  # no autograd graph kept across batches
+        assert not total.requires_grad and total.grad_fn is None, name
     assert isinstance(metrics.compute()["mse"]["mean"], float)
+    assert leaf.grad is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,4 +1,4 @@
-"""Tests of transmem.evaluation.pictures: files are written and read back with the right sizes."""
+"""Tests of transmem.evaluation.animations and .plots: files are written and read back with the right sizes."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from transmem.evaluation.pictures import (
-    frame_phases,
-    layer_name,
-    plot_per_frame,
-    plot_transfer_gates,
-    save_gif,
-    save_gif_grid,
-    save_strip_png,
-)
+from transmem.evaluation.animations import frame_phases, save_gif, save_gif_grid, save_strip_png
+from transmem.evaluation.plots import layer_name, plot_per_frame, plot_transfer_gates
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIME_BAR_PX = 3
@@ -189,7 +182,7 @@ def test_prediction_gif_plays_the_future_after_the_input_and_marks_it(tmp_path):
     assert all(np.abs(prediction_cell[t].astype(int) - 217).max() <= 2 for t in range(3))  # blank while input plays
     assert all(prediction_cell[t].min() >= 250 for t in range(3, 7))  # the predicted frames after it
     assert not any(_has_color(bar[t], ORANGE) for t in range(3)) and all(_has_color(bar[t], ORANGE) for t in range(3, 7))
-    status = frames[:, : 16]  # the status line on top names the phase in its colour
+    status = frames[:, :16]  # the status line on top names the phase in its colour
     assert all(_has_color(status[t], BLUE) for t in range(3)) and all(_has_color(status[t], ORANGE) for t in range(3, 7))
     with pytest.raises(ValueError, match="do not exist"):
         save_gif(path, rows, start={"truth": 3})

@@ -74,15 +74,11 @@ def test_baseline_is_shown_but_never_best():
         "ssim": {"per_frame": [0.99, 0.99], "mean": 0.99},
         "count": 10,
     }
-    rows = table_cells(
-        markdown_results_table(summarize_runs(RUNS), metrics=("mse", "ssim", "psnr"), baseline=baseline_scores)
-    )
+    rows = table_cells(markdown_results_table(summarize_runs(RUNS), metrics=("mse", "ssim", "psnr"), baseline=baseline_scores))
     assert rows["copy last frame"] == ["–", "2.000", "0.9900", "–"]
     assert rows["tmu"][1].startswith("**") and rows["finetune"][2].startswith("**")
     flat = table_cells(
-        markdown_results_table(
-            summarize_runs(RUNS), metrics=("mse",), baseline={"method": "persistence", "mse": 1.0}
-        )
+        markdown_results_table(summarize_runs(RUNS), metrics=("mse",), baseline={"method": "persistence", "mse": 1.0})
     )
     assert flat["persistence"] == ["–", "1.000"] and flat["tmu"][1].startswith("**")
 

@@ -45,7 +45,13 @@ def test_paper_configuration_shapes():
     assert (spec.hidden, spec.kernel, spec.batch, spec.frame_size, spec.patch) == ((64, 64, 64, 64), 5, 8, 64, 4)
     assert (spec.input_len, spec.total_len) == (10, 20)
     shapes = flops.step_convs(spec, "plain")
-    assert [(s.in_channels, s.out_channels, s.kernel) for s in shapes] == [(80, 256, 5), (128, 256, 5), (128, 256, 5), (128, 256, 5), (64, 16, 1)]
+    assert [(s.in_channels, s.out_channels, s.kernel) for s in shapes] == [
+        (80, 256, 5),
+        (128, 256, 5),
+        (128, 256, 5),
+        (128, 256, 5),
+        (64, 16, 1),
+    ]
 
 
 def test_check_marks_pass_and_fail():
@@ -66,7 +72,7 @@ def test_timing_statistics():
 def test_run_prints_every_row_and_ratio(tmp_path, capsys):
     out = tmp_path / "speed.json"
     args = _parse("--tiny", "--repeats", "2", "--warmup", "1", "--memory-steps", "1", "--precision", "bf16", "--json", str(out))
-    assert speed.run(args) == 0
+    assert speed.measure_speed(args) == 0
     table = capsys.readouterr().out
     for row in (
         "train step, plain ConvLSTM",
@@ -107,8 +113,8 @@ def test_strict_exit_status_follows_the_checks(monkeypatch, tmp_path, capsys):
         }  # fmt: skip
 
     monkeypatch.setattr(speed, "benchmark_config", fake)
-    assert speed.run(_parse("--tiny", "--quick")) == 0
-    assert speed.run(_parse("--tiny", "--quick", "--strict")) == 1
+    assert speed.measure_speed(_parse("--tiny", "--quick")) == 0
+    assert speed.measure_speed(_parse("--tiny", "--quick", "--strict")) == 1
     assert "FAIL" in capsys.readouterr().out
 
 
@@ -119,7 +125,7 @@ def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path, monkeypat
     monkeypatch.setattr(speed, "benchmark_config", lambda *a, **k: measured.append(1))
     for path in (tmp_path / "missing" / "speed.json", tmp_path):
         with pytest.raises(ConfigError, match="is a folder, or its folder does not exist"):
-            speed.run(_parse("--tiny", "--json", str(path)))
+            speed.measure_speed(_parse("--tiny", "--json", str(path)))
     assert measured == []
 
 

@@ -1,6 +1,5 @@
 """Validation curves over training: averaging over seeds and the plot."""
 
-
 import pytest
 from PIL import Image
 
@@ -32,7 +31,9 @@ def test_only_the_iterations_every_run_validated_are_kept():
 
 def test_plot_writes_a_png_and_checks_its_input(tmp_path):
     path = tmp_path / "plots" / "validation.png"
-    plot_validation_curves(path, {"scratch": ([250, 500], [380.0, 200.0], [0.0, 0.0]), "tmu": ([250, 500], [220.0, 190.0], [5.0, 3.0])})
+    plot_validation_curves(
+        path, {"scratch": ([250, 500], [380.0, 200.0], [0.0, 0.0]), "tmu": ([250, 500], [220.0, 190.0], [5.0, 3.0])}
+    )
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width > 300 and image.height > 200
     with pytest.raises(ValueError, match="one length"):

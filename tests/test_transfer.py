@@ -1,6 +1,6 @@
 """Transfer: frozen source zoo, memory banks, distillation loss, TMU targets end to end.
 
-The tiny source zoo (``zoo``, trained once per session) is described in ``tests/conftest.py``.
+The tiny source zoo (``zoo``, trained once per session) is described in ``tests/support.py``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tests.conftest import STEPS, TARGET_DATA, target_config, tiny_config
+from tests.support import STEPS, TARGET_DATA, target_config, tiny_config
 from transmem.cli import main
 from transmem.config import ConfigError
 from transmem.data import build_dataset
 from transmem.models import build_predictor, rollout_mask
-from transmem.run import load, load_model, save_model
-from transmem.training.locks import FileLock
+from transmem.predictor import load
+from transmem.storage.locks import FileLock
+from transmem.storage.model_file import load_model, save_model
 from transmem.training.loop import train
 from transmem.transfer import (
     CachedMemoryBank,
@@ -37,6 +38,7 @@ from transmem.transfer import (
 )
 from transmem.transfer.memory_bank import BUILD_LOCK
 from transmem.transfer.methods import TransferableMemoryMethod
+
 
 def file_digests(folder: Path) -> dict[str, str]:
     """SHA-256 of the weights files of a run folder (model and checkpoints)."""
@@ -92,7 +94,7 @@ def test_a_target_step_sends_no_gradient_into_sources(zoo, tmp_path, bank):
     batch = TrainingBatch(indices, frames, mask)
     bank_memories = method.bank.get(batch, rollout.inputs)
     assert all(not m.requires_grad for memories in bank_memories for m in memories.values())
-    (weight, value), = method.losses(model, batch, rollout).values()
+    ((weight, value),) = method.losses(model, batch, rollout).values()
     assert weight == pytest.approx(0.1)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     (F.mse_loss(rollout.predictions, frames[:, 1:]) + weight * value).backward()
@@ -149,7 +151,7 @@ def test_zero_distill_weight_sends_no_distillation_gradient(zoo, tmp_path, monke
     method.prepare(model, build_dataset(config0.data, "train"), progress=False)
     frames = build_dataset(config0.data, "train").batch([2, 3])
     rollout = model(frames, None, **method.forward_kwargs(frames, 0))
-    (weight, value), = method.losses(model, TrainingBatch([2, 3], frames), rollout).values()
+    ((weight, value),) = method.losses(model, TrainingBatch([2, 3], frames), rollout).values()
     assert weight == 0.0 and value.item() > 0 and value.requires_grad
 
     train(config0, tmp_path / "zero", progress=False)
@@ -340,7 +342,13 @@ def _not_checkpoints(folder: Path) -> list[Path]:
     (folder / "random.pt").write_bytes(rng.bytes(4096))
     torch.save({"model": {"w": torch.zeros(3)}}, folder / "plain_dict.pt")
     (folder / "empty_run").mkdir()
-    return [folder / "random.safetensors", folder / "random.pt", folder / "plain_dict.pt", folder / "empty_run", folder / "missing"]
+    return [
+        folder / "random.safetensors",
+        folder / "random.pt",
+        folder / "plain_dict.pt",
+        folder / "empty_run",
+        folder / "missing",
+    ]
 
 
 def test_non_transmem_source_files_raise_source_error(zoo, tmp_path):
@@ -406,7 +414,6 @@ def test_stale_cache_key_builds_a_new_folder(zoo, tmp_path):
     assert not torch.equal(first.get(TrainingBatch([0], None))[0][0], second.get(TrainingBatch([0], None))[0][0])
 
 
-
 def test_a_bank_being_built_by_another_process_is_waited_for_then_reused(zoo, tmp_path):
     sources = load_zoo([str(zoo["digits1"])], target_config([zoo["digits1"]]), [0])
     reference = CachedMemoryBank(sources, [0], target_set(), tmp_path / "reference", progress=False)
@@ -415,7 +422,9 @@ def test_a_bank_being_built_by_another_process_is_waited_for_then_reused(zoo, tm
     builder = FileLock(folder / BUILD_LOCK)
     builder.acquire()  # another process is building this bank
     waiting: list = []
-    thread = threading.Thread(target=lambda: waiting.append(CachedMemoryBank(sources, [0], target_set(), tmp_path / "shared", progress=False)))
+    thread = threading.Thread(
+        target=lambda: waiting.append(CachedMemoryBank(sources, [0], target_set(), tmp_path / "shared", progress=False))
+    )
     thread.start()
     try:
         thread.join(timeout=1.0)
@@ -432,6 +441,7 @@ def test_a_bank_being_built_by_another_process_is_waited_for_then_reused(zoo, tm
     }  # reused, not rebuilt
     first = TrainingBatch([0, 1], None)
     assert torch.equal(bank.get(first)[0][0], reference.get(first)[0][0])
+
 
 # ----------------------------------------------------------------------------- 7. zoo list
 

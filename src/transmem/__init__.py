@@ -13,10 +13,10 @@ __version__ = "0.1.0"
 def load(path, device="cpu"):
     """Load a trained predictor from a run folder, ``model.safetensors`` or checkpoint.
 
-    Returns a :class:`transmem.run.Predictor` whose ``predict(frames, horizon)`` maps
+    Returns a :class:`transmem.predictor.Predictor` whose ``predict(frames, horizon)`` maps
     ``(B, T_in, C, H, W)`` to ``(B, horizon, C, H, W)``. Sources are never needed.
     """
-    from transmem.run import load as _load
+    from transmem.predictor import load as _load
 
     return _load(path, device)
 

@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from transmem.config import ConfigError
+from transmem.errors import ConfigError  # the CLI loads no torch before it must (transmem --help)
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -98,7 +98,9 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transmem", description="Unsupervised transfer between spatiotemporal predictive networks.")
+    parser = argparse.ArgumentParser(
+        prog="transmem", description="Unsupervised transfer between spatiotemporal predictive networks."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("--version", action="version", version=f"transmem {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,7 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="TOML run configuration")
     train.add_argument("--out", required=True, help="run folder (resumed if it holds this run)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    train.add_argument("--force", action="store_true", help="start over in a folder holding another run (old files are renamed, not deleted)")
+    train.add_argument(
+        "--force", action="store_true", help="start over in a folder holding another run (old files are renamed, not deleted)"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", help="score a run on its test set")
@@ -121,23 +125,30 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--sequences", type=int, default=16, help="number of sequences (the split's first ones)")
 
     predict = commands.add_parser(
-        "predict", help="predict future frames of given sequences",
+        "predict",
+        help="predict future frames of given sequences",
         description="Predict the frames after --input. Writes OUT/prediction.npy, always float32 (B, T, C, H, W) in "
         "[0, 1] whatever the input's dtype or rank, and per sequence a PNG strip and a GIF of input, truth and prediction.",
     )
     predict.add_argument("run", help="run folder, model.safetensors or checkpoint")
     predict.add_argument(
-        "--input", required=True,
+        "--input",
+        required=True,
         help=".npy of (T, H, W), (T, C, H, W) or (B, T, C, H, W); uint8 or float in [0, 1]; frames past the run's T_in "
         "are taken as the truth (unless --truth is given)",
     )
     predict.add_argument("--out", required=True, help="output folder (refused if it holds predictions, unless --force)")
     predict.add_argument(
-        "--horizon", type=int,
+        "--horizon",
+        type=int,
         help="frames to predict (default: as many as the true frames, from --truth or --input, else the run's T_out)",
     )
     predict.add_argument("--truth", help="optional .npy of the true future frames, drawn next to the prediction")
-    predict.add_argument("--force", action="store_true", help="write into an --out folder holding predictions (the old files are renamed *.previous-<time>)")
+    predict.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out folder holding predictions (the old files are renamed *.previous-<time>)",
+    )
 
     data = commands.add_parser("data", help="datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -154,24 +165,36 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", default="quick", help="quick | full")
     bench.add_argument("--out", required=True, help="benchmark folder (resumed if it exists)")
     bench.add_argument("--methods", nargs="*", help="only these methods (default: all of the suite)")
-    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of every run")
+    bench.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of every run"
+    )
     bench.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="target seeds (default: the profile's)")
     bench.add_argument(
-        "--target-set", dest="target_overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--target-set",
+        dest="target_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a key of every target run only (after --set)",
     )
     bench.add_argument(
-        "--zoo", help="folder of the source runs, shared between suites (default: OUT/sources); 'builtin': the sources "
+        "--zoo",
+        help="folder of the source runs, shared between suites (default: OUT/sources); 'builtin': the sources "
         "that ship with transmem where they match the profile (the others are trained in OUT/sources)",
     )
     bench.add_argument(
-        "--jobs", type=int, default=1, metavar="N",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
         help="train N runs at once in worker processes, each with 1/N of torch's threads (default 1)",
     )
     bench.add_argument("--status", action="store_true", help="show where each run stands; train nothing")
     bench.add_argument("--no-progress", action="store_true")
 
-    speed = commands.add_parser("speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios")
+    speed = commands.add_parser(
+        "speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios"
+    )
     from transmem.benchmark.speed import add_arguments as speed_arguments
 
     speed_arguments(speed)
@@ -179,15 +202,20 @@ def _parser() -> argparse.ArgumentParser:
     zoo = commands.add_parser("zoo", help="source zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_list = zoo_commands.add_parser("list", help="describe the sources in a folder")
-    zoo_list.add_argument("folder", help="a folder of sources, or \"builtin\" (the sources that ship with transmem)")
+    zoo_list.add_argument("folder", help='a folder of sources, or "builtin" (the sources that ship with transmem)')
     zoo_rank = zoo_commands.add_parser(
         "rank", help="rank sources for a target on its validation split (zero-shot MSE and a short finetune probe)"
     )
     zoo_rank.add_argument("sources", nargs="*", help="source run folders or model files")
     zoo_rank.add_argument("--target", required=True, help="the target's TOML run configuration (its data, model and optimiser)")
-    zoo_rank.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of the target config")
     zoo_rank.add_argument(
-        "--probe", type=int, default=None, metavar="N",
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of the target config"
+    )
+    zoo_rank.add_argument(
+        "--probe",
+        type=int,
+        default=None,
+        metavar="N",
         help="finetune probe iterations per source (default: the target's transfer.rank_probe, 100; 0 = zero-shot only)",
     )
     zoo_rank.add_argument("--out", required=True, help="folder for the probe runs and rank.json (reused when run again)")
@@ -196,7 +224,9 @@ def _parser() -> argparse.ArgumentParser:
     zoo_build.add_argument("--out", required=True, help="folder for the source runs and the packed builtin_zoo/")
     zoo_build.add_argument("--sources", nargs="+", metavar="NAME", help="builtin sources to build (default: all)")
     zoo_build.add_argument("--jobs", type=int, default=1, metavar="N", help="train N sources at once")
-    zoo_build.add_argument("--install", action="store_true", help="copy them into the package's builtin_zoo/ (an editable install's source tree)")
+    zoo_build.add_argument(
+        "--install", action="store_true", help="copy them into the package's builtin_zoo/ (an editable install's source tree)"
+    )
     return parser
 
 
@@ -213,7 +243,10 @@ def _train(args) -> int:
         print(f"{args.out}: already finished ({result.iterations} iterations); nothing to do")
         return 0
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.val.items())
-    print(f"trained {args.out}: {result.iterations} iterations in {result.seconds:.0f} s" + (f"; validation {summary}" if summary else ""))
+    print(
+        f"trained {args.out}: {result.iterations} iterations in {result.seconds:.0f} s"
+        + (f"; validation {summary}" if summary else "")
+    )
     return 0
 
 
@@ -228,7 +261,9 @@ def _evaluate(args) -> int:
     print(format_metrics_table(result["model"], baseline=result["copy_last_frame"]))
     if result["transfer_gates"]:
         names = [source_name(s) for s in result["sources"]]
-        print(f"\nmean transfer gate per layer and source (steps 1-{result['input_len']} read input frames, the later ones predictions):")
+        print(
+            f"\nmean transfer gate per layer and source (steps 1-{result['input_len']} read input frames, the later ones predictions):"
+        )
         print(format_transfer_gates(result["transfer_gates"], names, result["input_len"]))
     return 0
 
@@ -238,7 +273,7 @@ def _inspect(args) -> int:
 
     from transmem.data import DataError, build_dataset
     from transmem.evaluation.memory_scale import format_memory_scale, memory_scale
-    from transmem.run import load_model
+    from transmem.storage.model_file import load_model
     from transmem.transfer.zoo import source_name
 
     if args.sequences < 1:
@@ -250,131 +285,50 @@ def _inspect(args) -> int:
         raise DataError(f"inspect: the run's {args.split} split is empty (data.{args.split}_size = 0)")
     frames = torch.stack([dataset[i] for i in range(min(args.sequences, len(dataset)))])
     scale = memory_scale(loaded.model.eval(), frames, config.data.input_len)
-    print(f"{args.run}: {len(frames)} {args.split} sequences, the model feeding its own predictions after frame {config.data.input_len}")
+    print(
+        f"{args.run}: {len(frames)} {args.split} sequences, the model feeding its own predictions after frame {config.data.input_len}"
+    )
     print(format_memory_scale(scale, [source_name(s) for s in config.transfer.sources]))
     return 0
-
-
-def _read_frames(path: str):
-    import numpy as np
-    import torch
-
-    from transmem.data import DataError, validate_frames
-
-    file = Path(path)
-    if not file.exists():
-        raise DataError(f"{file}: file not found")
-    if not file.is_file():
-        raise DataError(f"{file}: is not a file")
-    try:
-        array = np.load(file, allow_pickle=False)
-    except (ValueError, EOFError) as error:  # EOFError: an empty or truncated file
-        raise DataError(f"{file}: not a plain .npy array ({error or 'empty file'})") from None
-    if not isinstance(array, np.ndarray):  # an .npz archive
-        array.close()
-        raise DataError(f"{file}: an .npz archive; save the frames alone as .npy (numpy.save)")
-    if array.ndim == 3:
-        array = array[None, :, None]
-    elif array.ndim == 4:
-        array = array[None]
-    elif array.ndim != 5:
-        raise DataError(f"{file}: expected (T, H, W), (T, C, H, W) or (B, T, C, H, W), got shape {array.shape}")
-    return torch.as_tensor(np.asarray(validate_frames(array, str(file)), dtype=np.float32))
-
-
-PREDICTION_FILES = ("prediction.npy", "strip_*.png", "prediction_*.gif")
 
 
 def _prediction_out(path: str, force: bool) -> Path:
     """The ``predict --out`` folder; refused if it is a file, or holds predictions and not ``force``
     (then the old prediction files are renamed ``*.previous-<time>``). Nothing is written here."""
     from transmem.data import DataError
+    from transmem.predictor import PREDICTION_FILES
 
     out = _check_out(path, folder=True)
     found = sorted(p.name for pattern in PREDICTION_FILES for p in out.glob(pattern)) if out.is_dir() else []
     if found and not force:
         shown = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
-        raise DataError(f"--out {out}: holds earlier predictions ({shown}); choose another --out or pass --force to keep them renamed *.previous-<time>")
+        raise DataError(
+            f"--out {out}: holds earlier predictions ({shown}); choose another --out or pass --force to keep them renamed *.previous-<time>"
+        )
     return out
 
 
-def _set_aside_predictions(out: Path) -> None:
-    """Rename the prediction files in ``out`` with a ``.previous-<time>`` suffix (``--force``)."""
-    import time
-
-    suffix = time.strftime(".previous-%Y%m%d-%H%M%S")
-    for pattern in PREDICTION_FILES:
-        for path in out.glob(pattern):
-            target, n = path.with_name(path.name + suffix), 1
-            while target.exists():
-                n += 1
-                target = path.with_name(f"{path.name}{suffix}-{n}")
-            path.rename(target)
-
-
-def _input_warnings(frames, data, patch: int, source: str) -> list[str]:
-    """One line per way ``frames`` (B, T, C, H, W) differ from what the model was trained on
-    and it can still run; a frame size the model cannot take raises DataError."""
-    from transmem.data import DataError
-
-    height, width = frames.shape[-2:]
-    if height % patch or width % patch:
-        raise DataError(f"{source}: frames of {height}x{width} pixels cannot be read by the model (its patch size {patch} must divide both sides)")
-    lines = []
-    if frames.shape[1] != data.input_len:
-        fewer = "fewer" if frames.shape[1] < data.input_len else "more"
-        lines.append(f"{source}: {frames.shape[1]} input frames, {fewer} than the {data.input_len} the model was trained on; predictions may be worse")
-    if (height, width) != (data.frame_size, data.frame_size):
-        lines.append(f"{source}: frames of {height}x{width} pixels, the model was trained on {data.frame_size}x{data.frame_size}; predictions may be worse")
-    return lines
-
-
 def _predict(args) -> int:
-    import numpy as np
-
-    from transmem.data import DataError
-    from transmem.evaluation.pictures import save_gif, save_strip_png
-    from transmem.run import load
+    from transmem.data import read_frames_file
+    from transmem.predictor import PREDICTION_FILE, input_warnings, load, match_frames, set_aside_predictions, write_predictions
 
     if args.horizon is not None and args.horizon < 1:
         raise ConfigError(f"--horizon: must be at least 1, got {args.horizon}")
     out = _prediction_out(args.out, args.force)
     predictor = load(args.run)
     data = predictor.config.data
-    frames = _read_frames(args.input)
-    truth = _read_frames(args.truth) if args.truth else None
-    if frames.shape[2] != data.channels:
-        raise DataError(
-            f"{args.input}: frames of shape {tuple(frames.shape)} read as (B, T, C, H, W) have {frames.shape[2]} "
-            f"channels, the model takes {data.channels} (predict wants channels before height and width)"
-        )
-    if truth is None and frames.shape[1] > data.input_len:
-        frames, truth = frames[:, : data.input_len], frames[:, data.input_len :]
-    elif truth is not None and (truth.shape[0] != frames.shape[0] or truth.shape[2:] != frames.shape[2:]):
-        raise DataError(
-            f"{args.truth}: true frames of shape {tuple(truth.shape)} (B, T, C, H, W) do not match the input "
-            f"{tuple(frames.shape)} in batch, channels or frame size"
-        )
-    for line in _input_warnings(frames, data, predictor.model.patch, args.input):
+    frames = read_frames_file(args.input)
+    truth = read_frames_file(args.truth) if args.truth else None
+    frames, truth = match_frames(frames, truth, data, args.input, args.truth)
+    for line in input_warnings(frames, data, predictor.model.patch, args.input):
         print(f"transmem: warning: {line}", file=sys.stderr)
     horizon = args.horizon or (truth.shape[1] if truth is not None else data.total_len - data.input_len)
     prediction = predictor.predict(frames, horizon)
     if args.force and out.is_dir():
-        _set_aside_predictions(out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "prediction.npy", prediction.numpy().astype(np.float32))
-    observed = frames.shape[1]  # one time axis: the future starts after the input frames
-    start = {"truth": observed, "prediction": observed}
-    for b in range(prediction.shape[0]):
-        rows = {"input": frames[b]}
-        if truth is not None:
-            rows["truth"] = truth[b]
-        rows["prediction"] = prediction[b]
-        placed = {name: column for name, column in start.items() if name in rows}
-        save_strip_png(out / f"strip_{b}.png", rows, start=placed, input_len=observed)
-        save_gif(out / f"prediction_{b}.gif", rows, pad="blank", start=placed, input_len=observed)
+        set_aside_predictions(out)
+    write_predictions(out, frames, truth, prediction)
     print(
-        f"wrote {out / 'prediction.npy'} (float32 (B, T, C, H, W) = {tuple(prediction.shape)}) and "
+        f"wrote {out / PREDICTION_FILE} (float32 (B, T, C, H, W) = {tuple(prediction.shape)}) and "
         f"{prediction.shape[0]} PNG strip(s) and GIF(s) in {out}"
     )
     return 0
@@ -388,7 +342,7 @@ def _data(args) -> int:
             print(f"{name:22s} {spec.description}")
         return 0
     from transmem.config import config_from_dict
-    from transmem.data.preview import preview_dataset
+    from transmem.evaluation.preview import preview_dataset
 
     if Path(args.out).suffix.lower() != ".gif":
         raise ConfigError(f"--out {args.out}: a preview is an animated GIF; give a file name ending in .gif")
@@ -409,25 +363,16 @@ def _zoo(args) -> int:
             raise ConfigError(f"zoo build: --jobs must be at least 1, got {args.jobs}")
         build_builtin_zoo(args.out, args.sources, args.jobs, args.install)
         return 0
-    from transmem.transfer.zoo import SourceError, describe_zoo
+    from transmem.storage.run_folder import CHECKPOINT_DIR, MODEL_FILE
+    from transmem.transfer.zoo import SourceError, describe_zoo, format_zoo
 
     rows = describe_zoo(args.folder)
     if not rows:
         raise SourceError(
-            f"{args.folder}: no sources found (a source is a run folder holding model.safetensors or checkpoints/, "
+            f"{args.folder}: no sources found (a source is a run folder holding {MODEL_FILE} or {CHECKPOINT_DIR}/, "
             f"or a .safetensors / .pt file)"
         )
-    header = f"{'name':24s} {'backbone':11s} {'hidden':12s} {'frame':>5s} {'test mse':>9s} {'ssim':>6s}  dataset"
-    print(header)
-    for row in rows:
-        if "error" in row:
-            print(f"{row['name']:24s} unusable: {row['error']}")
-            continue
-        mse = f"{row['test_mse']:.2f}" if row["test_mse"] is not None else "-"
-        ssim = f"{row['test_ssim']:.3f}" if row["test_ssim"] is not None else "-"
-        dataset = row["dataset"] + "".join(f" {k}={v}" for k, v in row["options"].items())
-        baseline = f"  (copy last frame: mse {row['copy_mse']:.2f}, ssim {row['copy_ssim']:.3f}; {row['bytes'] / 1e6:.2f} MB)" if "copy_mse" in row else ""
-        print(f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}  {dataset}{baseline}")
+    print(format_zoo(rows))
     return 0
 
 
@@ -435,7 +380,7 @@ def _zoo_rank(args) -> int:
     import json
 
     from transmem.config import load_config
-    from transmem.training.checkpoint import atomic_write_text
+    from transmem.storage.files import atomic_write_text
     from transmem.transfer.ranking import format_ranking, rank_sources
     from transmem.transfer.zoo import SourceError, load_zoo
 
@@ -456,7 +401,8 @@ def _zoo_rank(args) -> int:
 
 
 def _benchmark(args) -> int:
-    from transmem.benchmark.runner import benchmark_status, run_benchmark
+    from transmem.benchmark.runner import run_benchmark
+    from transmem.benchmark.status import benchmark_status
     from transmem.benchmark.suites import PROFILES, SUITES
 
     if args.suite not in SUITES:
@@ -493,12 +439,21 @@ def _benchmark(args) -> int:
 
 
 def _speed(args) -> int:
-    from transmem.benchmark.speed import run
+    from transmem.benchmark.speed import measure_speed
 
-    return run(args)
+    return measure_speed(args)
 
 
-COMMANDS = {"benchmark": _benchmark, "speed": _speed, "train": _train, "evaluate": _evaluate, "inspect": _inspect, "predict": _predict, "data": _data, "zoo": _zoo}
+COMMANDS = {
+    "benchmark": _benchmark,
+    "speed": _speed,
+    "train": _train,
+    "evaluate": _evaluate,
+    "inspect": _inspect,
+    "predict": _predict,
+    "data": _data,
+    "zoo": _zoo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

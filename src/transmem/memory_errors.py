@@ -9,11 +9,7 @@ import re
 
 def is_out_of_memory(error: BaseException) -> bool:
     """True if ``error`` is a failed allocation on the host or a device."""
-    return (
-        isinstance(error, MemoryError)
-        or type(error).__name__ == "OutOfMemoryError"
-        or "can't allocate memory" in str(error)
-    )
+    return isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(error)
 
 
 def allocation_size(error: BaseException) -> str:

@@ -53,7 +53,9 @@ def model_convs(model, steps: int, backward: bool, prefix: str = "") -> list[Con
     shapes = []
     for layer, cell in enumerate(model.cells):
         conv = _conv_module(cell.gate_conv)
-        shapes.append(ConvShape(f"{prefix}layer {layer} gates", conv.in_channels, conv.out_channels, conv.kernel_size[0], steps, backward))
+        shapes.append(
+            ConvShape(f"{prefix}layer {layer} gates", conv.in_channels, conv.out_channels, conv.kernel_size[0], steps, backward)
+        )
         if cell.transfer is not None:
             # the N distillers run as one 1x1 convolution with N * hidden outputs
             hidden = cell.transfer.hidden_channels

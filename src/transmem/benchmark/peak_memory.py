@@ -87,7 +87,10 @@ def memory_worker(payload: dict) -> dict:
     if not before or not _reset_peak():
         for _ in range(payload["steps"]):
             workload.step()
-        return {"peak_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)}
+        return {
+            "peak_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            / (1024 if sys.platform != "darwin" else 1024**2)
+        }
     with _AnonymousPeak() as anonymous:
         for _ in range(payload["steps"]):
             workload.step()

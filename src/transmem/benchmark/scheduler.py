@@ -9,7 +9,7 @@ each in its own worker process with ``threads`` torch threads: small recurrent n
 several cores better as several single-threaded runs than as one multi-threaded run. A task
 starts as soon as a worker is free and its needs are done, in list order. Runs never share
 a folder, and a memory bank that two runs need is built once under a lock
-(:mod:`transmem.training.locks`).
+(:mod:`transmem.storage.locks`).
 
 Each task runs in a fresh worker process, which sends back only its error or log line; the
 metrics are read from the run folder. Tasks finished by an earlier benchmark are read here,
@@ -34,11 +34,11 @@ import torch
 from transmem.config import RunConfig
 from transmem.data import DataError
 from transmem.evaluation.evaluate import evaluate_run, read_metrics
-from transmem.run import CHECKPOINT_DIR, MODEL_FILE
-from transmem.training.checkpoint import checkpoint_iteration, list_checkpoints
+from transmem.progress import format_seconds
+from transmem.storage.checkpoints import checkpoint_iteration, list_checkpoints
+from transmem.storage.run_folder import CHECKPOINT_DIR, MODEL_FILE, RunFolder
+from transmem.training.conflicts import check_run_dir
 from transmem.training.loop import train
-from transmem.training.progress import format_seconds
-from transmem.training.rundir import check_run_dir
 
 
 @dataclass
@@ -49,9 +49,6 @@ class Task:
     needs: tuple[str, ...] = field(default=())  # names of tasks that must finish first
 
 
-METRICS_FILE = "metrics.json"
-
-
 def finished(run_dir: Path) -> bool:
     """Trained and scored on its test set (a damaged or non-test ``metrics.json`` is scored again)."""
     return (run_dir / MODEL_FILE).exists() and test_metrics(run_dir) is not None
@@ -59,11 +56,11 @@ def finished(run_dir: Path) -> bool:
 
 def test_metrics(run_dir: Path) -> dict | None:
     """A run's test metrics of its final weights (its ``metrics.json``), else None."""
-    metrics = read_metrics(run_dir / METRICS_FILE, "test")
+    metrics = read_metrics(RunFolder(run_dir).metrics("test"), "test")
     return metrics if metrics is not None and metrics.get("finished") is True else None  # not a checkpoint's scores
 
 
-def run_task(config: RunConfig, run_dir: Path, progress: bool = False) -> str:
+def train_and_evaluate(config: RunConfig, run_dir: Path, progress: bool = False) -> str:
     """Train (or resume) and evaluate one run; return a line for the log.
 
     A folder holding a run of another config is refused (:class:`RunConflictError`), even
@@ -84,7 +81,9 @@ def run_task(config: RunConfig, run_dir: Path, progress: bool = False) -> str:
     return f"{run_dir}: done in {time.time() - started:.0f} s"
 
 
-def run_tasks(tasks: list[Task], jobs: int = 1, threads: int | None = None, progress: bool = True, log=print) -> dict[str, dict | None]:
+def run_tasks(
+    tasks: list[Task], jobs: int = 1, threads: int | None = None, progress: bool = True, log=print
+) -> dict[str, dict | None]:
     """Run every task; return ``{task name: test metrics or None}``.
 
     ``threads``: torch threads per worker when ``jobs > 1`` (default: this process's
@@ -105,7 +104,7 @@ def run_tasks(tasks: list[Task], jobs: int = 1, threads: int | None = None, prog
             left = [remaining_iterations(t) for t in tasks[k - 1 :]]
             log(estimate.line(k, task.name, sum(left)))
             started = time.monotonic()
-            line = run_task(task.config, task.run_dir, progress)
+            line = train_and_evaluate(task.config, task.run_dir, progress)
             estimate.record(left[0], time.monotonic() - started)
             results[task.name] = test_metrics(task.run_dir)
             log(f"  {line}")
@@ -182,7 +181,9 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                 sender.close()
                 running[worker.sentinel] = (task, worker, receiver)
                 counted[task.name], started[task.name] = remaining_iterations(task), time.monotonic()
-                iterations_left = sum(remaining_iterations(t) for t in pending) + sum(counted[t.name] for t, _, _ in running.values())
+                iterations_left = sum(remaining_iterations(t) for t in pending) + sum(
+                    counted[t.name] for t, _, _ in running.values()
+                )
                 left = estimate.time_left(iterations_left)
                 log(f"start {task.name} (run {len(results) + len(running)} of {len(tasks)}{'; ' + left if left else ''})")
             for sentinel in wait(list(running)) if running else []:  # one or more workers ended
@@ -242,7 +243,7 @@ def _work(config: RunConfig, run_dir: Path, threads: int, parent: int, sender: C
         return
     torch.set_num_threads(threads)
     try:
-        sender.send((None, run_task(config, Path(run_dir))))
+        sender.send((None, train_and_evaluate(config, Path(run_dir))))
     except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent, Ctrl-C too
         try:
             message = pickle.dumps(error)

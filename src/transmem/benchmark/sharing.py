@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from transmem.storage.run_folder import RunFolder
+
 SETTINGS = {  # name -> environment variables set (None: removed) for both processes
     "libgomp default": {"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": None},
@@ -45,11 +47,16 @@ def _environment(setting: dict) -> dict:
 
 
 def _start(folder: Path, iterations: int, env: dict) -> subprocess.Popen:
-    from transmem.benchmark.runner import configs_root
+    from transmem.benchmark.planning import configs_root
 
     overrides = [
-        f"train.iterations={iterations}", "train.log_every=2", "train.checkpoint_every=1000", "train.val_every=0",
-        "data.train_size=64", "data.val_size=0", "data.test_size=8",
+        f"train.iterations={iterations}",
+        "train.log_every=2",
+        "train.checkpoint_every=1000",
+        "train.val_every=0",
+        "data.train_size=64",
+        "data.val_size=0",
+        "data.test_size=8",
     ]
     command = [sys.executable, "-m", "transmem", "train", str(configs_root() / "digits" / "scratch.toml"), "--out", str(folder)]
     for item in overrides:
@@ -58,7 +65,7 @@ def _start(folder: Path, iterations: int, env: dict) -> subprocess.Popen:
 
 
 def _seconds_per_iteration(folder: Path) -> float:
-    with open(folder / "train.csv", newline="") as handle:
+    with open(RunFolder(folder).train_log, newline="") as handle:
         rows = list(csv.DictReader(handle))[WARMUP_ROWS:]
     return sum(float(r["seconds_per_iteration"]) for r in rows) / len(rows)
 
@@ -83,7 +90,9 @@ def measure_sharing(iterations: int = 12, log=print) -> list[dict]:
             alone = _measure(Path(tmp), name, 1, iterations)[0]
             pair = _measure(Path(tmp), name, 2, iterations)
             rows.append({"setting": name, "alone": alone, "pair": pair, "slowdown": max(pair) / alone})
-            log(f"{name}: alone {alone:.3f} s/it, side by side {pair[0]:.3f} / {pair[1]:.3f} s/it ({time.time() - started:.0f} s)")
+            log(
+                f"{name}: alone {alone:.3f} s/it, side by side {pair[0]:.3f} / {pair[1]:.3f} s/it ({time.time() - started:.0f} s)"
+            )
     return rows
 
 
@@ -95,5 +104,7 @@ def format_sharing(rows: list[dict]) -> str:
     ]
     for row in rows:
         pair = " / ".join(f"{p:.3f}" for p in row["pair"])
-        lines.append(f"| {row['setting']} | {row['alone']:.3f} | {pair} | {row['slowdown']:.2f}x | {row['alone'] / reference:.2f}x |")
+        lines.append(
+            f"| {row['setting']} | {row['alone']:.3f} | {pair} | {row['slowdown']:.2f}x | {row['alone'] / reference:.2f}x |"
+        )
     return "\n".join(lines)

@@ -47,7 +47,7 @@ from transmem.benchmark.flops import ConvShape, step_convs, total_flops
 from transmem.benchmark.peak_memory import measure_memory
 from transmem.benchmark.speed_config import CONFIGS, SpeedConfig
 from transmem.benchmark.workload import build_inference, build_workload
-from transmem.training.checkpoint import atomic_write_text
+from transmem.storage.files import atomic_write_text
 
 TRAIN_VARIANTS = ("plain", "live", "cached")
 VARIANT_LABELS = {"plain": "plain ConvLSTM", "live": "TMU, live bank", "cached": "TMU, cached bank"}
@@ -73,7 +73,14 @@ class Timing:
 
     def summary(self) -> dict:
         q1, q3 = self.quartiles
-        return {"median": self.median, "q1": q1, "q3": q3, "min": min(self.seconds), "max": max(self.seconds), "n": len(self.seconds)}
+        return {
+            "median": self.median,
+            "q1": q1,
+            "q3": q3,
+            "min": min(self.seconds),
+            "max": max(self.seconds),
+            "n": len(self.seconds),
+        }
 
 
 def measure_interleaved(functions: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, Timing]:
@@ -166,12 +173,12 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
         entry["conv_alone"] = alone.summary()
         entry["step_gflops"] = entry["conv_gflop"] / entry["median"]
         entry["conv_alone_gflops"] = entry["conv_gflop"] / alone.median
-        entry["conv_shapes"] = [
-            {**asdict(s), "gflop": s.flops(spec.batch, side, side) / 1e9} for s in shapes
-        ]
+        entry["conv_shapes"] = [{**asdict(s), "gflop": s.flops(spec.batch, side, side) / 1e9} for s in shapes]
 
     log(f"[{spec.name}] timing inference ...")
-    inference = measure_interleaved({"backbone": build_inference(spec, False), "tmu": build_inference(spec, True)}, warmup, repeats)
+    inference = measure_interleaved(
+        {"backbone": build_inference(spec, False), "tmu": build_inference(spec, True)}, warmup, repeats
+    )
     for name, timing in inference.items():
         result["inference"][name] = {**timing.summary(), "sequences_per_second": spec.batch / timing.median}
 
@@ -206,8 +213,14 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
     checks = [
         Check("TMU cached / plain step time", train["cached"]["median"] / train["plain"]["median"], "<= 1.25"),
         Check("TMU live / cached step time", train["live"]["median"] / train["cached"]["median"], ">= 1.8"),
-        Check("plain step / its convs alone, GFLOP/s", train["plain"]["step_gflops"] / train["plain"]["conv_alone_gflops"], ">= 0.6"),
-        Check("cached step / its convs alone, GFLOP/s", train["cached"]["step_gflops"] / train["cached"]["conv_alone_gflops"], ">= 0.6"),
+        Check(
+            "plain step / its convs alone, GFLOP/s", train["plain"]["step_gflops"] / train["plain"]["conv_alone_gflops"], ">= 0.6"
+        ),
+        Check(
+            "cached step / its convs alone, GFLOP/s",
+            train["cached"]["step_gflops"] / train["cached"]["conv_alone_gflops"],
+            ">= 0.6",
+        ),
         Check("TMU / backbone inference time", inf["tmu"]["median"] / inf["backbone"]["median"], "<= 1.15"),
     ]
     memory = result["memory"]
@@ -242,7 +255,9 @@ def machine_line(threads: int) -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {threads} threads, Python {platform.python_version()}"
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {threads} threads, Python {platform.python_version()}"
+    )
 
 
 def format_table(result: dict, repeats: int, warmup: int) -> str:
@@ -299,22 +314,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 10, --quick 3)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (default 2, --quick 1)")
     parser.add_argument("--quick", action="store_true", help="few repeats: a rough table in a short time")
-    parser.add_argument("--precision", default="float32", choices=["float32", "bf16"], help="also time the step under bf16 autocast")
+    parser.add_argument(
+        "--precision", default="float32", choices=["float32", "bf16"], help="also time the step under bf16 autocast"
+    )
     parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
-    parser.add_argument("--memory-steps", type=int, default=None, help="training steps per peak-memory process (default 3, --quick 2)")
+    parser.add_argument(
+        "--memory-steps", type=int, default=None, help="training steps per peak-memory process (default 3, --quick 2)"
+    )
     parser.add_argument("--json", help="also write every measurement to this JSON file")
     parser.add_argument("--workdir", help="folder for the sources and the cached bank (default: a temporary folder)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if a target fails")
     parser.add_argument(
-        "--shared-machine", action="store_true",
+        "--shared-machine",
+        action="store_true",
         help="only measure two trainings side by side against one alone, per OpenMP wait policy (see benchmark/sharing.py)",
     )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: a tiny configuration
 
 
-def run(args) -> int:
+def measure_speed(args) -> int:
     import torch
 
     from transmem.config import ConfigError
@@ -341,7 +361,11 @@ def run(args) -> int:
         return 0
 
     # the workloads set process-wide torch state as the training loop does; put it back afterwards
-    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    saved = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     try:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -368,7 +392,7 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - ``python -m transmem.benchmark.speed``
     parser = argparse.ArgumentParser(prog="transmem speed", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return measure_speed(parser.parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,4 +63,11 @@ CONFIGS = {
 
 
 def tmu_layout(spec: SpeedConfig) -> dict:
-    return {0: {"kind": "tmu", "source_channels": [spec.hidden[0]] * NUM_SOURCES, "source_sizes": [None] * NUM_SOURCES, "use_gates": True}}
+    return {
+        0: {
+            "kind": "tmu",
+            "source_channels": [spec.hidden[0]] * NUM_SOURCES,
+            "source_sizes": [None] * NUM_SOURCES,
+            "use_gates": True,
+        }
+    }

@@ -1,15 +1,14 @@
 """The workloads ``transmem speed`` times: one training step of a variant, and inference.
 
-The step is the training loop's (:func:`transmem.training.loop.train`): the transfer method
-builds the model, prepares its bank and adds its loss terms exactly as in training; the
-sources are random-init networks of the target's architecture (their weights do not change
-the cost) and the training sequences are random frames held in memory (no data generation
-in the timed step, the same for every variant).
+The step is the training loop's own (:func:`transmem.training.engine.training_step`): the
+transfer method builds the model, prepares its bank and adds its loss terms exactly as in
+training; the sources are random-init networks of the target's architecture (their weights
+do not change the cost) and the training sequences are random frames held in memory (no
+data generation in the timed step, the same for every variant).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -49,7 +48,8 @@ def make_sources(spec: SpeedConfig, folder: Path) -> list[str]:
     import torch
 
     from transmem.models import build_predictor
-    from transmem.run import MODEL_FILE, save_model
+    from transmem.storage.model_file import save_model
+    from transmem.storage.run_folder import MODEL_FILE
 
     config = spec.run_config()
     paths = []
@@ -72,34 +72,33 @@ class Workload:
     method: object
 
 
-@contextlib.contextmanager
-def _nothing():
-    yield
-
-
 def build_workload(
     spec: SpeedConfig, variant: str, folder: Path, precision: str = "float32", compile_model: bool = False
 ) -> Workload:
     """One training step of ``variant`` as the training loop runs it (see module docstring)."""
-    import torch
-    import torch.nn.functional as F
+    import dataclasses
 
+    import torch
+
+    from transmem.training.engine import training_step
     from transmem.training.sampling import batch_indices, teacher_mask
     from transmem.transfer.memory_bank import TrainingBatch
     from transmem.transfer.methods import METHODS
+    from transmem.transfer.ranking import rank_sources
 
     if variant == "plain":
         config = spec.run_config()
     else:
         sources = make_sources(spec, folder)
         config = spec.run_config("tmu", sources, variant, str(folder / "bank"))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision))
     torch.manual_seed(config.train.seed)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     dataset = RandomSequences(spec, config.data.train_size)
     method = METHODS[config.transfer.method](config, folder / "run", torch.device("cpu"))
     model = method.build_model()
-    method.initialize(model)
+    method.initialize(model, rank_sources)
     method.prepare(model, dataset, progress=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     forward_model = torch.compile(model) if compile_model else model
@@ -107,8 +106,8 @@ def build_workload(
     data = config.data
     counter = {"iteration": 0}
 
-    def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else _nothing()
+    def diverged(loss: Tensor) -> Exception:
+        return RuntimeError(f"speed: non-finite loss in the {variant} step")
 
     def step() -> None:
         iteration = counter["iteration"]
@@ -116,17 +115,9 @@ def build_workload(
         indices = batch_indices(iteration, data.batch_size, len(dataset), False, data.seed)
         mask = teacher_mask(data.batch_size, data.total_len, data.input_len, 1.0, 0.5, generator)
         frames = torch.stack([dataset[i] for i in indices])
-        with autocast():
-            rollout = forward_model(frames, mask, **method.forward_kwargs(frames, iteration))
-            loss = F.mse_loss(rollout.predictions.float(), frames[:, 1:])
-            for weight, value in method.losses(model, TrainingBatch(indices, frames, mask), rollout).values():
-                if weight > 0:
-                    loss = loss + weight * value.float()
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"speed: non-finite loss in the {variant} step")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(
+            model, forward_model, method, optimizer, None, config, TrainingBatch(indices, frames, mask), iteration, diverged
+        )
 
     return Workload(step, model, method)
 

@@ -18,14 +18,16 @@ from pathlib import Path
 import torch
 
 from transmem import __version__
-from transmem.benchmark.runner import configs_root, train_threads
+from transmem.benchmark.planning import configs_root
+from transmem.benchmark.run_logs import train_threads
 from transmem.benchmark.scheduler import Task, run_tasks
 from transmem.benchmark.suites import PROFILES, SUITES
 from transmem.config import ConfigError, RunConfig, load_config
 from transmem.data import build_dataset
 from transmem.evaluation.evaluate import evaluate_model
-from transmem.run import MODEL_FILE, load_model
-from transmem.training.checkpoint import atomic_write_bytes, atomic_write_text, sha256_file
+from transmem.storage.files import atomic_write_bytes, atomic_write_text, sha256_file
+from transmem.storage.model_file import load_model
+from transmem.storage.run_folder import MODEL_FILE
 from transmem.transfer.builtin import BUILTIN_SOURCES, CHECK_SEQUENCES, INDEX_FILE, builtin_folder
 
 METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")

@@ -19,7 +19,7 @@ other crops.
 """
 
 from .base import NOMINAL_ONLINE_SIZE, SPLITS, DatasetSpec, SequenceDataset
-from .frames import DataError, validate_frames
+from .frames import DataError, read_frames_file, validate_frames
 from .registry import DATASETS, build_dataset, check_options
 
 __all__ = [
@@ -31,5 +31,6 @@ __all__ = [
     "SequenceDataset",
     "build_dataset",
     "check_options",
+    "read_frames_file",
     "validate_frames",
 ]

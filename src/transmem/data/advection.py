@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transmem.config import ConfigError, DataConfig
+from transmem.schema import ConfigError, DataConfig
 
 from .base import DatasetSpec, SequenceDataset, requested_size
 

@@ -70,9 +70,7 @@ class ArrayStore(StoredSequences):
     def __init__(self, path: Path, array, layout: str, key: str = ""):
         self.path, self.key, self.array, self.layout = path, key, array, layout
         if array.ndim != len(layout):
-            raise DataError(
-                f"{self.name}: expected {len(layout)} dimensions {tuple(layout)}, got shape {tuple(array.shape)}"
-            )
+            raise DataError(f"{self.name}: expected {len(layout)} dimensions {tuple(layout)}, got shape {tuple(array.shape)}")
         sizes = dict(zip(layout, array.shape))
         self.count, self.frames = sizes["N"], sizes["T"]
         self.channels, self.height, self.width = sizes.get("C", 1), sizes["H"], sizes["W"]
@@ -173,7 +171,9 @@ class ClipStore(StoredSequences):
         return int(self.lengths[:, n].sum())
 
     def read(self, n: int, first: int, stop: int) -> np.ndarray:
-        frames = np.concatenate([np.arange(s, s + l) for s, l in zip(self.starts[:, n], self.lengths[:, n])])
+        frames = np.concatenate(
+            [np.arange(start, start + length) for start, length in zip(self.starts[:, n], self.lengths[:, n])]
+        )
         return self.raw[frames[first:stop]]
 
     def values(self):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from transmem.config import ConfigError, DataConfig
+from transmem.schema import ConfigError, DataConfig
 
 from .array_stores import StoredSequences, open_array_file, open_moving_mnist
 from .base import DatasetSpec, SequenceDataset, check_fraction_ranges, evenly_spaced, finite_size
@@ -47,7 +47,7 @@ class ArraySplitOptions:
         if not self.path:
             raise ConfigError(
                 "data.options.path: required (the array file to read): give it with --set data.options.path=FILE "
-                "or as path = \"FILE\" under [data.options] in the config"
+                'or as path = "FILE" under [data.options] in the config'
             )
         check_fraction_ranges(self, _RANGES)
         if self.window_stride < 0:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transmem.config import ConfigError, DataConfig
+from transmem.schema import ConfigError, DataConfig
 
 from .base import DatasetSpec, SequenceDataset, requested_size
 
@@ -42,8 +42,7 @@ class BouncingBallsOptions:
             raise ConfigError(f"data.options.num_balls: must be at least 1, got {self.num_balls}")
         if not 0.0 < self.min_radius <= self.max_radius < 0.5:
             raise ConfigError(
-                f"data.options.min_radius: need 0 < min_radius <= max_radius < 0.5, "
-                f"got {self.min_radius} and {self.max_radius}"
+                f"data.options.min_radius: need 0 < min_radius <= max_radius < 0.5, got {self.min_radius} and {self.max_radius}"
             )
         if self.num_balls * np.pi * self.max_radius**2 > 0.35:
             raise ConfigError(

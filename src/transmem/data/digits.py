@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transmem.config import ConfigError, DataConfig
+from transmem.schema import ConfigError, DataConfig
 
 from .base import DatasetSpec, SequenceDataset, requested_size
 from .frames import DataError, file_stamp, resize_frames

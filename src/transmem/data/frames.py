@@ -145,3 +145,28 @@ def require_folder(path: str | os.PathLike) -> Path:
     if not path.is_dir():
         raise DataError(f"{path}: not a folder")
     return path
+
+
+def read_frames_file(path: str | Path) -> torch.Tensor:
+    """Frames from a plain ``.npy`` file as float32 ``(B, T, C, H, W)`` in [0, 1]: ``(T, H, W)``
+    and ``(T, C, H, W)`` arrays get the missing axes, uint8 is scaled (see
+    :func:`validate_frames`). Raises DataError naming the file for anything else."""
+    file = Path(path)
+    if not file.exists():
+        raise DataError(f"{file}: file not found")
+    if not file.is_file():
+        raise DataError(f"{file}: is not a file")
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (ValueError, EOFError) as error:  # EOFError: an empty or truncated file
+        raise DataError(f"{file}: not a plain .npy array ({error or 'empty file'})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        array.close()
+        raise DataError(f"{file}: an .npz archive; save the frames alone as .npy (numpy.save)")
+    if array.ndim == 3:
+        array = array[None, :, None]
+    elif array.ndim == 4:
+        array = array[None]
+    elif array.ndim != 5:
+        raise DataError(f"{file}: expected (T, H, W), (T, C, H, W) or (B, T, C, H, W), got shape {array.shape}")
+    return torch.as_tensor(np.asarray(validate_frames(array, str(file)), dtype=np.float32))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transmem.config import ConfigError, DataConfig
+from transmem.schema import ConfigError, DataConfig
 
 from .base import DatasetSpec, SequenceDataset, evenly_spaced, finite_size, requested_size
 from .frames import file_stamp, require_file, resize_frames

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transmem.config import ConfigError, DataConfig, build_dataclass
+from transmem.schema import ConfigError, DataConfig, build_dataclass
 
 from . import advection, arrays, balls, digits, natural_video, video_folders
 from .base import DatasetSpec, SequenceDataset, check_split

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transmem.config import ConfigError, DataConfig
+from transmem.schema import ConfigError, DataConfig
 
 from .base import DatasetSpec, SequenceDataset, evenly_spaced, finite_size
 from .frames import DataError, file_stamp, require_folder
@@ -101,7 +101,7 @@ def _check_crop_and_stride(options) -> None:
     if not options.root:
         raise ConfigError(
             "data.options.root: required (the folder holding the videos): give it with --set data.options.root=FOLDER "
-            "or as root = \"FOLDER\" under [data.options] in the config"
+            'or as root = "FOLDER" under [data.options] in the config'
         )
 
 
@@ -200,8 +200,7 @@ def split_files(paths: list[Path], split: str, val_fraction: float, test_fractio
     train = count - val - test
     if train < 1:
         raise DataError(
-            f"{root}: {count} videos are too few to split by file (val {val}, test {test}); "
-            f"use data.options.split_by = 'time'"
+            f"{root}: {count} videos are too few to split by file (val {val}, test {test}); use data.options.split_by = 'time'"
         )
     bounds = {"train": (0, train), "val": (train, train + val), "test": (train + val, count)}
     first, stop = bounds[split]

@@ -2,13 +2,15 @@
 
 * :mod:`.metrics` — :class:`FrameMetrics` (MSE, MAE, per-pixel MSE, SSIM, PSNR per
   predicted frame, accumulated batch by batch) and the copy-last-frame baseline.
-* :mod:`.pictures` — PNG strips, animated GIFs, per-frame metric plots, transfer-gate plots.
+* :mod:`.animations` — PNG strips and animated GIFs of frame sequences.
+* :mod:`.plots` — per-frame metric plots, transfer-gate plots.
 * :mod:`.report` — markdown tables, mean ± std over seeds, CSV / JSON files.
 * :mod:`.training_curves` — validation curves over training, mean ± std over seeds.
 """
 
+from .animations import save_gif, save_gif_grid, save_strip_png
 from .metrics import FRAME_METRIC_NAMES, PSNR_CAP_DB, FrameMetrics, copy_last_frame_baseline
-from .pictures import plot_per_frame, plot_transfer_gates, save_gif, save_gif_grid, save_strip_png
+from .plots import plot_per_frame, plot_transfer_gates
 from .report import (
     format_metrics_table,
     markdown_results_table,

@@ -14,17 +14,12 @@ from pathlib import Path
 
 import torch
 
-from transmem.config import RunConfig
 from transmem.evaluation.metrics import FrameMetrics, copy_last_frame_baseline
 from transmem.models import RecurrentPredictor, rollout_mask
-
+from transmem.schema import RunConfig
+from transmem.storage.run_folder import metrics_file_name, transfer_gates_file_name
 
 SCORES = ("mse", "mae", "mse_pixel", "ssim", "psnr")
-
-
-def metrics_file_name(split: str) -> str:
-    """``metrics.json`` for the test split, ``metrics_<split>.json`` for another."""
-    return "metrics.json" if split == "test" else f"metrics_{split}.json"
 
 
 def read_metrics(path: str | Path, split: str = "test") -> dict | None:
@@ -44,7 +39,11 @@ def read_metrics(path: str | Path, split: str = "test") -> dict | None:
             return None
         for name in SCORES:
             entry = scores.get(name)
-            if not (isinstance(entry, dict) and isinstance(entry.get("mean"), (int, float)) and isinstance(entry.get("per_frame"), list)):
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("mean"), (int, float))
+                and isinstance(entry.get("per_frame"), list)
+            ):
                 return None
     if not isinstance(metrics.get("transfer_gates"), dict):
         return None
@@ -102,10 +101,10 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     the source names and the number of sequences.
     """
     from transmem.data import DataError, build_dataset
-    from transmem.evaluation.pictures import layer_name, plot_transfer_gates
-    from transmem.run import load_model
-    from transmem.training.checkpoint import atomic_write_text
-    from transmem.transfer.zoo import source_name
+    from transmem.evaluation.plots import layer_name, plot_transfer_gates
+    from transmem.storage.files import atomic_write_text
+    from transmem.storage.model_file import load_model
+    from transmem.storage.run_folder import source_name
 
     run_dir = Path(run_dir)
     loaded = load_model(run_dir, device)
@@ -126,6 +125,5 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     if result["transfer_gates"]:
         names = [source_name(s) for s in config.transfer.sources]
         layers = {layer_name(k): v for k, v in result["transfer_gates"].items()}
-        picture = "transfer_gates.png" if split == "test" else f"transfer_gates_{split}.png"
-        plot_transfer_gates(out.with_name(picture), layers, names, input_len=config.data.input_len)
+        plot_transfer_gates(out.with_name(transfer_gates_file_name(split)), layers, names, input_len=config.data.input_len)
     return result

@@ -104,9 +104,7 @@ def ssim_window_for(height: int, width: int) -> tuple[int, float]:
     return size, sigma
 
 
-def ssim_per_frame(
-    pred_frames: Tensor, truth_frames: Tensor, border: Literal["valid", "reflect"] = "valid"
-) -> Tensor:
+def ssim_per_frame(pred_frames: Tensor, truth_frames: Tensor, border: Literal["valid", "reflect"] = "valid") -> Tensor:
     """SSIM of each frame pair, with data range 1 (see the module docstring).
 
     Args:
@@ -216,19 +214,14 @@ class FrameMetrics:
                 f"got shapes {tuple(pred.shape)} and {tuple(truth.shape)}"
             )
         if pred.shape != truth.shape:
-            raise ValueError(
-                f"pred and truth shapes differ: {tuple(pred.shape)} vs {tuple(truth.shape)}"
-            )
+            raise ValueError(f"pred and truth shapes differ: {tuple(pred.shape)} vs {tuple(truth.shape)}")
         if pred.shape[1] != self.horizon:
             raise ValueError(
-                f"expected {self.horizon} predicted frames (horizon), got {pred.shape[1]} "
-                f"in shape {tuple(pred.shape)}"
+                f"expected {self.horizon} predicted frames (horizon), got {pred.shape[1]} in shape {tuple(pred.shape)}"
             )
         frame_shape = tuple(pred.shape[2:])
         if self._frame_shape is not None and frame_shape != self._frame_shape:
-            raise ValueError(
-                f"frame shape (C, H, W) changed between batches: {self._frame_shape} -> {frame_shape}"
-            )
+            raise ValueError(f"frame shape (C, H, W) changed between batches: {self._frame_shape} -> {frame_shape}")
         if pred.shape[0] == 0:
             raise ValueError("empty batch")
         ssim_window_for(pred.shape[-2], pred.shape[-1])  # rejects frames smaller than 3x3
@@ -239,9 +232,7 @@ class FrameMetrics:
             raise ValueError("pred contains NaN values")
         truth_min, truth_max = torch.aminmax(truth)
         if not (0.0 <= float(truth_min) and float(truth_max) <= 1.0):  # also false for NaN
-            raise ValueError(
-                f"truth must lie within [0, 1], got values in [{float(truth_min)}, {float(truth_max)}]"
-            )
+            raise ValueError(f"truth must lie within [0, 1], got values in [{float(truth_min)}, {float(truth_max)}]")
 
     @torch.no_grad()
     def update(self, pred: Tensor, truth: Tensor) -> None:
@@ -281,8 +272,7 @@ class FrameMetrics:
         }
         if self._sums is None:
             self._sums = {
-                name: torch.zeros(steps, dtype=self.accumulate_dtype, device=pred.device)
-                for name in FRAME_METRIC_NAMES
+                name: torch.zeros(steps, dtype=self.accumulate_dtype, device=pred.device) for name in FRAME_METRIC_NAMES
             }
             self._frame_shape = (channels, height, width)
         for name, values in per_sequence.items():

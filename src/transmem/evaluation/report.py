@@ -58,25 +58,20 @@ def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str
         ]
         return "| " + " | ".join(padded) + " |"
 
-    separator = "|" + "|".join(
-        ":" + "-" * (width + 1) if index == 0 else "-" * (width + 1) + ":"
-        for index, width in enumerate(widths)
-    ) + "|"
+    separator = (
+        "|"
+        + "|".join(":" + "-" * (width + 1) if index == 0 else "-" * (width + 1) + ":" for index, width in enumerate(widths))
+        + "|"
+    )
     return "\n".join([line(header), separator, *(line(row) for row in rows)])
 
 
 def _frame_metric_names(metrics: Mapping[str, Any]) -> list[str]:
     """Names of entries shaped like ``{"per_frame": [...], "mean": ...}``, in dict order."""
-    return [
-        name
-        for name, value in metrics.items()
-        if isinstance(value, Mapping) and "mean" in value and "per_frame" in value
-    ]
+    return [name for name, value in metrics.items() if isinstance(value, Mapping) and "mean" in value and "per_frame" in value]
 
 
-def format_metrics_table(
-    metrics: Mapping[str, Any], baseline: Mapping[str, Any] | None = None, digits: int = 4
-) -> str:
+def format_metrics_table(metrics: Mapping[str, Any], baseline: Mapping[str, Any] | None = None, digits: int = 4) -> str:
     """Markdown report of one run's metrics (the dict from ``FrameMetrics.compute()``).
 
     The report has a table of means (one row per metric; a second column for the
@@ -189,10 +184,7 @@ def summarize_runs(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
     summary = []
     for method, runs in grouped.items():
-        metric_sets = [
-            tuple(key for key, value in run.items() if key not in RUN_KEYS and _is_number(value))
-            for run in runs
-        ]
+        metric_sets = [tuple(key for key, value in run.items() if key not in RUN_KEYS and _is_number(value)) for run in runs]
         if any(set(names) != set(metric_sets[0]) for names in metric_sets):
             raise ValueError(f"runs of method {method!r} report different metrics: {metric_sets}")
         entry: dict[str, Any] = {"method": method, "n": len(runs)}
@@ -213,9 +205,7 @@ def summarize_runs(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def _baseline_value(baseline: Mapping[str, Any], metric: str) -> tuple[float | None, float | None]:
     """(mean, std) of ``metric`` from a baseline given as summary row, compute() dict or flat dict."""
     if f"{metric}_mean" in baseline:
-        return float(baseline[f"{metric}_mean"]), (
-            float(baseline[f"{metric}_std"]) if f"{metric}_std" in baseline else None
-        )
+        return float(baseline[f"{metric}_mean"]), (float(baseline[f"{metric}_std"]) if f"{metric}_std" in baseline else None)
     value = baseline.get(metric)
     if isinstance(value, Mapping):
         return float(value["mean"]), None
@@ -267,9 +257,7 @@ def markdown_results_table(
         if means:
             best[metric] = max(means) if metric in higher_is_better else min(means)
 
-    header = ["method", "n"] + [
-        f"{metric} {'↑' if metric in higher_is_better else '↓'}" for metric in metrics
-    ]
+    header = ["method", "n"] + [f"{metric} {'↑' if metric in higher_is_better else '↓'}" for metric in metrics]
     table_rows = []
     for row in summary:
         cells = [str(row["method"]), str(row.get("n", ""))]

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-from transmem.evaluation.pictures import save_figure
+from transmem.evaluation.plots import save_figure
 
 Curve = Sequence[tuple[int, float]]
 

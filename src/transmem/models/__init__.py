@@ -1,6 +1,17 @@
 """Predictive networks: recurrent cells, stacked backbones and the Transferable Memory Unit."""
 
-from transmem.models.backbone import BACKBONES, RecurrentPredictor, Rollout, patchify, rollout_mask, unpatchify
+from transmem.models.backbone import (
+    BACKBONES,
+    LayerLayout,
+    RecurrentPredictor,
+    Rollout,
+    TransferLayout,
+    layout_from_json,
+    layout_to_json,
+    patchify,
+    rollout_mask,
+    unpatchify,
+)
 from transmem.models.cells import CELLS, CellOutput, ConvLSTMCell, SpatioTemporalLSTMCell
 from transmem.models.tmu import TransferableMemory
 
@@ -9,18 +20,22 @@ __all__ = [
     "CELLS",
     "CellOutput",
     "ConvLSTMCell",
+    "LayerLayout",
     "RecurrentPredictor",
     "Rollout",
     "SpatioTemporalLSTMCell",
+    "TransferLayout",
     "TransferableMemory",
     "build_predictor",
+    "layout_from_json",
+    "layout_to_json",
     "patchify",
     "rollout_mask",
     "unpatchify",
 ]
 
 
-def build_predictor(model_config, channels: int, transfer_layout: dict | None = None) -> RecurrentPredictor:
+def build_predictor(model_config, channels: int, transfer_layout: TransferLayout | None = None) -> RecurrentPredictor:
     """Build the backbone described by a :class:`transmem.config.ModelConfig`."""
     return RecurrentPredictor(
         backbone=model_config.backbone,

@@ -17,7 +17,9 @@ The loss is never computed here: :meth:`RecurrentPredictor.forward` returns a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,32 @@ from torch import Tensor, nn
 from transmem.models.cells import CELLS
 from transmem.models.knowledge_flow import KnowledgeFlowMixer
 from transmem.models.tmu import TransferableMemory
+
+
+class LayerLayout(TypedDict, total=False):
+    """What one transfer layer of a target holds (see :class:`RecurrentPredictor`)."""
+
+    kind: str  # "tmu" (the default when absent) | "kflow"
+    source_channels: list[int]  # each source's memory (tmu) or hidden (kflow) channels
+    source_sizes: list[list[int] | None]  # each source's memory size [h, w]; None: the target's
+    use_gates: bool  # tmu: False is the distill ablation
+    merge: str  # tmu: "sum" | "mean" | "residual"
+    hint_to_backbone: bool  # tmu: recorded only when False
+
+
+#: ``{layer: LayerLayout}``: the transfer parts of a target's architecture, stored as JSON with
+#: its weights (:func:`layout_to_json`) so it can be rebuilt with no source present.
+TransferLayout = dict[int, LayerLayout]
+
+
+def layout_to_json(layout: TransferLayout) -> str:
+    """The layout as stored in model files and checkpoints (layer keys as strings)."""
+    return json.dumps({str(k): v for k, v in layout.items()})
+
+
+def layout_from_json(text: str) -> TransferLayout:
+    """The layout stored by :func:`layout_to_json` (``""``: none)."""
+    return {int(k): v for k, v in json.loads(text or "{}").items()}
 
 
 @dataclass(frozen=True)
@@ -101,7 +129,7 @@ class RecurrentPredictor(nn.Module):
         kernel: int = 3,
         patch: int = 4,
         norm: str = "none",
-        transfer_layout: dict[int, dict] | None = None,
+        transfer_layout: TransferLayout | None = None,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:

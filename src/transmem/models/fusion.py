@@ -53,15 +53,21 @@ def check_fusable(members: Sequence[RecurrentPredictor], target: RecurrentPredic
     for member in members:
         described = _family(member)
         if described != _family(first):
-            raise ValueError(f"members of one fusion share (backbone, layers, kernel, patch, channels, norm): {_family(first)} vs {described}")
+            raise ValueError(
+                f"members of one fusion share (backbone, layers, kernel, patch, channels, norm): {_family(first)} vs {described}"
+            )
     if _family(target) != _family(first):
-        raise ValueError(f"the target's (backbone, layers, kernel, patch, channels, norm) {_family(target)} differ from the members' {_family(first)}")
+        raise ValueError(
+            f"the target's (backbone, layers, kernel, patch, channels, norm) {_family(target)} differ from the members' {_family(first)}"
+        )
     if _norm(first) != "none":
         raise ValueError("only members with norm = 'none' can be fused (GroupNorm over a fused layer would mix the members)")
     if target.transfer_layout or any(m.transfer_layout for m in members):
         raise ValueError("fusion takes plain backbones (no TMU, distill or Knowledge Flow parts)")
     if target.hidden != fused_hidden(members):
-        raise ValueError(f"the fused backbone needs hidden = {fused_hidden(members)} (the members' sums), the target has {target.hidden}")
+        raise ValueError(
+            f"the fused backbone needs hidden = {fused_hidden(members)} (the members' sums), the target has {target.hidden}"
+        )
 
 
 @torch.no_grad()
@@ -86,7 +92,9 @@ def fuse_backbones(target: RecurrentPredictor, members: Sequence[RecurrentPredic
             if in_layout is not None:
                 cols_t, cols_m = block_indices(in_layout, n)
                 value = value[:, cols_m]
-                target_param[rows_t.unsqueeze(1), cols_t.unsqueeze(0)] = value * (head_weights[n] if name == "output.weight" else 1.0)
+                target_param[rows_t.unsqueeze(1), cols_t.unsqueeze(0)] = value * (
+                    head_weights[n] if name == "output.weight" else 1.0
+                )
             else:
                 target_param[rows_t] = value
 

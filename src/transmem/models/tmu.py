@@ -47,8 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-MEMORY_MERGES = ("sum", "mean", "residual")  # how C_t is formed from C'_t and the mixed memories
+from transmem.schema import MEMORY_MERGES  # how C_t is formed from C'_t and the mixed memories
 
 
 class TransferableMemory(nn.Module):

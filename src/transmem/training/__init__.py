@@ -1,1 +1,1 @@
-"""Training: the loop, scheduled sampling, checkpoints, run folders and DDP."""
+"""Training: the loop (engine.py; loop.py: the public train), scheduled sampling, run-folder conflicts and DDP."""

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from transmem.config import TrainConfig
+from transmem.schema import TrainConfig
 
 
 def sampling_probabilities(train: TrainConfig, iteration: int) -> tuple[float, float]:

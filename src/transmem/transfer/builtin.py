@@ -18,7 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from transmem.errors import BuiltinZooError
-from transmem.training.checkpoint import sha256_file
+from transmem.storage.files import sha256_file
 
 PREFIX = "builtin:"
 INDEX_FILE = "index.json"
@@ -73,7 +73,9 @@ def builtin_file(spec: str | Path) -> Path:
     if not path.is_file():
         raise BuiltinZooError(f"{spec}: {path} is missing; reinstall transmem or rebuild it (transmem zoo build)")
     if _sha256(path, path.stat().st_mtime_ns, path.stat().st_size) != entry["sha256"]:
-        raise BuiltinZooError(f"{spec}: {path} is damaged (SHA-256 mismatch); reinstall transmem or rebuild it (transmem zoo build)")
+        raise BuiltinZooError(
+            f"{spec}: {path} is damaged (SHA-256 mismatch); reinstall transmem or rebuild it (transmem zoo build)"
+        )
     return path
 
 

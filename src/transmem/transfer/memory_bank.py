@@ -31,9 +31,9 @@ import torch
 from torch import Tensor
 
 from transmem.errors import MemoryBankError
-from transmem.training.checkpoint import atomic_write_text, sha256_file
-from transmem.training.locks import FileLock
-from transmem.training.progress import progress_bar
+from transmem.progress import progress_bar
+from transmem.storage.files import atomic_write_text, sha256_file
+from transmem.storage.locks import FileLock
 from transmem.transfer.zoo import Source
 
 log = logging.getLogger(__name__)
@@ -228,9 +228,7 @@ class CachedMemoryBank:
         for n in range(len(self.sources)):
             out.append(
                 {
-                    layer: torch.from_numpy(np.ascontiguousarray(self.arrays[(n, layer)][order])).to(
-                        self.device, torch.float32
-                    )
+                    layer: torch.from_numpy(np.ascontiguousarray(self.arrays[(n, layer)][order])).to(self.device, torch.float32)
                     for layer in self.layers
                 }
             )

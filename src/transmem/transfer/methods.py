@@ -28,23 +28,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig, config_from_dict
-from transmem.models import RecurrentPredictor, Rollout, build_predictor
+from transmem.models import RecurrentPredictor, Rollout, TransferLayout, build_predictor
 from transmem.models.fusion import fuse_backbones, fused_hidden
+from transmem.storage.run_folder import RANK_DIR, RunFolder
 from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank, TrainingBatch
-from transmem.transfer.zoo import Source, SourceError, load_zoo
+from transmem.transfer.zoo import Source, SourceError, check_same_backbone, load_zoo
 
-INIT_FILE = "init_source.json"  # in the run folder: the source the backbone started from, and why
-RANK_FOLDER = "source_rank"  # under transfer.cache_dir (else the run folder): cached source rankings
+#: ``rank(sources, target, folder, probe, progress=...) -> rows, best first``: the signature of
+#: :func:`transmem.transfer.ranking.rank_sources`, which the training loop's caller hands down
+#: (ranking trains probes through the loop, so it sits above the loop and this module).
+RankSources = Callable[..., list[dict]]
 
 
-class ScratchMethod:
-    """Train the target from random initialisation (the base of every method)."""
+class TransferMethod:
+    """The base of every transfer method: what the training loop asks of one, each answer
+    that of training from scratch (no sources, fresh weights, no extra loss), and the
+    loading of sources and the ``init_from`` choice that methods with sources share."""
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         self.config = config
@@ -58,20 +64,21 @@ class ScratchMethod:
         can tell that a source was replaced since the run started."""
         return {str(source.path): source.digest for source in self.sources}
 
-    def transfer_layout(self) -> dict | None:
+    def transfer_layout(self) -> TransferLayout | None:
         return None
 
     def build_model(self) -> RecurrentPredictor:
         return build_predictor(self.config.model, self.config.data.channels, self.transfer_layout())
 
-    def initialize(self, model: RecurrentPredictor, progress: bool = False) -> dict | None:
-        """Set the initial weights of a fresh (not resumed) model, once its run folder exists.
+    def initialize(self, model: RecurrentPredictor, rank_sources: RankSources, progress: bool = False) -> dict | None:
+        """Set the initial weights of a fresh (not resumed) model, once its run folder exists;
+        ``rank_sources`` chooses among several candidates (:data:`RankSources`).
 
-        Returns what the run folder records about it (:data:`INIT_FILE`), or None.
+        Returns what the run folder records about it (:data:`~transmem.storage.run_folder.INIT_FILE`), or None.
         """
         if not self.init_candidates:
             return None
-        source, ranking = self._choose_init_source(progress)
+        source, ranking = self._choose_init_source(rank_sources, progress)
         load_backbone(model, source)
         return {"init_from": self.config.transfer.init_from, "source": str(source.path), "name": source.name, "ranking": ranking}
 
@@ -98,18 +105,17 @@ class ScratchMethod:
         self.sources = load_zoo(self.config.transfer.sources, self.config, layers, self.device)
         self.init_candidates = init_candidates(self.sources, self.config)
 
-    def _choose_init_source(self, progress: bool) -> tuple[Source, list[dict] | None]:
+    def _choose_init_source(self, rank_sources: RankSources, progress: bool) -> tuple[Source, list[dict] | None]:
         if len(self.init_candidates) == 1:
             return self.init_candidates[0], None
-        ranking = self._rank(self.config, progress)
+        ranking = self._rank(self.config, rank_sources, progress)
         usable = {str(s.path) for s in self.init_candidates}
         best = next(row for row in ranking if row["path"] in usable)
         return next(s for s in self.init_candidates if str(s.path) == best["path"]), ranking
 
-    def _rank(self, config: RunConfig, progress: bool) -> list[dict]:
-        """The sources ranked for ``config`` on its validation split (cached, see ranking.py)."""
-        from transmem.transfer.ranking import rank_sources  # the ranking trains probes: it needs the loop
-
+    def _rank(self, config: RunConfig, rank_sources: RankSources, progress: bool) -> list[dict]:
+        """The sources ranked for ``config`` on its validation split by ``rank_sources``
+        (:data:`RankSources`; cached, see ranking.py)."""
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError(
                 f"transfer.method = {self.config.transfer.method!r} ranks the sources, which it cannot do under torchrun: "
@@ -117,11 +123,11 @@ class ScratchMethod:
                 "(fusion: fuse = 0 with fusion_head = 'mean' needs no ranking)"
             )
 
-        folder = Path(self.config.transfer.cache_dir or self.run_dir) / RANK_FOLDER
+        folder = Path(self.config.transfer.cache_dir or self.run_dir) / RANK_DIR  # cached source rankings
         return rank_sources(self.sources, config, folder, self.config.transfer.rank_probe, progress=progress)
 
 
-class FinetuneMethod(ScratchMethod):
+class FinetuneMethod(TransferMethod):
     """Initialise from a source with the same architecture, then train on the target.
 
     One source, or several with ``transfer.init_from`` naming one of them or ``"best"``.
@@ -154,7 +160,7 @@ def init_candidates(sources: list[Source], config: RunConfig, method: str | None
             chosen.append(source)
         if not chosen:
             raise SourceError(
-                "transfer.init_from = \"best\": no source has the target's architecture (backbone, hidden, "
+                'transfer.init_from = "best": no source has the target\'s architecture (backbone, hidden, '
                 "patch, kernel, norm); name none to start from fresh weights"
             )
     else:
@@ -166,19 +172,6 @@ def init_candidates(sources: list[Source], config: RunConfig, method: str | None
     for source in chosen:
         check_same_backbone(source, config, verb)
     return chosen
-
-
-def check_same_backbone(source: Source, config: RunConfig, verb: str = "starting from a source") -> None:
-    """Raise SourceError unless ``source`` has the target's backbone architecture."""
-    model = source.model
-    theirs = (model.backbone, model.hidden, model.patch, model.channels, source.config.model.kernel, source.config.model.norm)
-    target = config.model
-    mine = (target.backbone, list(target.hidden), target.patch, config.data.channels, target.kernel, target.norm)
-    if mine != theirs:
-        raise SourceError(
-            f"source {source.path}: {verb} needs the same architecture; source has "
-            f"(backbone, hidden, patch, channels, kernel, norm) = {theirs}, target {mine}"
-        )
 
 
 def load_backbone(model: RecurrentPredictor, source: Source) -> None:
@@ -197,7 +190,8 @@ def load_backbone(model: RecurrentPredictor, source: Source) -> None:
                 raise SourceError(f"source {source.path}: its {name} {tuple(value.shape)} does not fit the target ({shape})")
             mine[: value.shape[0]].copy_(value)
 
-def memory_layouts(sources, layers: list[int], config: RunConfig, **fields) -> dict:
+
+def memory_layouts(sources, layers: list[int], config: RunConfig, **fields) -> TransferLayout:
     """Per target layer: each source's memory channels and spatial size (None = target's)."""
     frame_size = config.data.frame_size
     target_side = frame_size // config.model.patch
@@ -212,7 +206,7 @@ def memory_layouts(sources, layers: list[int], config: RunConfig, **fields) -> d
     return layout
 
 
-class TransferableMemoryMethod(ScratchMethod):
+class TransferableMemoryMethod(TransferMethod):
     """TMU target distilling the sources' memories (``tmu``; ``distill`` without gates)."""
 
     use_gates = True
@@ -222,11 +216,11 @@ class TransferableMemoryMethod(ScratchMethod):
         self.layers = list(config.transfer.layers)
         self._load_sources(self.layers)
         self.bank = None
-        self.bank_folder = Path(config.transfer.cache_dir or run_dir / "memory_bank")
+        self.bank_folder = Path(config.transfer.cache_dir or RunFolder(run_dir).memory_bank)
         if self.bank_folder.exists() and not self.bank_folder.is_dir():  # refused before the run folder is written
             raise ConfigError(f"transfer.cache_dir: {self.bank_folder} exists and is not a folder")
 
-    def transfer_layout(self) -> dict:
+    def transfer_layout(self) -> TransferLayout:
         transfer = self.config.transfer
         fields = {"kind": "tmu", "use_gates": self.use_gates, "merge": transfer.memory_merge}
         if not transfer.hint_to_backbone:  # recorded only when set: older layouts stay as they were
@@ -275,7 +269,7 @@ class DistillOnlyMethod(TransferableMemoryMethod):
     use_gates = False
 
 
-class KnowledgeFlowMethod(ScratchMethod):
+class KnowledgeFlowMethod(TransferMethod):
     """Knowledge Flow: teachers' hidden states flow into the target, then fade out."""
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
@@ -283,7 +277,7 @@ class KnowledgeFlowMethod(ScratchMethod):
         self.layers = list(config.transfer.layers)
         self._load_sources(self.layers)
 
-    def transfer_layout(self) -> dict:
+    def transfer_layout(self) -> TransferLayout:
         return memory_layouts(self.sources, self.layers, self.config, kind="kflow")
 
     def flow_scale(self, iteration: int) -> float:
@@ -300,7 +294,7 @@ class KnowledgeFlowMethod(ScratchMethod):
         return {"teacher_hidden": teacher_hidden, "flow_scale": scale}
 
 
-class FusionMethod(ScratchMethod):
+class FusionMethod(TransferMethod):
     """The best ``transfer.fuse`` sources side by side in one wider backbone, all trained.
 
     The sources must share one architecture (backbone, hidden, kernel, patch, channels) with
@@ -334,15 +328,19 @@ class FusionMethod(ScratchMethod):
         raw["transfer"] = {"method": "none"}
         return config_from_dict(raw, stored=True)
 
-    def initialize(self, model: RecurrentPredictor, progress: bool = False) -> dict:
+    def initialize(self, model: RecurrentPredictor, rank_sources: RankSources, progress: bool = False) -> dict:
         transfer = self.config.transfer
         ranking = None
         chosen = self.sources[: self.fuse]
         if len(self.sources) > 1 and (self.fuse < len(self.sources) or transfer.fusion_head == "best"):
-            ranking = self._rank(self.member_config(), progress)
+            ranking = self._rank(self.member_config(), rank_sources, progress)
             by_path = {str(s.path): s for s in self.sources}
             chosen = [by_path[row["path"]] for row in ranking[: self.fuse]]
-        weights = [1.0 if n == 0 else 0.0 for n in range(self.fuse)] if transfer.fusion_head == "best" else [1.0 / self.fuse] * self.fuse
+        weights = (
+            [1.0 if n == 0 else 0.0 for n in range(self.fuse)]
+            if transfer.fusion_head == "best"
+            else [1.0 / self.fuse] * self.fuse
+        )
         fuse_backbones(model, [s.model for s in chosen], weights)
         return {
             "fusion": [str(s.path) for s in chosen],
@@ -368,7 +366,11 @@ def distillation_loss(model: RecurrentPredictor, rollout: Rollout, bank: list[di
     return torch.stack(terms).mean()
 
 
-METHODS: dict[str, type[ScratchMethod]] = {
+class ScratchMethod(TransferMethod):
+    """``none``: train the target from random initialisation (the base's every answer)."""
+
+
+METHODS: dict[str, type[TransferMethod]] = {
     "none": ScratchMethod,
     "finetune": FinetuneMethod,
     "tmu": TransferableMemoryMethod,

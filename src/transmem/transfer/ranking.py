@@ -29,13 +29,11 @@ import torch
 
 from transmem.config import RunConfig, config_from_dict
 from transmem.data import DataError, build_dataset
-from transmem.evaluation.evaluate import evaluate_model
-from transmem.run import load_model
-from transmem.training.checkpoint import atomic_write_text
-from transmem.training.locks import FileLock
-from transmem.training.loop import train
-from transmem.transfer.methods import check_same_backbone
-from transmem.transfer.zoo import Source, SourceError
+from transmem.storage.files import atomic_write_text
+from transmem.storage.locks import FileLock
+from transmem.storage.model_file import load_model
+from transmem.training.engine import train_run
+from transmem.transfer.zoo import Source, SourceError, check_same_backbone
 
 RANK_VERSION = 1
 RANK_FILE = "rank.json"
@@ -84,7 +82,9 @@ def rank_sources(
         raise SourceError(f"zoo rank: the probe length must be >= 0, got {probe}")
     val = build_dataset(target.data, "val")
     if len(val) == 0:
-        raise DataError("zoo rank: the target has no validation split (data.val_size = 0); sources are never ranked on the test split")
+        raise DataError(
+            "zoo rank: the target has no validation split (data.val_size = 0); sources are never ranked on the test split"
+        )
     key = ranking_key(sources, target, probe)
     home = Path(folder) / key
     home.mkdir(parents=True, exist_ok=True)
@@ -112,12 +112,16 @@ def _score(n: int, source: Source, target: RunConfig, val, home: Path, probe: in
     if probe > 0:
         config = probe_config(target, str(source.path), probe)
         run = home / f"probe{n}_{source.name}"
-        train(config, run, progress=progress, check_test_split=False)
+        train_run(config, run, rank_sources, progress=progress, check_test_split=False)  # a finetune of one source: never ranks
         row["probe_mse"] = _val_mse(load_model(run, device).model, val, config, device)
     return row
 
 
 def _val_mse(model, val, config: RunConfig, device) -> float:
+    # Imported here: the evaluation package loads torchmetrics and matplotlib (about a second),
+    # which `transmem train` pays only when it validates or ranks.
+    from transmem.evaluation.evaluate import evaluate_model
+
     return float(evaluate_model(model, val, config, device=device)["model"]["mse"]["mean"])
 
 
@@ -135,5 +139,7 @@ def format_ranking(rows: list[dict]) -> str:
     lines = [f"{'rank':>4}  {'source':<{width}}  {'zero-shot val mse':>17}  {'probe val mse':>13}  note"]
     for row in rows:
         probe = f"{row['probe_mse']:.2f}" if row["probe_mse"] is not None else "-"
-        lines.append(f"{row['rank']:>4}  {row['name']:<{width}}  {row['zero_shot_mse']:>17.2f}  {probe:>13}  {row['note']}".rstrip())
+        lines.append(
+            f"{row['rank']:>4}  {row['name']:<{width}}  {row['zero_shot_mse']:>17.2f}  {probe:>13}  {row['note']}".rstrip()
+        )
     return "\n".join(lines)

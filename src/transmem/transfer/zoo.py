@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 
-from transmem.config import RunConfig
 from transmem.errors import SourceError
 from transmem.models import RecurrentPredictor
-from transmem.run import load_model
-from transmem.training.checkpoint import CheckpointError
+from transmem.schema import RunConfig
+from transmem.storage.checkpoints import CheckpointError
+from transmem.storage.model_file import load_model
+from transmem.storage.run_folder import MODEL_FILE, RunFolder, source_name
 from transmem.transfer.builtin import PREFIX, builtin_file, describe_builtin, is_builtin
 
 
@@ -42,14 +43,6 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-def source_name(path: str | Path) -> str:
-    """A source's short name: its run folder's name (also for ``RUN/model.safetensors``), else the file's stem."""
-    path = Path(path)
-    if path.name == "model.safetensors":
-        return path.parent.name
-    return path.stem if path.suffix in (".safetensors", ".pt") else path.name
-
-
 def load_source(path: str | Path, device: str | torch.device = "cpu") -> Source:
     """Load a source frozen. A run folder must hold finished training (``model.safetensors``);
     a checkpoint file named explicitly is used as it is; ``builtin:NAME`` is a source that
@@ -65,7 +58,7 @@ def load_source(path: str | Path, device: str | torch.device = "cpu") -> Source:
         raise SourceError(f"source {path}: {error}") from None
     if path.is_dir() and not loaded.finished:
         raise SourceError(
-            f"source {path}: unfinished run (no model.safetensors; newest checkpoint {loaded.path}); "
+            f"source {path}: unfinished run (no {MODEL_FILE}; newest checkpoint {loaded.path}); "
             f"finish its training, or name the checkpoint file to transfer from it as it is"
         )
     name = path.name if path.is_dir() else source_name(path)
@@ -93,6 +86,19 @@ def check_compatible(sources: list[Source], target: RunConfig, layers: list[int]
                 raise SourceError(f"source {source.path}: has {len(model.hidden)} layers, no layer {layer}")
 
 
+def check_same_backbone(source: Source, config: RunConfig, verb: str = "starting from a source") -> None:
+    """Raise SourceError unless ``source`` has the target's backbone architecture."""
+    model = source.model
+    theirs = (model.backbone, model.hidden, model.patch, model.channels, source.config.model.kernel, source.config.model.norm)
+    target = config.model
+    mine = (target.backbone, list(target.hidden), target.patch, config.data.channels, target.kernel, target.norm)
+    if mine != theirs:
+        raise SourceError(
+            f"source {source.path}: {verb} needs the same architecture; source has "
+            f"(backbone, hidden, patch, channels, kernel, norm) = {theirs}, target {mine}"
+        )
+
+
 def load_zoo(paths: list[str], target: RunConfig, layers: list[int], device="cpu") -> list[Source]:
     sources = [load_source(p, device) for p in paths]
     check_compatible(sources, target, layers)
@@ -109,7 +115,9 @@ def describe_zoo(folder: str | Path) -> list[dict]:
     if not folder.is_dir():
         raise SourceError(f"{folder}: not a folder")
     candidates = sorted(
-        p for p in folder.iterdir() if (p.is_dir() and ((p / "model.safetensors").exists() or (p / "checkpoints").is_dir()))
+        p
+        for p in folder.iterdir()
+        if (p.is_dir() and (RunFolder(p).model.exists() or RunFolder(p).checkpoints.is_dir()))
         or p.suffix in (".safetensors", ".pt")
     )
     rows = []
@@ -119,7 +127,7 @@ def describe_zoo(folder: str | Path) -> list[dict]:
         except SourceError as error:
             rows.append({"name": path.name, "error": str(error)})
             continue
-        metrics = read_metrics((path if path.is_dir() else path.parent) / "metrics.json", "test") or {}
+        metrics = read_metrics(RunFolder(path if path.is_dir() else path.parent).metrics("test"), "test") or {}
         rows.append(
             {
                 "name": source.name,
@@ -134,3 +142,24 @@ def describe_zoo(folder: str | Path) -> list[dict]:
             }
         )
     return rows
+
+
+def format_zoo(rows: list[dict]) -> str:
+    """A plain-text table of :func:`describe_zoo` rows (``transmem zoo list``)."""
+    lines = [f"{'name':24s} {'backbone':11s} {'hidden':12s} {'frame':>5s} {'test mse':>9s} {'ssim':>6s}  dataset"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"{row['name']:24s} unusable: {row['error']}")
+            continue
+        mse = f"{row['test_mse']:.2f}" if row["test_mse"] is not None else "-"
+        ssim = f"{row['test_ssim']:.3f}" if row["test_ssim"] is not None else "-"
+        dataset = row["dataset"] + "".join(f" {k}={v}" for k, v in row["options"].items())
+        baseline = (
+            f"  (copy last frame: mse {row['copy_mse']:.2f}, ssim {row['copy_ssim']:.3f}; {row['bytes'] / 1e6:.2f} MB)"
+            if "copy_mse" in row
+            else ""
+        )
+        lines.append(
+            f"{row['name']:24s} {row['backbone']:11s} {str(row['hidden']):12s} {row['frame_size']:5d} {mse:>9s} {ssim:>6s}  {dataset}{baseline}"
+        )
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Run folders: the config saved next to every run, and refusal to mix two runs.
+"""Refusing to mix two runs in one folder, and the config saved next to every run.
 
 ``transmem train CONFIG --out RUN`` on a folder that already holds a run:
 
@@ -19,15 +19,9 @@ from pathlib import Path
 
 from transmem.config import ConfigError, RunConfig, load_config
 from transmem.errors import RunConflictError
-from transmem.run import MODEL_FILE, stored_model_config
-from transmem.training.checkpoint import atomic_write_text
-
-CONFIG_FILE = "config.toml"
-RUN_FILES = (
-    "config.toml", "checkpoints", "model.safetensors", "train.csv", "val.csv", "metrics.json", "metrics_val.json", "memory_bank",
-    "tensorboard", "transfer_gates.png", "transfer_gates_val.png", "init_source.json", "source_rank",
-)
-SHARED_CACHES = ("memory_bank", "source_rank")  # keyed, checksummed caches other runs may share
+from transmem.storage.files import atomic_write_text
+from transmem.storage.model_file import stored_model_config
+from transmem.storage.run_folder import CONFIG_FILE, MODEL_FILE, RUN_FILES, SHARED_CACHES
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

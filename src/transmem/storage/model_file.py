@@ -1,15 +1,9 @@
-"""Run folders and self-contained trained models.
+"""The model file, ``model.safetensors``, and loading a trained model from any of its forms.
 
-A run folder written by ``transmem train`` holds::
-
-    config.toml          the resolved configuration
-    checkpoints/         ckpt-XXXXXXXX.pt (last K) and manifest.json (SHA-256 of each)
-    train.csv, val.csv   logged losses and validation metrics
-    model.safetensors    the final weights; the architecture (config and TMU layout) is in
-                         the safetensors metadata, so the file alone rebuilds the predictor
-
-:func:`load` returns a :class:`Predictor` from a run folder, a ``model.safetensors`` file or
-a checkpoint file. Nothing here executes code from the files it reads.
+A model file holds the final weights; the architecture (config and TMU layout) is in the
+safetensors metadata, so the file alone rebuilds the predictor, and a SHA-256 of the weights
+is checked on load. :func:`load_model` takes a run folder, a model file or a checkpoint file.
+Nothing here executes code from the files it reads.
 """
 
 from __future__ import annotations
@@ -20,26 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from transmem.config import ConfigError, RunConfig, config_from_dict
-from transmem.models import RecurrentPredictor, build_predictor
-from transmem.training.checkpoint import (
-    CheckpointError,
-    atomic_write_bytes,
-    latest_good_checkpoint,
-    load_checkpoint,
-)
+from transmem.config import ConfigError, RunConfig, config_from_dict, tomllib
+from transmem.models import RecurrentPredictor, build_predictor, layout_from_json, layout_to_json
+from transmem.storage.checkpoints import CheckpointError, latest_good_checkpoint, load_checkpoint
+from transmem.storage.files import atomic_write_bytes
+from transmem.storage.run_folder import MODEL_FILE, RunFolder
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
-    import tomli as tomllib
-
-MODEL_FILE = "model.safetensors"
-CHECKPOINT_DIR = "checkpoints"
+MODEL_FORMAT = "transmem-model-1"
 
 
 @dataclass
@@ -54,9 +39,9 @@ class LoadedModel:
 def save_model(model: RecurrentPredictor, config: RunConfig, path: Path, extra: dict | None = None) -> None:
     """Write final weights + architecture metadata to ``path`` (safetensors), atomically."""
     metadata = {
-        "format": "transmem-model-1",
+        "format": MODEL_FORMAT,
         "config": config.to_toml(),
-        "transfer_layout": json.dumps({str(k): v for k, v in model.transfer_layout.items()}),
+        "transfer_layout": layout_to_json(model.transfer_layout),
         "extra": json.dumps(extra or {}),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -75,12 +60,10 @@ def stored_model_config(path: str | Path) -> RunConfig | None:
     """The configuration in a ``model.safetensors``'s metadata (the one its weights were
     trained with), read without loading the weights; None if the file is not a readable
     transmem model."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-        return _config_from_toml(metadata["config"], Path(path)) if metadata.get("format") == "transmem-model-1" else None
+        return _config_from_toml(metadata["config"], Path(path)) if metadata.get("format") == MODEL_FORMAT else None
     except (SafetensorError, OSError, ValueError, KeyError, CheckpointError):
         return None
 
@@ -88,8 +71,10 @@ def stored_model_config(path: str | Path) -> RunConfig | None:
 def _build(config: RunConfig, layout_json: str, state: dict[str, Tensor], where: Path) -> RecurrentPredictor:
     bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
-        raise CheckpointError(f"{where}: holds non-finite weights (NaN or inf) in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
-    layout = {int(k): v for k, v in json.loads(layout_json or "{}").items()}
+        raise CheckpointError(
+            f"{where}: holds non-finite weights (NaN or inf) in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
+        )
+    layout = layout_from_json(layout_json)
     model = build_predictor(config.model, config.data.channels, layout)
     try:
         model.load_state_dict(state)
@@ -115,10 +100,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     path = Path(path)
     finished = True
     if path.is_dir():
-        if (path / MODEL_FILE).is_file():
-            path = path / MODEL_FILE
+        folder = RunFolder(path)
+        if folder.model.is_file():
+            path = folder.model
         else:
-            found = latest_good_checkpoint(path / CHECKPOINT_DIR)
+            found = latest_good_checkpoint(folder.checkpoints)
             if found is None:
                 raise CheckpointError(f"{path}: no trained model (no {MODEL_FILE} and no good checkpoint){_runs_inside(path)}")
             path, state = found
@@ -127,14 +113,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise CheckpointError(f"{path}: not found")
     if path.suffix == ".safetensors":
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as error:
             raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
-        if metadata.get("format") != "transmem-model-1":
+        if metadata.get("format") != MODEL_FORMAT:
             raise CheckpointError(f"{path}: not a transmem model (missing transmem metadata)")
         config = _config_from_toml(metadata["config"], path)
         digest = _state_digest(tensors)
@@ -149,7 +133,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
 def _runs_inside(folder: Path) -> str:
     """``"; it holds the runs seed0, seed1 ..."`` when ``folder``'s subfolders are runs (a
     benchmark's method folder), else ``""``."""
-    runs = sorted(p.name for p in folder.iterdir() if (p / MODEL_FILE).is_file() or (p / CHECKPOINT_DIR).is_dir())
+    runs = sorted(p.name for p in folder.iterdir() if RunFolder(p).holds_run())
     if not runs:
         return ""
     return f"; it holds the runs {', '.join(runs)} (a benchmark method's seeds?): give one of them, e.g. {folder / runs[0]}"
@@ -159,45 +143,3 @@ def _from_checkpoint(path: Path, state: dict, device) -> LoadedModel:
     config = _config_from_toml(state["config"], path)
     model = _build(config, state.get("transfer_layout", "{}"), state["model"], path)
     return LoadedModel(model.to(device), config, path, _state_digest(state["model"]), False)
-
-
-class Predictor:
-    """A trained predictor ready for inference (no sources needed, even for TMU targets)."""
-
-    def __init__(self, loaded: LoadedModel) -> None:
-        self.model = loaded.model.eval()
-        self.config = loaded.config
-        self.path = loaded.path
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def predict(self, frames: Tensor, horizon: int | None = None) -> Tensor:
-        """Predict ``horizon`` frames (default: the run's T_out) after ``frames``.
-
-        Args:
-            frames: ``(B, T_in, C, H, W)`` float in [0, 1] or uint8 (a numpy array is accepted).
-        Returns:
-            ``(B, horizon, C, H, W)`` float32, clipped to [0, 1].
-        """
-        from transmem.data import DataError, validate_frames
-
-        frames = validate_frames(torch.as_tensor(frames), "frames")  # uint8 scaled; NaN, inf, range refused
-        if frames.dim() != 5:
-            raise DataError(f"frames must be (B, T_in, C, H, W), got shape {tuple(frames.shape)}")
-        if frames.shape[2] != self.model.channels:
-            raise DataError(f"frames have {frames.shape[2]} channels, the model takes {self.model.channels}")
-        if frames.shape[-1] % self.model.patch or frames.shape[-2] % self.model.patch:
-            raise DataError(f"frame size {tuple(frames.shape[-2:])} is not divisible by the patch size {self.model.patch}")
-        if horizon is None:
-            horizon = self.config.data.total_len - self.config.data.input_len
-        out = self.model.predict(frames.to(self.device), horizon)
-        if not torch.isfinite(out).all():
-            raise DataError(f"{self.path}: the model predicts non-finite values (NaN or inf) for these frames")
-        return out.clamp(0.0, 1.0).cpu()
-
-
-def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
-    """Load a predictor from a run folder, ``model.safetensors`` or checkpoint file."""
-    return Predictor(load_model(path, device))

@@ -1,4 +1,4 @@
-"""Pictures of predictions and curves: PNG strips, animated GIFs, per-frame plots, gate plots.
+"""Pictures of frame sequences: PNG strips and animated GIFs of predictions.
 
 Frame sequences are ``(T, C, H, W)`` tensors (or arrays) with ``C`` = 1 (shown in
 grayscale) or 3 (RGB) and values in ``[0, 1]``; values outside are clipped for
@@ -33,27 +33,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import imageio.v3 as iio
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-__all__ = [
-    "frame_phases",
-    "layer_name",
-    "save_strip_png",
-    "save_gif",
-    "save_gif_grid",
-    "plot_per_frame",
-    "plot_transfer_gates",
-]
+from transmem.evaluation.plots import ArrayLike, PathLike, as_float_array, save_figure
 
-ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
-PathLike = Union[str, Path]
+__all__ = ["frame_phases", "save_strip_png", "save_gif", "save_gif_grid"]
 
 _BACKGROUND = 1.0  # white, for gaps between frames
 _BLANK_CELL = 0.85  # light gray, for missing frames in GIFs
@@ -64,33 +54,12 @@ _TIME_BAR_COLOR = np.array([0.12, 0.47, 0.71])  # matplotlib "tab:blue"
 _INPUT_COLOR = (0.12, 0.47, 0.71)  # "tab:blue": observed (input) frames
 _PREDICTED_COLOR = (0.85, 0.37, 0.01)  # dark orange: predicted frames
 
-_METRIC_AXIS_LABELS = {
-    "mse": "MSE per frame (sum over pixels), lower is better",
-    "mae": "MAE per frame (sum over pixels), lower is better",
-    "mse_pixel": "per-pixel MSE, lower is better",
-    "ssim": "SSIM, higher is better",
-    "psnr": "PSNR (dB), higher is better",
-}
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _as_float_array(values: ArrayLike) -> np.ndarray:
-    """Any tensor / array / nested list as a float64 numpy array (on CPU)."""
-    if isinstance(values, torch.Tensor):
-        return values.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(values, dtype=np.float64)
-
 
 def _sequence_as_rgb(name: str, sequence: ArrayLike) -> np.ndarray:
     """``(T, C, H, W)`` sequence with C in {1, 3} -> ``(T, H, W, 3)`` float array in [0, 1]."""
-    frames = _as_float_array(sequence)
+    frames = as_float_array(sequence)
     if frames.ndim != 4 or frames.shape[1] not in (1, 3) or frames.shape[0] < 1:
-        raise ValueError(
-            f"sequence {name!r} must be (T, C, H, W) with T >= 1 and C in (1, 3), "
-            f"got shape {frames.shape}"
-        )
+        raise ValueError(f"sequence {name!r} must be (T, C, H, W) with T >= 1 and C in (1, 3), got shape {frames.shape}")
     frames = np.clip(np.nan_to_num(frames, nan=0.0), 0.0, 1.0).transpose(0, 2, 3, 1)
     if frames.shape[-1] == 1:
         frames = np.repeat(frames, 3, axis=-1)
@@ -135,11 +104,6 @@ def _fitting_font_px(labels: Sequence[str], room_px: float) -> float:
     # DejaVu Sans averages about 0.6 em per character.
     fitting = room_px / (0.6 * max(longest, 1))
     return float(min(_LABEL_FONT_PX, max(_MIN_LABEL_FONT_PX, fitting)))
-
-
-def layer_name(layer: int | str) -> str:
-    """``"layer 0"`` for the first layer: 0-based, as ``transfer.layers`` and ``evaluate`` count."""
-    return f"layer {int(layer)}"
 
 
 def frame_phases(steps: int, input_len: int | None) -> list[tuple[int, str]]:
@@ -250,7 +214,7 @@ def write_gif_frames(path: PathLike, frames: np.ndarray, duration_ms: float) -> 
     An existing file is replaced only by a complete GIF; frames too large for the format
     are refused before anything is written.
     """
-    from transmem.training.checkpoint import atomic_write_bytes
+    from transmem.storage.files import atomic_write_bytes
 
     height, width = frames.shape[1:3]
     if max(height, width) > GIF_MAX_SIDE:
@@ -258,23 +222,6 @@ def write_gif_frames(path: PathLike, frames: np.ndarray, duration_ms: float) -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, iio.imwrite("<bytes>", frames, extension=".gif", duration=duration_ms, loop=0))
-
-
-def save_figure(figure: Figure, path: PathLike) -> None:
-    """Render ``figure`` on an Agg canvas into ``path`` (white background; parent folders created)."""
-    import io
-
-    from transmem.training.checkpoint import atomic_write_bytes
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()  # rendered first: an existing file is replaced only by a complete one
-    figure.savefig(buffer, format=path.suffix.lstrip(".") or "png", bbox_inches="tight", facecolor="white")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-# ----------------------------------------------------------------------------- PNG strip
 
 
 def save_strip_png(
@@ -313,9 +260,7 @@ def save_strip_png(
     columns = max(starts[name] + frames.shape[0] for name, frames in sequences.items())
     gap = max(1, min(height, width) // 16)
 
-    canvas = np.full(
-        (len(sequences) * (height + gap) - gap, columns * (width + gap) - gap, 3), _BACKGROUND
-    )
+    canvas = np.full((len(sequences) * (height + gap) - gap, columns * (width + gap) - gap, 3), _BACKGROUND)
     for row, (name, frames) in enumerate(sequences.items()):
         offset = starts[name] if name in (start or {}) or align == "left" else columns - frames.shape[0]
         for index, frame in enumerate(frames):
@@ -362,11 +307,18 @@ def _mark_prediction_start(axes, phases: list[tuple[int, str]], input_len: int, 
     for name, first, last, color in spans:
         middle = ((first - 1) + last) / 2 * pitch - (gap + 1) / 2
         text = f"{name}: frame {first}" if last == first else f"{name}: frames {first}-{last}"
-        axes.annotate(text, (middle, 1), xycoords=("data", "axes fraction"), xytext=(0, 4), textcoords="offset points",
-                      ha="center", va="bottom", fontsize=8, color=color, fontweight="bold")
-
-
-# ----------------------------------------------------------------------------- GIFs
+        axes.annotate(
+            text,
+            (middle, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color=color,
+            fontweight="bold",
+        )
 
 
 def save_gif(
@@ -411,10 +363,7 @@ def save_gif(
     header = _render_labels(
         header_height,
         total_width,
-        [
-            (name, column * (width + gap) + width / 2, header_height / 2)
-            for column, name in enumerate(sequences)
-        ],
+        [(name, column * (width + gap) + width / 2, header_height / 2) for column, name in enumerate(sequences)],
         font_px,
     )
 
@@ -424,9 +373,7 @@ def save_gif(
         for column, (name, frames) in enumerate(sequences.items()):
             frame = None if step < starts[name] else _frame_at(frames, step - starts[name], pad)
             left = column * (width + gap)
-            body[:, left : left + width] = (
-                _BLANK_CELL if frame is None else _upscale(frame, scale)
-            )
+            body[:, left : left + width] = _BLANK_CELL if frame is None else _upscale(frame, scale)
         parts = [header, body, _time_bar(total_width, step, steps, input_len)]
         if input_len is not None:
             parts.insert(0, _status_line(total_width, step, steps, input_len))
@@ -502,161 +449,10 @@ def save_gif_grid(
             for column, frames in enumerate(sequences):
                 frame = _frame_at(frames, step, pad)
                 top, left = row * (height + gap), column * (width + gap)
-                body[top : top + height, left : left + width] = (
-                    _BLANK_CELL if frame is None else _upscale(frame, scale)
-                )
+                body[top : top + height, left : left + width] = _BLANK_CELL if frame is None else _upscale(frame, scale)
         picture = np.concatenate([labels, body], axis=1)
         parts = [picture, _time_bar(picture.shape[1], step, steps, input_len)]
         if input_len is not None:
             parts.insert(0, _status_line(picture.shape[1], step, steps, input_len))
         gif_frames.append(np.concatenate(parts))
     _write_gif(path, gif_frames, fps)
-
-
-# ----------------------------------------------------------------------------- plots
-
-
-def _per_frame_values(values: object) -> np.ndarray:
-    """Per-frame list, or a ``FrameMetrics.compute()`` entry ``{"per_frame": [...], ...}``."""
-    if isinstance(values, Mapping):
-        values = values["per_frame"]
-    array = _as_float_array(values)
-    if array.ndim != 1:
-        raise ValueError(f"per-frame values must be one-dimensional, got shape {array.shape}")
-    return array
-
-
-def plot_per_frame(
-    path: PathLike,
-    curves: Mapping[str, Mapping[str, object]],
-    metrics: Sequence[str] = ("mse", "ssim"),
-    title: str | None = None,
-    bands: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-) -> None:
-    """Plot metrics against the predicted frame index, one subplot per metric.
-
-    Args:
-        path: output image (format from the suffix, e.g. ``.png``, ``.pdf``).
-        curves: method name -> metric name -> per-frame values (a list of ``T``
-            floats, or a ``FrameMetrics.compute()`` entry with a ``"per_frame"`` key).
-            Methods lacking a metric are skipped in that subplot.
-        metrics: metric names, one subplot each, left to right.
-        title: optional figure title.
-        bands: optional method -> metric -> per-frame standard deviation; drawn as a
-            shaded band ``value ± std`` around the matching line.
-
-    The x axis is the predicted frame index ``1 .. T``; the legend is outside the subplots.
-
-    Raises:
-        ValueError: if no method provides one of ``metrics``, or a band's length
-            differs from its curve's.
-    """
-    if not metrics:
-        raise ValueError("at least one metric is required")
-    figure = Figure(figsize=(4.2 * len(metrics), 3.4), dpi=100, layout="constrained")
-    axes_list = figure.subplots(1, len(metrics), squeeze=False)[0]
-    for axes, metric in zip(axes_list, metrics):
-        plotted = 0
-        for method, method_curves in curves.items():
-            if metric not in method_curves:
-                continue
-            values = _per_frame_values(method_curves[metric])
-            frames = np.arange(1, len(values) + 1)
-            (line,) = axes.plot(frames, values, marker="o", markersize=3, label=method)
-            band = None if bands is None else bands.get(method, {}).get(metric)
-            if band is not None:
-                spread = _per_frame_values(band)
-                if spread.shape != values.shape:
-                    raise ValueError(
-                        f"band for {method!r}/{metric!r} has {len(spread)} values, curve has {len(values)}"
-                    )
-                axes.fill_between(
-                    frames, values - spread, values + spread, color=line.get_color(), alpha=0.2
-                )
-            plotted += 1
-        if plotted == 0:
-            raise ValueError(f"no curve provides metric {metric!r}")
-        axes.set_xlabel("predicted frame")
-        axes.set_ylabel(_METRIC_AXIS_LABELS.get(metric, metric), fontsize=8)
-        axes.set_title(metric)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.grid(alpha=0.3)
-    # One legend for every subplot, outside them, so it covers no curve.
-    handles = {label: handle for axes in axes_list for handle, label in zip(*axes.get_legend_handles_labels())}
-    figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
-    if title:
-        figure.suptitle(title)
-    save_figure(figure, path)
-
-
-def plot_transfer_gates(
-    path: PathLike,
-    gates: Mapping[str, ArrayLike] | ArrayLike,
-    source_names: Sequence[str] | None = None,
-    input_len: int | None = None,
-    title: str | None = None,
-) -> None:
-    """Plot the mean transfer-gate value of each source network over time, one subplot per layer.
-
-    Args:
-        path: output image (format from the suffix).
-        gates: layer name -> ``(sources, steps)`` values (nested lists, array or
-            tensor), or one ``(layers, sources, steps)`` array (layers named
-            ``"layer 0"``, ``"layer 1"``, ...: 0-based, as ``transfer.layers``).  Values are gate activations averaged over batch,
-            channels and pixels (in ``[0, 1]`` for sigmoid gates).
-        source_names: one name per source (default ``"source 1"``, ...).
-        input_len: number of input (observed) steps; a dashed vertical line is drawn
-            between step ``input_len`` and ``input_len + 1``, where prediction starts.
-        title: optional figure title.
-
-    The x axis is the recurrent time step ``1 .. steps``.  The y axis spans ``[0, 1]``
-    when all values lie in it.
-    """
-    if isinstance(gates, Mapping):
-        layers = {name: _as_float_array(values) for name, values in gates.items()}
-    else:
-        stacked = _as_float_array(gates)
-        if stacked.ndim != 3:
-            raise ValueError(f"gates array must be (layers, sources, steps), got shape {stacked.shape}")
-        layers = {layer_name(index): values for index, values in enumerate(stacked)}
-    if not layers:
-        raise ValueError("at least one layer is required")
-    for name, values in layers.items():
-        if values.ndim != 2:
-            raise ValueError(f"gates of layer {name!r} must be (sources, steps), got shape {values.shape}")
-    source_counts = {values.shape[0] for values in layers.values()}
-    if len(source_counts) > 1:
-        raise ValueError(f"all layers must have the same number of sources, got {sorted(source_counts)}")
-    source_count = source_counts.pop()
-    if source_names is None:
-        source_names = [f"source {index + 1}" for index in range(source_count)]
-    if len(source_names) != source_count:
-        raise ValueError(f"{len(source_names)} source names for {source_count} sources")
-
-    columns = min(4, len(layers))
-    rows = math.ceil(len(layers) / columns)
-    figure = Figure(figsize=(3.6 * columns, 3.0 * rows), dpi=100, layout="constrained")
-    axes_grid = figure.subplots(rows, columns, squeeze=False, sharey=True)
-    within_unit_interval = all(
-        values.size == 0 or (values.min() >= 0.0 and values.max() <= 1.0) for values in layers.values()
-    )
-    for axes, (layer, values) in zip(axes_grid.flat, layers.items()):
-        steps = np.arange(1, values.shape[1] + 1)
-        for source_name, source_values in zip(source_names, values):
-            axes.plot(steps, source_values, marker="o", markersize=2.5, label=source_name)
-        if input_len is not None:
-            axes.axvline(input_len + 0.5, color="gray", linestyle="--", linewidth=1, label="end of input")
-        if within_unit_interval:
-            axes.set_ylim(-0.02, 1.02)
-        axes.set_title(layer)
-        axes.set_xlabel("time step")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.grid(alpha=0.3)
-    for axes in axes_grid[:, 0]:
-        axes.set_ylabel("mean gate value")
-    for axes in list(axes_grid.flat)[len(layers) :]:
-        axes.set_visible(False)
-    figure.legend(*axes_grid[0, 0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
-    if title:
-        figure.suptitle(title)
-    save_figure(figure, path)

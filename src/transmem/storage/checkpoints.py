@@ -2,8 +2,8 @@
 
 A checkpoint is a ``torch.save`` of plain containers, strings, numbers and tensors, loaded
 with ``torch.load(..., weights_only=True)``: a crafted pickle that would run code is refused.
-Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed
-over the final name, so a kill at any moment leaves either the old or the new file. The
+Writes go through :mod:`transmem.storage.files` (temporary file, fsync, rename), so a kill
+at any moment leaves either the old or the new file. The
 SHA-256 of every checkpoint is recorded in ``manifest.json``; the last ``keep`` are kept.
 Each checkpoint also carries a SHA-256 of its own content (``payload_sha256``), so a copy
 outside its run folder is verified too. Resuming takes the newest checkpoint whose checksums
@@ -13,11 +13,10 @@ match and falls back to older ones, naming the corrupted file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
 import pickle
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 
 from transmem.errors import CheckpointError
 from transmem.memory_errors import is_out_of_memory
+from transmem.storage.files import atomic_write_bytes, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -34,55 +34,8 @@ MANIFEST = "manifest.json"
 PAYLOAD_KEY = "payload_sha256"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-TEMPORARY_MARK = ".transmem-tmp-"  # atomic writes go through ".NAME.transmem-tmp-PID"
-_OUR_TEMPORARY = re.compile(r"^\..+" + re.escape(TEMPORARY_MARK) + r"\d+$")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (tmp file, flush, fsync, rename, fsync dir)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:  # disk full, no such folder, Ctrl-C: leave no partial file
-        tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename is not None and str(error.filename) == str(tmp):  # name the file asked for
-            raise type(error)(error.errno, error.strerror, str(path)) from None
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(folder: Path, iteration: int, state: dict[str, Any], keep: int = 3) -> Path:
     """Write ``state`` as ``folder/ckpt-{iteration:08d}.pt`` atomically; keep the last ``keep``."""
-    import io
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -192,12 +145,3 @@ def latest_good_checkpoint(folder: Path, map_location: str | torch.device = "cpu
         except CheckpointError as error:
             log.warning("skipping %s; falling back to an older checkpoint", error)
     return None
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Remove our own ``.NAME.transmem-tmp-PID`` files left by a killed writer (never anything else)."""
-    folder = Path(folder)
-    if folder.is_dir():
-        for tmp in folder.glob(f".*{TEMPORARY_MARK}*"):
-            if _OUR_TEMPORARY.match(tmp.name):
-                tmp.unlink(missing_ok=True)

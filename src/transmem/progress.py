@@ -31,8 +31,13 @@ def format_seconds(seconds: float) -> str:
 
 
 def progress_bar(
-    total: int, initial: int = 0, desc: str = "", unit: str = "it", enabled: bool = True,
-    stream: TextIO | None = None, every: float = 30.0,
+    total: int,
+    initial: int = 0,
+    desc: str = "",
+    unit: str = "it",
+    enabled: bool = True,
+    stream: TextIO | None = None,
+    every: float = 30.0,
 ):
     """A tqdm bar if ``stream`` (default stderr) is a terminal, else a :class:`LineProgress`."""
     stream = stream if stream is not None else sys.stderr
@@ -55,8 +60,14 @@ class LineProgress:
     """
 
     def __init__(
-        self, total: int, initial: int = 0, desc: str = "", unit: str = "it", stream: TextIO | None = None,
-        every: float = 30.0, clock: Callable[[], float] = time.monotonic,
+        self,
+        total: int,
+        initial: int = 0,
+        desc: str = "",
+        unit: str = "it",
+        stream: TextIO | None = None,
+        every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total, self.n, self.first = total, initial, initial
         self.desc, self.unit, self.every, self.clock = desc, unit, every, clock

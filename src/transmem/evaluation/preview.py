@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transmem.config import ConfigError, DataConfig
-
-from .registry import build_dataset
+from transmem.data import build_dataset
+from transmem.schema import ConfigError, DataConfig
 
 #: gray pixels between neighbouring sequences
 SEPARATOR = 2
@@ -33,7 +32,7 @@ def tile_sequences(sequences: np.ndarray) -> np.ndarray:
 
 def preview_dataset(data: DataConfig, split: str, num: int, out_path, fps: float = 5.0) -> Path:
     """Write a looping GIF of sequences ``0 .. num-1`` of ``split`` side by side; returns the path."""
-    from transmem.evaluation.pictures import GIF_MAX_SIDE, write_gif_frames
+    from transmem.evaluation.animations import GIF_MAX_SIDE, write_gif_frames
 
     if num < 1:
         raise ConfigError(f"--num: must be at least 1, got {num}")

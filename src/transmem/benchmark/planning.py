@@ -1,0 +1,164 @@
+"""Planning a benchmark: which runs a suite and profile make (methods, seeds, sources, the
+builtin zoo), as :class:`~transmem.benchmark.scheduler.Task` objects with their configs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from importlib.resources import files
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
+    import tomli as tomllib
+
+from transmem.benchmark.scheduler import Task
+from transmem.benchmark.suites import OPT_IN_METHODS, PROFILES, SCRATCH_METHODS, SUITES, WIDE_METHODS, Profile, Suite
+from transmem.config import ConfigError, RunConfig, config_from_dict, load_config
+from transmem.storage.run_folder import MEMORY_BANK_DIR
+from transmem.training.conflicts import config_differences
+from transmem.transfer.builtin import PREFIX, builtin_index, builtin_name
+
+BUILTIN_ZOO = "builtin"  # --zoo builtin: the sources that ship with transmem, where they match the profile
+
+
+def configs_root() -> Path:
+    return Path(str(files("transmem") / "configs"))
+
+
+def zoo_folder(out: Path, zoo: str | Path | None = None) -> Path:
+    """The folder of the source runs: ``zoo`` if given (made absolute), else ``out/sources``
+    (also for ``--zoo builtin``: the sources the builtin zoo lacks are trained there)."""
+    return Path(zoo).resolve() if zoo is not None and str(zoo) != BUILTIN_ZOO else Path(out) / "sources"
+
+
+def builtin_match(suite: Suite, name: str, config: RunConfig) -> str | None:
+    """``builtin:NAME`` if the builtin zoo ships the suite's source ``name`` trained with
+    exactly ``config``, else None (the benchmark then trains its own)."""
+    builtin = builtin_name(suite.name, name)
+    entry = builtin_index().get(builtin) if builtin else None
+    if entry is None:
+        return None
+    stored = config_from_dict(tomllib.loads(entry["config"]), stored=True)
+    return f"{PREFIX}{builtin}" if not config_differences(stored, config) else None
+
+
+def plan_runs(
+    suite: Suite,
+    profile: Profile,
+    out: Path,
+    methods: list[str] | None = None,
+    overrides: list[str] | None = None,
+    zoo: Path | None = None,
+    source_paths: dict[str, str] | None = None,
+) -> list[dict]:
+    """Every target run of the benchmark: ``{"method", "seed", "config_file", "overrides", "run_dir", "sources"}``.
+
+    ``sources`` names the suite's sources the run reads (none for scratch). ``methods`` picks
+    among the suite's methods (``finetune`` is one run per source) and ``finetune_<source>``
+    names (default: every method but the opt-in controls, :data:`OPT_IN_METHODS`); runs come in
+    the suite's order.
+
+    Sources are the run folders ``<zoo>/<name>`` (default zoo: ``out/sources``), or the
+    paths ``source_paths`` gives (``builtin:NAME``).
+    """
+    finetunes = [f"finetune_{name}" for name in suite.sources]
+    chosen = set(methods or [m for m in suite.methods if m not in OPT_IN_METHODS])
+    unknown = sorted(chosen - set(suite.methods) - set(finetunes))
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}; suite {suite.name} has {[*suite.methods, *finetunes]}")
+    source_dirs = {name: (source_paths or {}).get(name) or zoo_folder(out, zoo) / name for name in suite.sources}
+    all_sources = "[" + ", ".join(json.dumps(str(p)) for p in source_dirs.values()) + "]"
+    plan = []
+    for seed in profile.seeds:
+        for method in suite.methods:
+            base = [
+                *profile.target_overrides,
+                *(overrides or []),
+                f"train.seed={seed}",
+                f"transfer.cache_dir={json.dumps(str(out / MEMORY_BANK_DIR))}",
+            ]
+            variants = (
+                {
+                    f"finetune_{name}": ([f"transfer.sources=[{json.dumps(str(path))}]"], [name])
+                    for name, path in source_dirs.items()
+                }
+                if method == "finetune"
+                else {method: ([], []) if method in SCRATCH_METHODS else ([f"transfer.sources={all_sources}"], list(source_dirs))}
+            )
+            for name, (extra, sources) in variants.items():
+                if name not in chosen and method not in chosen:
+                    continue
+                plan.append(
+                    {
+                        "method": name,
+                        "seed": seed,
+                        "config_file": suite.methods[method],
+                        "overrides": base + extra,
+                        "run_dir": out / "runs" / name / f"seed{seed}",
+                        "sources": sources,
+                        "source_paths": [str(source_dirs[s]) for s in sources],
+                    }
+                )
+    return plan
+
+
+def benchmark_tasks(
+    suite_name: str,
+    profile_name: str,
+    out: str | Path,
+    methods: list[str] | None = None,
+    overrides: list[str] | None = None,
+    seeds: list[int] | None = None,
+    zoo: str | Path | None = None,
+    target_overrides: list[str] | None = None,
+) -> tuple[Suite, Profile, Path, list[Task], list[dict]]:
+    """The benchmark's runs as scheduler tasks (the sources they read first), with every config loaded and
+    validated; also the suite, the profile (with ``seeds``), the absolute ``out`` and the
+    target plan of :func:`plan_runs`. Writes nothing. Arguments as :func:`run_benchmark`."""
+    if suite_name not in SUITES:
+        raise ConfigError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
+    if profile_name not in PROFILES:
+        raise ConfigError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}")
+    suite, profile = SUITES[suite_name], PROFILES[profile_name]
+    if seeds is not None:
+        if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+            raise ConfigError(f"--seeds: must be distinct non-negative integers, got {seeds}")
+        profile = replace(profile, seeds=tuple(seeds))
+    # Absolute paths: the runs' configs name the sources and the bank folder, and must not
+    # depend on how DIR was spelled (a resumed benchmark would refuse its own runs).
+    out = Path(out).resolve()
+    builtin = str(zoo) == BUILTIN_ZOO
+    zoo = zoo_folder(out, zoo)
+    root = configs_root()
+    source_configs = {
+        name: load_config(root / config_file, [*profile.source_overrides, *(overrides or [])])
+        for name, config_file in suite.sources.items()
+    }
+    shipped = {name: builtin_match(suite, name, config) for name, config in source_configs.items()} if builtin else {}
+    shipped = {name: path for name, path in shipped.items() if path}
+    plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo, shipped)
+    needed = {name for entry in plan for name in entry["sources"]}  # `--methods scratch` trains no source
+    tasks = [
+        Task(f"source {name}", config, zoo / name)
+        for name, config in source_configs.items()
+        if name in needed and name not in shipped
+    ]
+    wide = _fused_hidden_override(suite, source_configs, [*(overrides or []), *(target_overrides or [])])
+    for entry in plan:
+        if entry["method"] in WIDE_METHODS:
+            entry["overrides"].append(wide)
+        config = load_config(root / entry["config_file"], entry["overrides"])
+        needs = tuple(f"source {name}" for name in entry["sources"] if name not in shipped)
+        tasks.append(Task(f"{entry['method']} seed {entry['seed']}", config, entry["run_dir"], needs))
+    return suite, profile, out, tasks, plan
+
+
+def _fused_hidden_override(suite: Suite, source_configs: dict[str, RunConfig], overrides: list[str]) -> str:
+    """``model.hidden=[...]`` for the wide methods: ``transfer.fuse`` times the sources' hidden
+    sizes, so ``--set model.hidden=...`` (which sizes the sources) keeps fusion consistent."""
+    fusion = load_config(configs_root() / suite.methods["fusion"], overrides)
+    member = next(iter(source_configs.values())).model.hidden
+    fuse = fusion.transfer.fuse or len(suite.sources)
+    return f"model.hidden={[fuse * h for h in member]}"

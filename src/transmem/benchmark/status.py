@@ -1,0 +1,44 @@
+"""``transmem benchmark --status``: where each run of a benchmark stands, reading only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transmem.benchmark.planning import benchmark_tasks
+from transmem.benchmark.scheduler import finished
+from transmem.storage.checkpoints import checkpoint_iteration, list_checkpoints
+from transmem.storage.locks import FileLock
+from transmem.storage.run_folder import CHECKPOINT_DIR, CONFIG_FILE, MODEL_FILE, RUN_LOCK
+from transmem.training.conflicts import RunConflictError, check_run_dir
+
+
+def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **options) -> list[dict]:
+    """Where each run of a benchmark stands, without training or writing anything.
+
+    One ``{"run", "run_dir", "state"}`` per run, sources first; ``state`` is ``finished``,
+    ``trained, not evaluated``, ``at iteration N of M`` (its newest checkpoint), ``not
+    started``, or ``holds another config``; `` (training now, pid P)`` is appended while a
+    process holds the run's lock. ``options`` as :func:`run_benchmark` (methods, overrides,
+    seeds, zoo, target_overrides).
+    """
+    *_, tasks, _ = benchmark_tasks(suite_name, profile_name, out, **options)
+    rows = []
+    for task in tasks:
+        try:
+            check_run_dir(task.config, task.run_dir)
+        except RunConflictError:
+            state = "holds another config" if (task.run_dir / CONFIG_FILE).exists() else f"holds run files but no {CONFIG_FILE}"
+        else:
+            if finished(task.run_dir):
+                state = "finished"
+            elif (task.run_dir / MODEL_FILE).exists():
+                state = "trained, not evaluated"
+            elif checkpoints := list_checkpoints(task.run_dir / CHECKPOINT_DIR):
+                state = f"at iteration {checkpoint_iteration(checkpoints[-1])} of {task.config.train.iterations}"
+            else:
+                state = "not started"
+        holder = FileLock(task.run_dir / RUN_LOCK).holder()
+        if holder is not None:
+            state += f" (training now, pid {holder})"
+        rows.append({"run": task.name, "run_dir": str(task.run_dir), "state": state})
+    return rows

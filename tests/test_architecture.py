@@ -1,0 +1,244 @@
+"""The package's imports point one way: no module imports, directly or through others, a
+module that imports it back.
+
+The check reads every module of ``src/transmem`` with :mod:`ast` and counts every import
+statement, at the top of a module and inside functions alike (a lazy import inside a
+function is still a dependency). Run it by hand with ``python tests/test_architecture.py``:
+it prints each cycle, or nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = "transmem"
+ROOT = Path(__file__).resolve().parent.parent / "src" / PACKAGE
+
+
+def module_names(root: Path = ROOT) -> dict[str, Path]:
+    """Dotted name -> file of every module of the package (a package is its ``__init__``)."""
+    names = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = (PACKAGE, *path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names[".".join(parts)] = path
+    return names
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that ``name`` imports anywhere in its file."""
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            # ``from a.b import c`` imports module a.b.c when there is one, else names of a.b
+            targets = [f"{stem}.{alias.name}" if f"{stem}.{alias.name}" in modules else stem for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:  # ``import a.b.c`` of a name inside a.b
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    modules = module_names(root)
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * len(graph)))
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def describe(graph: dict[str, set[str]], component: list[str]) -> str:
+    members = set(component)
+    edges = [f"  {a} -> {b}" for a in component for b in sorted(graph[a] & members)]
+    return f"cycle of {len(component)} modules:\n" + "\n".join(edges)
+
+
+# ----------------------------------------------------------------------------- the checker's own tests
+
+
+def _write(root: Path, files: dict[str, str]) -> Path:
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    return root
+
+
+def test_checker_finds_cycles_through_function_level_and_relative_imports(tmp_path):
+    root = _write(
+        tmp_path / PACKAGE,
+        {
+            "__init__.py": "",
+            "a.py": "from transmem.b import thing\n",
+            "b.py": "def f():\n    from . import c\n",
+            "c.py": "import transmem.a\n",
+            "sub/__init__.py": "from .d import x\n",
+            "sub/d.py": "from ..e import y\n",
+            "e.py": "def g():\n    from transmem.sub import d\n",
+            "leaf.py": "from transmem import a\n",
+        },
+    )
+    graph = import_graph(root)
+    assert graph["transmem.b"] == {"transmem.c"}
+    assert graph["transmem.sub.d"] == {"transmem.e"}
+    assert graph["transmem.leaf"] == {"transmem.a"}
+    assert cycles(graph) == [["transmem.a", "transmem.b", "transmem.c"], ["transmem.e", "transmem.sub.d"]]
+
+
+def test_checker_passes_a_layered_package(tmp_path):
+    root = _write(tmp_path / PACKAGE, {"__init__.py": "", "low.py": "import os\n", "high.py": "from transmem.low import x\n"})
+    assert cycles(import_graph(root)) == []
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert len(graph) > 50  # the whole package was read
+    found = cycles(graph)
+    assert not found, "\n".join(describe(graph, component) for component in found)
+
+
+#: The floors of the package, lowest first: a module imports only modules of its own floor or
+#: below (README, "Code layout"). The most specific prefix of a module's name decides.
+FLOORS = {
+    "transmem.errors": 0,
+    "transmem.memory_errors": 0,
+    "transmem.progress": 0,
+    "transmem.schema": 1,
+    "transmem.data": 2,
+    "transmem.models": 2,
+    "transmem.config": 3,
+    "transmem.storage": 4,
+    "transmem.evaluation": 5,
+    "transmem.predictor": 5,
+    "transmem.transfer": 6,
+    "transmem.training": 7,
+    "transmem.transfer.ranking": 8,  # trains its probes through the training engine
+    "transmem.training.loop": 9,  # train(): the engine given the ranking
+    "transmem.benchmark": 10,
+    "transmem.cli": 11,
+    "transmem.__main__": 11,
+    "transmem": 5,  # the package itself: __version__, and transmem.load (the predictor)
+}
+
+
+def floor(module: str) -> int:
+    prefixes = [p for p in FLOORS if module == p or module.startswith(p + ".")]
+    return FLOORS[max(prefixes, key=len)]
+
+
+def test_imports_point_down_the_floors():
+    graph = import_graph()
+    upward = [
+        f"{a} (floor {floor(a)}) -> {b} (floor {floor(b)})"
+        for a in sorted(graph)
+        for b in sorted(graph[a])
+        if floor(b) > floor(a)
+    ]
+    assert not upward, "imports that point up:\n" + "\n".join(upward)
+
+
+def test_the_schema_names_every_transfer_method_in_the_registry_order():
+    """Stored models are read below the transfer package, so the schema checks
+    ``transfer.method`` against its own list of names: it must be the registry's."""
+    from transmem.schema import METHOD_NAMES
+    from transmem.transfer.methods import METHODS
+
+    assert tuple(METHODS) == METHOD_NAMES
+
+
+def test_the_schema_names_the_memory_merges_the_tmu_implements():
+    from transmem.models.tmu import TransferableMemory
+    from transmem.schema import MEMORY_MERGES
+
+    for merge in MEMORY_MERGES:
+        assert TransferableMemory(4, [4], merge=merge).merge == merge
+    with pytest.raises(ValueError, match="merge must be one of"):
+        TransferableMemory(4, [4], merge="max")
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    """Every string constant of a module but its docstrings (f-string parts included)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_the_run_folder_file_names_are_spelled_in_one_module():
+    from transmem.storage import run_folder
+
+    names = {*run_folder.RUN_FILES, run_folder.RUN_LOCK}
+    home = ROOT / "storage" / "run_folder.py"
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {value!r}"
+        for path in sorted(ROOT.rglob("*.py"))
+        if path != home
+        for line, value in _string_constants(path)
+        if value in names or value.lstrip("/") in names
+    ]
+    assert not found, "spell these through transmem.storage.run_folder:\n" + "\n".join(found)
+
+
+if __name__ == "__main__":
+    graph = import_graph()
+    for component in cycles(graph):
+        print(describe(graph, component))
