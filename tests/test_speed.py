@@ -134,17 +134,23 @@ def test_shared_machine_settings_the_timing_it_reads_and_its_table(tmp_path, mon
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    before = sharing._environment(sharing.SETTINGS["libgomp default"])
-    assert before["GOMP_SPINCOUNT"] == "300000" and "OMP_WAIT_POLICY" not in before and "OMP_NUM_THREADS" not in before
-    assert sharing._environment(sharing.SETTINGS["passive"])["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert sharing._environment(sharing.SETTINGS["1 thread"])["OMP_NUM_THREADS"] == "1"
+    before = sharing._environment(sharing.SETTINGS["libgomp default"], 4)
+    assert before["GOMP_SPINCOUNT"] == "300000" and "OMP_WAIT_POLICY" not in before and before["OMP_NUM_THREADS"] == "4"
+    passive = sharing._environment(sharing.SETTINGS["passive"], 4)
+    assert passive["OMP_WAIT_POLICY"] == "PASSIVE" and passive["OMP_NUM_THREADS"] == "4"
+    assert sharing._environment(sharing.SETTINGS["1 thread"], 4)["OMP_NUM_THREADS"] == "1"
+    shared = sharing._environment(sharing.SETTINGS["transmem default"], 4)  # nothing pinned: transmem shares
+    assert not {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(shared)
+    assert sharing.torch_default_threads() >= 1  # asked of a process without OMP_NUM_THREADS (set to 2 here)
     (tmp_path / "train.csv").write_text("iteration,seconds_per_iteration\n2,9.0\n4,0.5\n6,0.7\n")
     assert sharing._seconds_per_iteration(tmp_path) == pytest.approx(0.6)  # the first (warm-up) row left out
     rows = [
+        {"setting": "transmem default", "alone": 0.21, "pair": [0.4, 0.42], "slowdown": 2.0},
         {"setting": "libgomp default", "alone": 0.2, "pair": [4.0, 3.0], "slowdown": 20.0},
         {"setting": "passive", "alone": 0.22, "pair": [0.45, 0.44], "slowdown": 0.45 / 0.22},
     ]
     table = sharing.format_sharing(rows).splitlines()
-    assert table[2] == "| libgomp default | 0.200 | 4.000 / 3.000 | 20.00x | 1.00x |"
-    assert table[3] == "| passive | 0.220 | 0.450 / 0.440 | 2.05x | 1.10x |"
+    assert table[2] == "| transmem default | 0.210 | 0.400 / 0.420 | 2.00x | 1.05x |"  # against libgomp default's lone run
+    assert table[3] == "| libgomp default | 0.200 | 4.000 / 3.000 | 20.00x | 1.00x |"
+    assert table[4] == "| passive | 0.220 | 0.450 / 0.440 | 2.05x | 1.10x |"
     assert _parse("--shared-machine").shared_machine

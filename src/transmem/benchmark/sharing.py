@@ -6,13 +6,15 @@ in ``transmem train`` subprocesses and reads their seconds per iteration from ``
 then two at once, and prints the slowdown of the pair against the lone run, all in one run
 of this command:
 
+- ``transmem default`` (nothing set): each training takes its share of torch's default
+  threads, recounted while it trains (:mod:`transmem.training.thread_share`);
 - ``libgomp default`` (``GOMP_SPINCOUNT`` at libgomp's documented default of 300,000,
-  ``OMP_WAIT_POLICY`` unset: what transmem runs with): a thread that reaches the end of a
-  parallel region spins before it sleeps;
-- ``passive`` (``OMP_WAIT_POLICY=PASSIVE``): waiting threads sleep at once;
+  ``OMP_WAIT_POLICY`` unset, ``OMP_NUM_THREADS`` pinned at torch's default, one per core:
+  what transmem ran with before it shared): a thread that reaches the end of a parallel
+  region spins before it sleeps;
+- ``passive`` (``OMP_WAIT_POLICY=PASSIVE``, same pinned count): waiting threads sleep at once;
 - ``1 thread`` (``OMP_NUM_THREADS=1``): no OpenMP team at all.
 
-Both processes use torch's default thread count (one per core) except in the last setting.
 Nothing else may run meanwhile: the numbers are only meaningful on a quiet machine.
 """
 
@@ -28,22 +30,32 @@ from pathlib import Path
 
 from transmem.storage.run_folder import RunFolder
 
+ALL_CORES = "torch's default"  # replaced by torch's default thread count (one per core), pinned
 SETTINGS = {  # name -> environment variables set (None: removed) for both processes
-    "libgomp default": {"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None},
-    "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": None},
+    "transmem default": {"OMP_NUM_THREADS": None, "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None},
+    "libgomp default": {"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": ALL_CORES},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None, "OMP_NUM_THREADS": ALL_CORES},
     "1 thread": {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None},
 }
+REFERENCE = "libgomp default"  # the last column compares each lone run with this one
 WARMUP_ROWS = 1  # logged rows left out of the mean
 
 
-def _environment(setting: dict) -> dict:
+def _environment(setting: dict, cores: int) -> dict:
     env = dict(os.environ)
     for key, value in setting.items():
         if value is None:
             env.pop(key, None)
         else:
-            env[key] = value
+            env[key] = str(cores) if value == ALL_CORES else value
     return env
+
+
+def torch_default_threads() -> int:
+    """torch's thread count in a process without ``OMP_NUM_THREADS`` (this one may have it set)."""
+    env = _environment({"OMP_NUM_THREADS": None}, 0)
+    command = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+    return int(subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout)
 
 
 def _start(folder: Path, iterations: int, env: dict) -> subprocess.Popen:
@@ -70,8 +82,8 @@ def _seconds_per_iteration(folder: Path) -> float:
     return sum(float(r["seconds_per_iteration"]) for r in rows) / len(rows)
 
 
-def _measure(root: Path, name: str, processes: int, iterations: int) -> list[float]:
-    env = _environment(SETTINGS[name])
+def _measure(root: Path, name: str, processes: int, iterations: int, cores: int) -> list[float]:
+    env = _environment(SETTINGS[name], cores)
     folders = [root / f"{name.replace(' ', '_')}_{processes}_{k}" for k in range(processes)]
     running = [_start(folder, iterations, env) for folder in folders]
     for process in running:
@@ -83,12 +95,12 @@ def _measure(root: Path, name: str, processes: int, iterations: int) -> list[flo
 
 def measure_sharing(iterations: int = 12, log=print) -> list[dict]:
     """One row per setting: seconds per iteration alone and side by side, and their ratio."""
-    rows = []
+    rows, cores = [], torch_default_threads()
     with tempfile.TemporaryDirectory(prefix="transmem-sharing-") as tmp:
         for name in SETTINGS:
             started = time.time()
-            alone = _measure(Path(tmp), name, 1, iterations)[0]
-            pair = _measure(Path(tmp), name, 2, iterations)
+            alone = _measure(Path(tmp), name, 1, iterations, cores)[0]
+            pair = _measure(Path(tmp), name, 2, iterations, cores)
             rows.append({"setting": name, "alone": alone, "pair": pair, "slowdown": max(pair) / alone})
             log(
                 f"{name}: alone {alone:.3f} s/it, side by side {pair[0]:.3f} / {pair[1]:.3f} s/it ({time.time() - started:.0f} s)"
@@ -97,9 +109,9 @@ def measure_sharing(iterations: int = 12, log=print) -> list[dict]:
 
 
 def format_sharing(rows: list[dict]) -> str:
-    reference = rows[0]["alone"]
+    reference = next(row["alone"] for row in rows if row["setting"] == REFERENCE)
     lines = [
-        "| setting | alone (s/it) | two side by side (s/it, each) | slowdown of the pair | alone vs libgomp default |",
+        f"| setting | alone (s/it) | two side by side (s/it, each) | slowdown of the pair | alone vs {REFERENCE} |",
         "|---|---|---|---|---|",
     ]
     for row in rows:

@@ -50,6 +50,7 @@ from transmem.storage.run_folder import (
 from transmem.training.conflicts import RunConflictError, check_run_dir, config_differences, describe_differences, prepare_run_dir
 from transmem.training.distributed import init_distributed
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
+from transmem.training.thread_share import ThreadShare
 from transmem.transfer.memory_bank import TrainingBatch
 from transmem.transfer.methods import METHODS, RankSources
 
@@ -169,7 +170,8 @@ def train_run(
     """
     lock = FileLock(Path(run_dir) / RUN_LOCK)
     try:
-        return _train(config, Path(run_dir), force, progress, stop_at, lock, check_test_split, rank_sources)
+        with ThreadShare() as threads:  # the cores, split with other transmem trainings on this machine
+            return _train(config, Path(run_dir), force, progress, stop_at, lock, check_test_split, rank_sources, threads)
     finally:
         lock.release()
 
@@ -208,6 +210,7 @@ def _train(
     lock: FileLock,
     check_test_split: bool,
     rank_sources: RankSources,
+    threads: ThreadShare,
 ) -> TrainResult:
     started = time.time()
     device, ctx = _devices(config)
@@ -235,7 +238,7 @@ def _train(
     if start >= config.train.iterations and run.finished:
         return TrainResult(run_dir, config.train.iterations, start, {}, time.time() - started)
     _prepare(run, progress)
-    done = _loop(run, _forward_model(run), start, stop_at, progress)
+    done = _loop(run, _forward_model(run), start, stop_at, progress, threads)
     if done < config.train.iterations:  # paused by stop_at
         return TrainResult(run_dir, done, start, {}, time.time() - started)
     return TrainResult(run_dir, done, start, _finish(run), time.time() - started)
@@ -409,9 +412,11 @@ def training_step(
     return loss, terms
 
 
-def _loop(run: _Run, forward_model: torch.nn.Module, start: int, stop_at: int | None, progress: bool) -> int:
-    """Train from ``start``; log, validate and checkpoint on schedule. Returns the iteration
-    reached: ``train.iterations``, or less when paused by ``stop_at``."""
+def _loop(
+    run: _Run, forward_model: torch.nn.Module, start: int, stop_at: int | None, progress: bool, threads: ThreadShare
+) -> int:
+    """Train from ``start``; log, validate and checkpoint on schedule; recount the threads'
+    share. Returns the iteration reached: ``train.iterations``, or less when paused by ``stop_at``."""
     config, ctx = run.config, run.ctx
     total = config.train.iterations
     train_log = _CsvLog(run.run_dir / TRAIN_LOG, LOG_FIELDS, start) if ctx.is_main else None
@@ -428,6 +433,7 @@ def _loop(run: _Run, forward_model: torch.nn.Module, start: int, stop_at: int | 
         )
 
     for iteration in range(start, total):
+        threads.recount()
         batch, input_prob, future_prob = _draw_batch(run, iteration)
         loss, terms = training_step(
             run.model,
