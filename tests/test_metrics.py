@@ -17,6 +17,7 @@ from transmem.evaluation.metrics import (
     FrameMetrics,
     copy_last_frame_baseline,
     ssim_per_frame,
+    ssim_valid_map,
     ssim_window_for,
 )
 
@@ -166,6 +167,32 @@ def test_ssim_matches_scikit_image(channels, size):
         )
         assert float(ours[index]) == pytest.approx(reference, abs=1e-9)
         assert 0.0 < reference < 1.0  # a meaningful comparison, not a trivial 1 or 0
+
+
+@pytest.mark.parametrize(("channels", "height", "width"), [(1, 64, 64), (3, 16, 12), (2, 7, 9), (1, 3, 5)])
+def test_ssim_valid_map_is_torchmetrics_map_interior(channels, height, width):
+    # transmem's own separable, unpadded SSIM map against torchmetrics' 2-D convolution on
+    # reflect-padded frames, cropped: the same values to rounding, for every window size.
+    pred, truth = _correlated_frames(seed=height * width, count=3, channels=channels, size=max(height, width))
+    pred, truth = pred[..., :height, :width], truth[..., :height, :width]
+    pred[0] = truth[0]  # identical frames: SSIM 1 everywhere
+    window, sigma = ssim_window_for(height, width)
+    _, full_map = structural_similarity_index_measure(
+        pred,
+        truth,
+        gaussian_kernel=True,
+        sigma=sigma,
+        kernel_size=window,
+        reduction="none",
+        data_range=1.0,
+        return_full_image=True,
+    )
+    margin = window // 2
+    interior = full_map[..., margin : height - margin, margin : width - margin]
+    ours = ssim_valid_map(pred, truth, window, sigma)
+    assert ours.shape == interior.shape == (3, channels, height - window + 1, width - window + 1)
+    assert torch.allclose(ours, interior, rtol=0, atol=1e-12)
+    assert torch.allclose(ours[0], torch.ones_like(ours[0]), rtol=0, atol=1e-12)
 
 
 def test_ssim_of_float32_frames_is_close_to_scikit_image():

@@ -28,7 +28,9 @@ in ``[0, 1]``.  For predicted frame ``t`` (``t = 1 .. T``), with ``N`` sequences
     sigma 1.5, ``data_range=1.0``, ``k1=0.01``, ``k2=0.03``).  For a
     multi-channel frame it is the mean over channels.  The map is averaged over
     its *valid* interior, i.e. without the ``(window - 1) / 2`` pixel border (5 px)
-    whose values depend on padding (``ssim_border="valid"``, default).  This is
+    whose values depend on padding (``ssim_border="valid"``, default); transmem
+    computes that interior itself with the same formula (:func:`ssim_valid_map`,
+    equal to torchmetrics' to rounding and about 20x faster in float64).  This is
     the reference definition (Wang et al.'s MATLAB code, scikit-image with
     ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``, and
     torchmetrics < 1.5).  torchmetrics >= 1.5 instead averages the whole map,
@@ -70,6 +72,7 @@ __all__ = [
     "copy_last_frame_baseline",
     "ssim_window_for",
     "ssim_per_frame",
+    "ssim_valid_map",
 ]
 
 #: Names of the per-frame metrics returned by :meth:`FrameMetrics.compute`, in report order.
@@ -121,6 +124,8 @@ def ssim_per_frame(pred_frames: Tensor, truth_frames: Tensor, border: Literal["v
         raise ValueError(f"border must be 'valid' or 'reflect', got {border!r}")
     height, width = pred_frames.shape[-2:]
     window, sigma = ssim_window_for(height, width)
+    if border == "valid":
+        return ssim_valid_map(pred_frames, truth_frames, window, sigma).flatten(start_dim=1).mean(dim=1)
     _, ssim_map = structural_similarity_index_measure(
         pred_frames,
         truth_frames,
@@ -131,10 +136,44 @@ def ssim_per_frame(pred_frames: Tensor, truth_frames: Tensor, border: Literal["v
         data_range=1.0,
         return_full_image=True,
     )  # ssim_map: (N, C, H, W), computed on reflect-padded frames
-    if border == "valid":
-        margin = window // 2
-        ssim_map = ssim_map[..., margin : height - margin, margin : width - margin]
     return ssim_map.flatten(start_dim=1).mean(dim=1)
+
+
+def _gaussian_band(size: int, window: int, sigma: float, like: Tensor) -> Tensor:
+    """``(size - window + 1, size)`` matrix whose row ``i`` holds the normalised 1-D Gaussian
+    window at columns ``i .. i + window - 1``: ``band @ x`` filters the columns of ``x``
+    without padding."""
+    offsets = torch.arange(window, dtype=like.dtype, device=like.device) - (window - 1) / 2
+    gauss = torch.exp(-((offsets / sigma) ** 2) / 2)
+    gauss = gauss / gauss.sum()
+    rows = size - window + 1
+    band = torch.zeros(rows, size, dtype=like.dtype, device=like.device)
+    for i in range(rows):
+        band[i, i : i + window] = gauss
+    return band
+
+
+def ssim_valid_map(pred_frames: Tensor, truth_frames: Tensor, window: int, sigma: float) -> Tensor:
+    """The SSIM map of torchmetrics' ``structural_similarity_index_measure`` (Gaussian window,
+    data range 1, k1 0.01, k2 0.03, same clamps) on its valid interior only:
+    ``(N, C, H - window + 1, W - window + 1)`` from ``(N, C, H, W)`` frames.
+
+    The interior does not depend on padding, so no padding is done, and the Gaussian window,
+    the outer product of two 1-D windows, is applied as two matrix products (one per image
+    axis) instead of a 2-D convolution: the same sums in another order (equal to rounding,
+    tested against torchmetrics), about 20x faster on a CPU in float64.
+    """
+    height, width = pred_frames.shape[-2:]
+    rows = _gaussian_band(height, window, sigma, pred_frames)  # (H', H)
+    cols = _gaussian_band(width, window, sigma, pred_frames).T  # (W, W')
+    x, y = pred_frames, truth_frames
+    mu_x, mu_y, mean_xx, mean_yy, mean_xy = (rows @ image @ cols for image in (x, y, x * x, y * y, x * y))
+    c1, c2 = 0.01**2, 0.03**2
+    mu_xx, mu_yy, mu_xy = mu_x.pow(2), mu_y.pow(2), mu_x * mu_y
+    var_x = torch.clamp(mean_xx - mu_xx, min=0.0)
+    var_y = torch.clamp(mean_yy - mu_yy, min=0.0)
+    cov = mean_xy - mu_xy
+    return ((2 * mu_xy + c1) * (2 * cov + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
 
 
 def copy_last_frame_baseline(inputs: Tensor, horizon: int) -> Tensor:
