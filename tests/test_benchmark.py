@@ -513,3 +513,26 @@ def test_killing_a_parallel_benchmark_stops_its_workers(tmp_path):
             except LockedError:
                 assert time.monotonic() < deadline, f"a worker still holds {lock}"
                 time.sleep(0.1)
+
+
+def test_workers_start_needed_tasks_first_then_the_costliest(tmp_path):
+    from tests.support import tiny_config
+    from transmem.benchmark.scheduler import Task, _longest_first
+
+    def task(name, cost, needs=()):
+        return Task(name, tiny_config(), tmp_path / name, needs, cost)
+
+    source, cheap, costly, tie = task("source a", 1.0), task("scratch", 2.0), task("fusion", 9.0), task("distill", 2.0)
+    waiting = task("tmu", 5.0, needs=("source a",))
+    ready = [cheap, costly, tie, source]
+    order = _longest_first(ready, [*ready, waiting])
+    assert [t.name for t in order] == ["source a", "fusion", "scratch", "distill"]  # ties keep list order
+    assert [t.name for t in _longest_first([cheap, source], [cheap, source])] == ["scratch", "source a"]  # needed by none
+
+
+def test_training_cost_ranks_the_wide_and_source_reading_methods_first():
+    from transmem.benchmark.planning import benchmark_tasks
+
+    *_, tasks, _ = benchmark_tasks("digits", "quick", "unused", ["scratch", "tmu", "fusion", "finetune_best"], zoo="builtin")
+    cost = {t.name.split(" seed")[0]: t.cost for t in tasks}
+    assert cost["fusion"] > cost["tmu"] > cost["scratch"] == cost["finetune_best"]

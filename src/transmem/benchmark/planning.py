@@ -141,7 +141,7 @@ def benchmark_tasks(
     plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo, shipped)
     needed = {name for entry in plan for name in entry["sources"]}  # `--methods scratch` trains no source
     tasks = [
-        Task(f"source {name}", config, zoo / name)
+        Task(f"source {name}", config, zoo / name, cost=training_cost(config))
         for name, config in source_configs.items()
         if name in needed and name not in shipped
     ]
@@ -151,8 +151,19 @@ def benchmark_tasks(
             entry["overrides"].append(wide)
         config = load_config(root / entry["config_file"], entry["overrides"])
         needs = tuple(f"source {name}" for name in entry["sources"] if name not in shipped)
-        tasks.append(Task(f"{entry['method']} seed {entry['seed']}", config, entry["run_dir"], needs))
+        tasks.append(Task(f"{entry['method']} seed {entry['seed']}", config, entry["run_dir"], needs, training_cost(config)))
     return suite, profile, out, tasks, plan
+
+
+STEP_READS_SOURCES = ("tmu", "distill", "kflow")  # methods that run sources or distillers at every step
+
+
+def training_cost(config: RunConfig) -> float:
+    """A rough relative cost of training ``config``, for scheduling only: iterations times the
+    squared total width of the network (the gate convolutions' weights), twice for methods
+    that read the sources at every step."""
+    step = sum(config.model.hidden) ** 2 * (2 if config.transfer.method in STEP_READS_SOURCES else 1)
+    return float(config.train.iterations * step)
 
 
 def _fused_hidden_override(suite: Suite, source_configs: dict[str, RunConfig], overrides: list[str]) -> str:

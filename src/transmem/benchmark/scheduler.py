@@ -7,7 +7,8 @@ distillation and Knowledge Flow need every source; scratch needs none).
 ``jobs = 1`` runs the tasks in order in this process. ``jobs = N > 1`` runs up to N at once,
 each in its own worker process with ``threads`` torch threads: small recurrent networks use
 several cores better as several single-threaded runs than as one multi-threaded run. A task
-starts as soon as a worker is free and its needs are done, in list order. Runs never share
+starts as soon as a worker is free and its needs are done: tasks that others need first,
+then the costliest (:attr:`Task.cost`), so that the last long run does not end alone. Runs never share
 a folder, and a memory bank that two runs need is built once under a lock
 (:mod:`transmem.storage.locks`).
 
@@ -47,6 +48,7 @@ class Task:
     config: RunConfig
     run_dir: Path
     needs: tuple[str, ...] = field(default=())  # names of tasks that must finish first
+    cost: float = 1.0  # relative training cost (any unit): with several workers the costliest ready task starts first
 
 
 def finished(run_dir: Path) -> bool:
@@ -160,6 +162,13 @@ def threads_per_run(jobs: int) -> int:
     return torch.get_num_threads() if jobs <= 1 else max(1, torch.get_num_threads() // jobs)
 
 
+def _longest_first(ready: list[Task], pending: list[Task]) -> list[Task]:
+    """The order in which ready tasks start: those that pending tasks need first (sources),
+    then the costliest (so that no long run is left alone at the end), ties in list order."""
+    needed = {name for task in pending for name in task.needs}
+    return sorted(ready, key=lambda task: (task.name not in needed, -task.cost))
+
+
 def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, dict | None]:
     context = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
     results: dict[str, dict | None] = {}
@@ -171,7 +180,7 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
         while pending or running:
             _take_finished(pending, results, log)
             ready = [t for t in pending if all(n in results for n in t.needs)]
-            for task in ready[: jobs - len(running)]:
+            for task in _longest_first(ready, pending)[: jobs - len(running)]:
                 pending.remove(task)
                 receiver, sender = context.Pipe(duplex=False)
                 worker = context.Process(
