@@ -8,19 +8,25 @@ DEMO_OUT ?= demo_out
 
 .PHONY: setup demo test speed clean-venv
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-dev
 
+# transmem and what it needs to run (make demo)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# and the test tools (make test)
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: setup
+demo: $(VENV)/.installed
 	$(BIN)/transmem benchmark digits --profile quick --zoo builtin --jobs 2 --out $(DEMO_OUT)
 
-test: setup
+test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
-speed: setup
+speed: $(VENV)/.installed
 	$(BIN)/transmem speed
