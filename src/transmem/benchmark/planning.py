@@ -19,6 +19,7 @@ from transmem.config import ConfigError, RunConfig, config_from_dict, load_confi
 from transmem.storage.run_folder import MEMORY_BANK_DIR
 from transmem.training.conflicts import config_differences
 from transmem.transfer.builtin import PREFIX, builtin_index, builtin_name
+from transmem.transfer.methods import METHODS
 
 BUILTIN_ZOO = "builtin"  # --zoo builtin: the sources that ship with transmem, where they match the profile
 
@@ -155,14 +156,11 @@ def benchmark_tasks(
     return suite, profile, out, tasks, plan
 
 
-STEP_READS_SOURCES = ("tmu", "distill", "kflow")  # methods that run sources or distillers at every step
-
-
 def training_cost(config: RunConfig) -> float:
     """A rough relative cost of training ``config``, for scheduling only: iterations times the
     squared total width of the network (the gate convolutions' weights), twice for methods
     that read the sources at every step."""
-    step = sum(config.model.hidden) ** 2 * (2 if config.transfer.method in STEP_READS_SOURCES else 1)
+    step = sum(config.model.hidden) ** 2 * (2 if METHODS[config.transfer.method].reads_sources_every_step else 1)
     return float(config.train.iterations * step)
 
 

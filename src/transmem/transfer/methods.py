@@ -52,6 +52,8 @@ class TransferMethod:
     that of training from scratch (no sources, fresh weights, no extra loss), and the
     loading of sources and the ``init_from`` choice that methods with sources share."""
 
+    reads_sources_every_step = False  # whether training steps run source networks or distillers (a cost)
+
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
@@ -210,6 +212,7 @@ class TransferableMemoryMethod(TransferMethod):
     """TMU target distilling the sources' memories (``tmu``; ``distill`` without gates)."""
 
     use_gates = True
+    reads_sources_every_step = True
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         super().__init__(config, run_dir, device)
@@ -271,6 +274,8 @@ class DistillOnlyMethod(TransferableMemoryMethod):
 
 class KnowledgeFlowMethod(TransferMethod):
     """Knowledge Flow: teachers' hidden states flow into the target, then fade out."""
+
+    reads_sources_every_step = True
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         super().__init__(config, run_dir, device)
