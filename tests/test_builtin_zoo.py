@@ -171,3 +171,16 @@ def test_benchmark_takes_matching_builtin_sources_and_trains_the_others(tiny_bui
         zoo="builtin",
     )
     assert (other / "sources" / "digits1" / "model.safetensors").exists()
+
+
+def test_a_suite_takes_a_builtin_of_the_same_name_built_for_another_suite_when_the_configs_agree():
+    from transmem.benchmark.planning import benchmark_tasks
+
+    # the video suite's digits2 source is the digits suite's (same config file content)
+    *_, tasks, plan = benchmark_tasks("video", "full", "unused", ["fusion"], zoo="builtin")
+    assert not [t for t in tasks if t.name.startswith("source")]
+    assert plan[0]["source_paths"] == ["builtin:bunny", "builtin:carphone", "builtin:digits2"]
+    assert builtin.builtin_name("video", "digits2") == "digits2" and builtin.builtin_name("far", "video") == "bikes"
+    # another config of the same name is not taken: the benchmark trains its own
+    *_, tasks, _ = benchmark_tasks("video", "full", "unused", ["fusion"], ["train.iterations=7"], zoo="builtin")
+    assert [t.name for t in tasks if t.name.startswith("source")] == ["source bunny", "source carphone", "source digits2"]
