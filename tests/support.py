@@ -28,6 +28,24 @@ from transmem.storage.checkpoints import MANIFEST, latest_good_checkpoint, list_
 # ----------------------------------------------------------------------------- tiny configurations
 
 
+# Overrides that shrink every run of a benchmark suite to a few seconds (16x16 frames, 2 iterations).
+TINY_BENCHMARK = [
+    "data.frame_size=16",
+    "data.input_len=3",
+    "data.total_len=6",
+    "data.train_size=8",
+    "data.val_size=2",
+    "data.test_size=4",
+    "data.batch_size=2",
+    "model.hidden=[8, 8]",
+    "train.iterations=2",
+    "transfer.rank_probe=2",
+    "train.checkpoint_every=1",
+    "train.log_every=1",
+    "eval.batch_size=4",
+]
+
+
 def tiny_raw(**sections) -> dict:
     raw = {
         "data": {

@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from tests.support import TINY_BENCHMARK
 from transmem.benchmark.planning import benchmark_tasks, plan_runs
 from transmem.benchmark.results import write_results
 from transmem.benchmark.runner import run_benchmark
@@ -22,21 +23,7 @@ from transmem.cli import main
 from transmem.storage.locks import FileLock, LockedError
 from transmem.training.loop import train
 
-TINY = [
-    "data.frame_size=16",
-    "data.input_len=3",
-    "data.total_len=6",
-    "data.train_size=8",
-    "data.val_size=2",
-    "data.test_size=4",
-    "data.batch_size=2",
-    "model.hidden=[8, 8]",
-    "train.iterations=2",
-    "transfer.rank_probe=2",
-    "train.checkpoint_every=1",
-    "train.log_every=1",
-    "eval.batch_size=4",
-]
+TINY = TINY_BENCHMARK
 
 
 @pytest.fixture(scope="module")

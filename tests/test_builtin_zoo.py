@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.support import tiny_config
+from tests.support import TINY_BENCHMARK, tiny_config
 from transmem.benchmark import zoo_build
 from transmem.benchmark.planning import configs_root
 from transmem.benchmark.runner import run_benchmark
@@ -26,21 +26,7 @@ SHIPPED = {"digits1", "digits2", "balls", "advection", "bikes", "bunny", "carpho
 # clips barely move, so over 10 predicted frames copying the last one is hard to beat.
 WEAKER_THAN_COPYING = {"bikes", "bunny", "carphone"}
 
-TINY = [
-    "data.frame_size=16",
-    "data.input_len=3",
-    "data.total_len=6",
-    "data.train_size=8",
-    "data.val_size=2",
-    "data.test_size=4",
-    "data.batch_size=2",
-    "model.hidden=[8, 8]",
-    "train.iterations=2",
-    "train.checkpoint_every=1",
-    "train.log_every=1",
-    "eval.batch_size=4",
-    "transfer.rank_probe=2",
-]
+TINY = TINY_BENCHMARK
 
 
 # ----------------------------------------------------------------------------- what ships
