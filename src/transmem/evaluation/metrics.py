@@ -30,7 +30,7 @@ in ``[0, 1]``.  For predicted frame ``t`` (``t = 1 .. T``), with ``N`` sequences
     its *valid* interior, i.e. without the ``(window - 1) / 2`` pixel border (5 px)
     whose values depend on padding (``ssim_border="valid"``, default); transmem
     computes that interior itself with the same formula (:func:`ssim_valid_map`,
-    equal to torchmetrics' to rounding and about 20x faster in float64).  This is
+    equal to torchmetrics' to rounding and much faster in float64: see docs/metrics.md).  This is
     the reference definition (Wang et al.'s MATLAB code, scikit-image with
     ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``, and
     torchmetrics < 1.5).  torchmetrics >= 1.5 instead averages the whole map,
@@ -161,7 +161,8 @@ def ssim_valid_map(pred_frames: Tensor, truth_frames: Tensor, window: int, sigma
     The interior does not depend on padding, so no padding is done, and the Gaussian window,
     the outer product of two 1-D windows, is applied as two matrix products (one per image
     axis) instead of a 2-D convolution: the same sums in another order (equal to rounding,
-    tested against torchmetrics), about 20x faster on a CPU in float64.
+    tested against torchmetrics): 1,000 64x64 float64 frames took 0.8 s instead of 129 s on one
+    CPU thread (docs/metrics.md).
     """
     height, width = pred_frames.shape[-2:]
     rows = _gaussian_band(height, window, sigma, pred_frames)  # (H', H)
