@@ -212,11 +212,12 @@ def test_plan_covers_every_seed_and_finetune_source(tmp_path):
     plan = plan_runs(SUITES["far"], PROFILES["full"], tmp_path)
     methods = {p["method"] for p in plan}
     assert {"finetune_balls", "finetune_advection", "finetune_video", "tmu", "kflow", "scratch"} <= methods
-    # every method but "finetune" (one run per source) and the opt-in control scratch_wide, 3 seeds
-    assert len(plan) == 3 * (len(SUITES["far"].methods) - 2 + len(SUITES["far"].sources))
-    assert "scratch_wide" not in methods
-    control = plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["scratch_wide"])
-    assert [p["method"] for p in control] == ["scratch_wide"] * 3 and control[0]["sources"] == []
+    # every method but "finetune" (one run per source) and the opt-in controls scratch_wide and fusion_random, 3 seeds
+    assert len(plan) == 3 * (len(SUITES["far"].methods) - 3 + len(SUITES["far"].sources))
+    assert not methods & {"scratch_wide", "fusion_random"}
+    control = plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["scratch_wide", "fusion_random"])
+    assert [p["method"] for p in control] == ["scratch_wide", "fusion_random"] * 3
+    assert control[0]["sources"] == [] and control[1]["sources"] == list(SUITES["far"].sources)
     with pytest.raises(ValueError, match="unknown method"):
         plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["nope"])
     # One finetune by its run name, in the suite's order whatever the order asked.
@@ -520,6 +521,9 @@ def test_workers_start_needed_tasks_first_then_the_costliest(tmp_path):
 def test_training_cost_ranks_the_wide_and_source_reading_methods_first():
     from transmem.benchmark.planning import benchmark_tasks
 
-    *_, tasks, _ = benchmark_tasks("digits", "quick", "unused", ["scratch", "tmu", "fusion", "finetune_best"], zoo="builtin")
+    methods = ["scratch", "tmu", "fusion", "finetune_best", "fusion_random"]
+    *_, tasks, _ = benchmark_tasks("digits", "quick", "unused", methods, zoo="builtin")
     cost = {t.name.split(" seed")[0]: t.cost for t in tasks}
-    assert cost["fusion"] > cost["tmu"] > cost["scratch"] == cost["finetune_best"]
+    assert cost["fusion"] == cost["fusion_random"] > cost["tmu"] > cost["scratch"] == cost["finetune_best"]
+    control = next(t.config for t in tasks if t.name.startswith("fusion_random"))
+    assert control.model.hidden == [64, 64] and control.transfer.fusion_partners == "random"

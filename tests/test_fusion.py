@@ -124,6 +124,42 @@ def test_a_fused_target_starts_as_the_best_ranked_source_and_records_its_blocks(
     torch.testing.assert_close(model(x, mask).predictions, best(x, mask).predictions, rtol=0, atol=1e-6)
 
 
+def test_random_partners_keep_the_best_source_and_fill_the_other_block_with_a_seeded_random_network(tmp_path):
+    paths = [random_source(tmp_path, seed=seed) for seed in (0, 1)]
+    cache = str(tmp_path / "cache")
+
+    def fused(partners, seed=0):
+        config = fusion_config(paths, fuse=2, rank_probe=0, cache_dir=cache, fusion_partners=partners)
+        config.train.seed = seed
+        method = METHODS["fusion"](config, tmp_path / "run", torch.device("cpu"))
+        model = method.build_model()
+        state = torch.get_rng_state()
+        record = method.initialize(model, rank_sources)
+        assert torch.equal(torch.get_rng_state(), state)  # a random block does not move the global generator
+        return model, record
+
+    with_sources, _ = fused("sources")
+    with_random, record = fused("random")
+    best = record["ranking"][0]
+    assert record["fusion"] == [best["path"]] and record["name"] == f"{best['name']}+random"
+    assert record["partners"] == "random" and record["head_weights"] == [1.0, 0.0]
+    # at iteration 0 it predicts exactly as the best source, as fusion of two sources does
+    x = frames()
+    source = load_source(best["path"]).model
+    torch.testing.assert_close(with_random.predict(x[:, :3], 3), source.predict(x[:, :3], 3), rtol=0, atol=1e-6)
+    # block 0 and every shared weight are the sources-fusion's; only the second block differs
+    differing = [name for (name, a), b in zip(with_sources.named_parameters(), with_random.parameters()) if not torch.equal(a, b)]
+    assert differing and all("output" not in name for name in differing)
+    first_gate = dict(with_random.named_parameters())[differing[0]]
+    hidden = with_random.hidden[0] // 2
+    assert torch.equal(first_gate[:hidden], dict(with_sources.named_parameters())[differing[0]][:hidden])
+    # seeded by train.seed: the same seed gives the same network, another seed another one
+    again, _ = fused("random")
+    other, _ = fused("random", seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(with_random.parameters(), again.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(with_random.parameters(), other.parameters()))
+
+
 def test_a_mean_head_over_every_source_needs_no_ranking(tmp_path):
     paths = [random_source(tmp_path, seed=seed) for seed in (0, 1)]
     method = METHODS["fusion"](fusion_config(paths, fusion_head="mean"), tmp_path / "run", torch.device("cpu"))
@@ -163,6 +199,12 @@ def test_fusion_refuses_bad_input_before_writing(tmp_path, capsys):
         fusion_config(paths, init_from="best")
     with pytest.raises(ConfigError, match="transfer.fusion_head"):
         fusion_config(paths, fusion_head="median")
+    with pytest.raises(ConfigError, match="transfer.fusion_partners: expected one of sources, random"):
+        fusion_config(paths, fusion_partners="zeros")
+    with pytest.raises(ConfigError, match=r"transfer.fuse: fusion_partners = 'random' needs fuse >= 2"):
+        fusion_config(paths, fusion_partners="random")
+    with pytest.raises(ConfigError, match="transfer.fusion_head: fusion_partners = 'random' needs fusion_head = 'best'"):
+        fusion_config(paths, fuse=2, fusion_partners="random", fusion_head="mean")
     # the CLI: one line, exit 2, nothing written
     toml = tmp_path / "fusion.toml"
     toml.write_text(fusion_config(paths, hidden=(8, 8)).to_toml())

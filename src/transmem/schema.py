@@ -149,6 +149,7 @@ BANKS = ("auto", "cached", "live", "rollout")  # transfer.bank (see transmem.tra
 #: the transfer package; tests/test_transfer.py checks that the two agree.
 METHOD_NAMES = ("none", "finetune", "tmu", "distill", "kflow", "fusion")
 FUSION_HEADS = ("best", "mean")  # transfer.fusion_head (see transmem.models.fusion)
+FUSION_PARTNERS = ("sources", "random")  # transfer.fusion_partners
 #: transfer.memory_merge: how a TMU forms C_t (see :class:`transmem.models.tmu.TransferableMemory`).
 MEMORY_MERGES = ("sum", "mean", "residual")
 
@@ -184,6 +185,10 @@ class TransferConfig:
     # fusion: the output head starts as the best source's ("best": the target predicts exactly as
     # that source at iteration 0) or as the mean of the fused sources' heads ("mean").
     fusion_head: str = "best"
+    # fusion: what fills the blocks beside the best source: the next-ranked sources ("sources"),
+    # or freshly initialised networks of the sources' architecture ("random": the control that
+    # asks whether the second source adds anything beyond the extra width; fuse counts blocks).
+    fusion_partners: str = "sources"
 
     def validate(self) -> None:
         if self.method not in METHOD_NAMES:
@@ -215,7 +220,20 @@ class TransferConfig:
             )
         if self.fuse < 0:
             raise ConfigError(f"transfer.fuse: must be >= 0 (0 = every source), got {self.fuse}")
-        if self.method == "fusion" and self.fuse > len(self.sources):
+        if self.fusion_partners not in FUSION_PARTNERS:
+            raise ConfigError(
+                f"transfer.fusion_partners: expected one of {', '.join(FUSION_PARTNERS)}, got {self.fusion_partners!r}"
+            )
+        if self.method == "fusion" and self.fusion_partners == "random":
+            if self.fuse < 2:
+                raise ConfigError(
+                    f"transfer.fuse: fusion_partners = 'random' needs fuse >= 2 (the best source and fuse - 1 random blocks), got {self.fuse}"
+                )
+            if self.fusion_head != "best":
+                raise ConfigError(
+                    "transfer.fusion_head: fusion_partners = 'random' needs fusion_head = 'best' (a mean head would mix a random network's prediction in)"
+                )
+        elif self.method == "fusion" and self.fuse > len(self.sources):
             raise ConfigError(f"transfer.fuse: {self.fuse} sources to fuse, but transfer.sources names {len(self.sources)}")
         if self.fusion_head not in FUSION_HEADS:
             raise ConfigError(f"transfer.fusion_head: expected one of {', '.join(FUSION_HEADS)}, got {self.fusion_head!r}")

@@ -52,10 +52,11 @@ METHOD_NAMES = (
     "tmu_ft",  # TMU on a target started from the best source (init_from = "best", residual merge)
     "fusion",  # the two best-ranked sources side by side in one wider network (transfer.method = "fusion")
     "scratch_wide",  # control of fusion: its wider network from random weights (opt-in: --methods)
+    "fusion_random",  # control of fusion: the best source beside a random block (opt-in: --methods)
 )
 SCRATCH_METHODS = ("scratch", "scratch_wide")  # methods that read no source
-OPT_IN_METHODS = ("scratch_wide",)  # run only when --methods names them
-WIDE_METHODS = ("fusion", "scratch_wide")  # model.hidden = transfer.fuse x the sources' (set by the benchmark)
+OPT_IN_METHODS = ("scratch_wide", "fusion_random")  # run only when --methods names them
+WIDE_METHODS = ("fusion", "scratch_wide", "fusion_random")  # model.hidden = transfer.fuse x the sources' (set by the benchmark)
 
 
 def _methods(suite: str) -> dict[str, str]:

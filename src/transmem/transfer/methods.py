@@ -308,6 +308,9 @@ class FusionMethod(TransferMethod):
     validation ranking of ``init_from = "best"`` (:mod:`~transmem.transfer.ranking`, run on the
     target's data with the sources' own architecture, so ``finetune_best`` shares it); with
     ``fuse = 0`` and ``fusion_head = "mean"`` every source is fused in the listed order, unranked.
+    With ``fusion_partners = "random"`` only the best source is fused and the other
+    ``fuse - 1`` blocks are random networks of its architecture: the same network, start and
+    training as fusion but for what the second block holds.
     """
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
@@ -336,24 +339,36 @@ class FusionMethod(TransferMethod):
     def initialize(self, model: RecurrentPredictor, rank_sources: RankSources, progress: bool = False) -> dict:
         transfer = self.config.transfer
         ranking = None
-        chosen = self.sources[: self.fuse]
-        if len(self.sources) > 1 and (self.fuse < len(self.sources) or transfer.fusion_head == "best"):
+        fused_sources = 1 if transfer.fusion_partners == "random" else self.fuse
+        chosen = self.sources[:fused_sources]
+        if len(self.sources) > 1 and (fused_sources < len(self.sources) or transfer.fusion_head == "best"):
             ranking = self._rank(self.member_config(), rank_sources, progress)
             by_path = {str(s.path): s for s in self.sources}
-            chosen = [by_path[row["path"]] for row in ranking[: self.fuse]]
+            chosen = [by_path[row["path"]] for row in ranking[:fused_sources]]
+        random_blocks = [self.random_member(n) for n in range(fused_sources, self.fuse)]
         weights = (
             [1.0 if n == 0 else 0.0 for n in range(self.fuse)]
             if transfer.fusion_head == "best"
             else [1.0 / self.fuse] * self.fuse
         )
-        fuse_backbones(model, [s.model for s in chosen], weights)
+        fuse_backbones(model, [s.model for s in chosen] + random_blocks, weights)
         return {
             "fusion": [str(s.path) for s in chosen],
-            "name": "+".join(s.name for s in chosen),
+            "name": "+".join([s.name for s in chosen] + ["random"] * len(random_blocks)),
+            "partners": transfer.fusion_partners,
             "head": transfer.fusion_head,
             "head_weights": weights,
             "ranking": ranking,
         }
+
+    def random_member(self, block: int) -> RecurrentPredictor:
+        """A freshly initialised member for fused block ``block`` (``fusion_partners = "random"``),
+        seeded by ``train.seed`` and the block, without touching the global random state."""
+        member = self.member_config()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.train.seed * 1009 + block)
+            network = build_predictor(member.model, member.data.channels)
+        return network.to(self.device)
 
 
 def distillation_loss(model: RecurrentPredictor, rollout: Rollout, bank: list[dict[int, Tensor]]) -> Tensor:
