@@ -88,30 +88,29 @@ def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_r
     assert f"training the runs took {total:.0f} s (targets {trained['targets']:.0f} s" in (out / "results.md").read_text()
 
 
-def test_time_left_is_estimated_from_the_iterations_trained_so_far(tmp_path):
+def test_time_left_is_estimated_from_the_work_trained_so_far(tmp_path):
     from tests.support import tiny_raw
-    from transmem.benchmark.scheduler import Task, TimeLeft, remaining_iterations
+    from transmem.benchmark.scheduler import Task, TimeLeft, remaining_iterations, remaining_work
     from transmem.config import config_from_dict
 
     estimate = TimeLeft(3)
     assert (
-        estimate.line(1, "source a", 300)
+        estimate.line(1, "source a", 300, 300.0)
         == "run 1 of 3: source a (300 iterations to train from here; time left estimated after the first run)"
     )
-    estimate.record(100, 50.0)
-    estimate.record(0, 9.0)  # a run trained earlier: no information
-    assert (
-        estimate.line(2, "tmu seed 0", 200)
-        == "run 2 of 3: tmu seed 0 (about 1.7 min left for 200 iterations, at 0.5 s per iteration so far)"
-    )
-    assert estimate.line(3, "kflow seed 0", 0) == "run 3 of 3: kflow seed 0"
-    task = Task("x", config_from_dict(tiny_raw(train={"iterations": 10})), tmp_path / "run")
-    assert remaining_iterations(task) == 10
+    estimate.record(400.0, 50.0)  # a wide run: 100 iterations of cost 4 each in 50 s
+    estimate.record(0.0, 9.0)  # a run trained earlier: no information
+    # 200 narrow iterations (cost 1 each) left: 25 s, not the 100 s that 0.5 s per iteration would say
+    assert estimate.line(2, "tmu seed 0", 200, 200.0) == "run 2 of 3: tmu seed 0 (about 25 s left for 200 iterations)"
+    assert estimate.line(3, "kflow seed 0", 0, 0.0) == "run 3 of 3: kflow seed 0"
+    assert TimeLeft(3, jobs=2).time_left(10, 10.0) == "10 iterations to train from here; time left estimated after the first run"
+    task = Task("x", config_from_dict(tiny_raw(train={"iterations": 10})), tmp_path / "run", cost=30.0)
+    assert remaining_iterations(task) == 10 and remaining_work(task) == 30.0
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "ckpt-00000004.pt").write_bytes(b"")
-    assert remaining_iterations(task) == 6
+    assert remaining_iterations(task) == 6 and remaining_work(task) == pytest.approx(18.0)
     (tmp_path / "run" / "model.safetensors").write_bytes(b"")
-    assert remaining_iterations(task) == 0
+    assert remaining_iterations(task) == 0 and remaining_work(task) == 0.0
 
 
 def test_finished_runs_are_skipped_and_interrupted_runs_resume(tiny_benchmark):

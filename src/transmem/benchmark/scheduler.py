@@ -103,11 +103,11 @@ def run_tasks(
     if jobs == 1:
         results, estimate = {}, TimeLeft(len(tasks))
         for k, task in enumerate(tasks, 1):
-            left = [remaining_iterations(t) for t in tasks[k - 1 :]]
-            log(estimate.line(k, task.name, sum(left)))
+            work = [remaining_work(t) for t in tasks[k - 1 :]]
+            log(estimate.line(k, task.name, sum(remaining_iterations(t) for t in tasks[k - 1 :]), sum(work)))
             started = time.monotonic()
             line = train_and_evaluate(task.config, task.run_dir, progress)
-            estimate.record(left[0], time.monotonic() - started)
+            estimate.record(work[0], time.monotonic() - started)
             results[task.name] = test_metrics(task.run_dir)
             log(f"  {line}")
         return results
@@ -125,32 +125,40 @@ def remaining_iterations(task: Task) -> int:
 
 
 class TimeLeft:
-    """``run k of n`` lines with the time left, estimated from the seconds per training
-    iteration of the runs trained so far in this session (evaluation and memory banks included)."""
+    """``run k of n`` lines with the time left, estimated from the runs trained so far in this
+    session (evaluation and memory banks included) in seconds per unit of :func:`remaining_work`,
+    so that a wide run (fusion) trained first does not make the narrow ones look as slow."""
 
     def __init__(self, runs: int, jobs: int = 1) -> None:
         self.runs, self.jobs = runs, jobs
-        self.seconds, self.iterations = 0.0, 0
+        self.seconds, self.work = 0.0, 0.0
 
-    def record(self, iterations: int, seconds: float) -> None:
-        """A run finished: it trained ``iterations`` in ``seconds`` (runs trained earlier: 0 iterations, ignored)."""
-        if iterations > 0:
+    def record(self, work: float, seconds: float) -> None:
+        """A run finished: it did ``work`` (:func:`remaining_work` when it started) in ``seconds``
+        (runs trained earlier: no work, ignored)."""
+        if work > 0:
             self.seconds += seconds
-            self.iterations += iterations
+            self.work += work
 
-    def line(self, k: int, name: str, iterations_left: int) -> str:
-        """The log line of run ``k`` starting, ``iterations_left`` iterations to train from it on."""
-        left = self.time_left(iterations_left)
+    def line(self, k: int, name: str, iterations_left: int, work_left: float) -> str:
+        """The log line of run ``k`` starting, ``iterations_left`` iterations (``work_left``
+        units of work) to train from it on."""
+        left = self.time_left(iterations_left, work_left)
         return f"run {k} of {self.runs}: {name}" + (f" ({left})" if left else "")
 
-    def time_left(self, iterations_left: int) -> str:
-        """``"about 3.5 min left for 400 iterations, at 0.5 s per iteration so far"``; ``""`` when nothing is left."""
+    def time_left(self, iterations_left: int, work_left: float) -> str:
+        """``"about 3.5 min left for 400 iterations"``; ``""`` when nothing is left."""
         if iterations_left == 0:
             return ""
-        if not self.iterations:
+        if not self.work:
             return f"{iterations_left} iterations to train from here; time left estimated after the first run"
-        rate = self.seconds / self.iterations
-        return f"about {format_seconds(rate * iterations_left / self.jobs)} left for {iterations_left} iterations, at {rate:.3g} s per iteration so far"
+        return f"about {format_seconds(self.seconds / self.work * work_left / self.jobs)} left for {iterations_left} iterations"
+
+
+def remaining_work(task: Task) -> float:
+    """What is left of ``task`` in units of :attr:`Task.cost`: its remaining iterations times its
+    cost per iteration (the scheduler's estimate of how wide the run is)."""
+    return remaining_iterations(task) * task.cost / max(1, task.config.train.iterations)
 
 
 def threads_per_run(jobs: int) -> int:
@@ -189,11 +197,13 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                 worker.start()
                 sender.close()
                 running[worker.sentinel] = (task, worker, receiver)
-                counted[task.name], started[task.name] = remaining_iterations(task), time.monotonic()
-                iterations_left = sum(remaining_iterations(t) for t in pending) + sum(
-                    counted[t.name] for t, _, _ in running.values()
+                counted[task.name] = (remaining_iterations(task), remaining_work(task))
+                started[task.name] = time.monotonic()
+                in_flight = [counted[t.name] for t, _, _ in running.values()]
+                left = estimate.time_left(
+                    sum(remaining_iterations(t) for t in pending) + sum(i for i, _ in in_flight),
+                    sum(remaining_work(t) for t in pending) + sum(w for _, w in in_flight),
                 )
-                left = estimate.time_left(iterations_left)
                 log(f"start {task.name} (run {len(results) + len(running)} of {len(tasks)}{'; ' + left if left else ''})")
             for sentinel in wait(list(running)) if running else []:  # one or more workers ended
                 task, worker, receiver = running.pop(sentinel)
@@ -214,7 +224,7 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                         log(f"{task.name} failed; stopping {names} (they resume from their last checkpoint)")
                     raise error
                 results[task.name] = test_metrics(task.run_dir)
-                estimate.record(counted[task.name], time.monotonic() - started[task.name])
+                estimate.record(counted[task.name][1], time.monotonic() - started[task.name])
                 log(f"done {task.name} ({line})")
     finally:  # an error, Ctrl-C: no worker outlives the benchmark
         for _, worker, _ in running.values():
