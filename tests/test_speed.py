@@ -6,6 +6,7 @@ import argparse
 import json
 
 import pytest
+import torch
 
 from transmem.benchmark import flops, speed, speed_config
 
@@ -103,6 +104,73 @@ def test_run_prints_every_row_and_ratio(tmp_path, capsys):
     for entry in result["train"].values():
         assert entry["n"] == 2 and entry["median"] > 0 and entry["conv_alone_gflops"] > 0
     assert all(entry["peak_process_mb"] > 0 for entry in result["memory"].values())
+    assert result["device"] == "cpu"  # --device auto on a machine without CUDA
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_on_cuda_the_table_times_the_gpu_and_reports_its_memory(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    args = _parse("--tiny", "--device", "cuda", "--repeats", "2", "--warmup", "1", "--memory-steps", "1", "--json", str(out))
+    assert speed.measure_speed(args) == 0
+    table = capsys.readouterr().out
+    assert "CUDA" in table and "peak GPU memory allocated" in table
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["device"] == "cuda" and {c["name"] for c in result["checks"]} == {
+        "TMU live / cached step time",
+        "TMU / backbone inference time",
+        "cached / live peak GPU memory",
+    }
+    assert all(entry["peak_gpu_mb"] > entry["built_gpu_mb"] > 0 for entry in result["memory"].values())
+
+
+def test_a_device_that_is_not_here_is_refused_in_one_line(monkeypatch):
+    from transmem.config import ConfigError
+
+    measured = []
+    monkeypatch.setattr(speed, "benchmark_config", lambda *a, **k: measured.append(1))
+    with pytest.raises(ConfigError, match="--device: expected auto, cpu, cuda or cuda:N, got 'tpu'"):
+        speed.measure_speed(_parse("--tiny", "--device", "tpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="--device cuda:0: CUDA is not available here"):
+        speed.measure_speed(_parse("--tiny", "--device", "cuda:0"))
+    assert speed.speed_device("auto") == "cpu" and measured == []
+
+
+def test_synchronize_brackets_every_timed_call():
+    events = []
+    timings = speed.measure_interleaved(
+        {"a": lambda: events.append("a"), "b": lambda: events.append("b")}, 1, 2, lambda: events.append("sync")
+    )
+    assert events[:2] == ["a", "b"]  # warm-up, not timed
+    assert events[2:] == ["sync", "a", "sync", "sync", "b", "sync"] * 2
+    assert [len(t.seconds) for t in timings.values()] == [2, 2]
+
+
+def test_gpu_checks_are_the_speed_issue_targets():
+    def entry(seconds):
+        return {"median": seconds}
+
+    result = {
+        "train": {"plain": entry(0.020), "live": entry(0.036), "cached": entry(0.028)},
+        "inference": {"backbone": entry(0.010), "tmu": entry(0.011)},
+        "memory": {"live": {"peak_gpu_mb": 900.0}, "cached": {"peak_gpu_mb": 800.0}},
+    }
+    paper = {c.name: (round(c.value, 3), c.passed) for c in speed.gpu_checks(speed_config.CONFIGS["paper"], result)}
+    assert paper == {
+        "TMU live / cached step time": (1.286, True),
+        "TMU / backbone inference time": (1.1, True),
+        "plain step, ms": (20.0, True),
+        "TMU cached step, ms": (28.0, True),
+        "release TMU step (H200) / TMU cached step": (3.111, True),
+        "release TMU step (H200) / TMU live step": (2.419, False),  # 36 ms: not 3x the release's 87.1 ms
+        "cached / live peak GPU memory": (0.889, True),
+    }
+    small = [c.name for c in speed.gpu_checks(speed_config.CONFIGS["small"], result)]
+    assert small == ["TMU live / cached step time", "TMU / backbone inference time", "cached / live peak GPU memory"]
 
 
 def test_strict_exit_status_follows_the_checks(monkeypatch, tmp_path, capsys):

@@ -44,12 +44,16 @@ from pathlib import Path
 from typing import Callable
 
 from transmem.benchmark.flops import ConvShape, step_convs, total_flops
-from transmem.benchmark.peak_memory import measure_memory
+from transmem.benchmark.peak_memory import gpu_memory, measure_memory
 from transmem.benchmark.speed_config import CONFIGS, SpeedConfig
 from transmem.benchmark.workload import build_inference, build_workload
 from transmem.storage.files import atomic_write_text
 
 TRAIN_VARIANTS = ("plain", "live", "cached")
+#: The authors' release (thuml/transferable-memory), its TMU training step with two live
+#: teachers at the paper's configuration, batch 8, measured on one NVIDIA H200 (issue 19's
+#: table, torch 2.11, cu130): the reference of the GPU targets, meaningful on an H200-class GPU.
+RELEASE_TMU_STEP_H200 = 0.0871
 VARIANT_LABELS = {"plain": "plain ConvLSTM", "live": "TMU, live bank", "cached": "TMU, cached bank"}
 
 
@@ -83,21 +87,59 @@ class Timing:
         }
 
 
-def measure_interleaved(functions: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, Timing]:
-    """Time each function ``repeats`` times after ``warmup`` calls, in interleaved rounds."""
+def measure_interleaved(
+    functions: dict[str, Callable[[], object]], warmup: int, repeats: int, synchronize: Callable[[], None] | None = None
+) -> dict[str, Timing]:
+    """Time each function ``repeats`` times after ``warmup`` calls, in interleaved rounds.
+
+    ``synchronize`` (on CUDA, :func:`synchronizer`) waits for the device before the clock
+    starts and before it stops, so that a timing holds the GPU work the call launched.
+    """
+    wait = synchronize or (lambda: None)
     for fn in functions.values():
         for _ in range(warmup):
             fn()
     timings = {name: Timing() for name in functions}
     for _ in range(repeats):
         for name, fn in functions.items():
+            wait()
             start = time.perf_counter()
             fn()
+            wait()
             timings[name].seconds.append(time.perf_counter() - start)
     return timings
 
 
-def conv_alone_seconds(spec: SpeedConfig, shapes: list[ConvShape], warmup: int, repeats: int) -> Timing:
+def speed_device(name: str) -> str:
+    """``--device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; a
+    ConfigError names what is wrong (CUDA asked for where there is none)."""
+    import torch
+
+    from transmem.config import ConfigError
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here (use auto or cpu)")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return str(device)
+
+
+def synchronizer(device: str) -> Callable[[], None] | None:
+    """``torch.cuda.synchronize`` on a CUDA ``device``, None on the CPU (nothing to wait for)."""
+    import torch
+
+    return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else None
+
+
+def conv_alone_seconds(spec: SpeedConfig, shapes: list[ConvShape], warmup: int, repeats: int, device: str = "cpu") -> Timing:
     """Time the step's convolutions alone at the same shapes (forward, + backward if trained).
 
     Every distinct shape is timed on its own (median of ``repeats``) and weighted by how
@@ -114,11 +156,10 @@ def conv_alone_seconds(spec: SpeedConfig, shapes: list[ConvShape], warmup: int, 
     functions, weights = {}, {}
     generator = torch.Generator().manual_seed(0)
     for (cin, cout, kernel, backward), count in distinct.items():
-        x = torch.randn(spec.batch, cin, side, side, generator=generator, requires_grad=backward)
-        weight = torch.randn(cout, cin, kernel, kernel, generator=generator, requires_grad=backward) * 0.05
-        weight = weight.detach().requires_grad_(backward)
-        bias = torch.zeros(cout, requires_grad=backward)
-        grad = torch.randn(spec.batch, cout, side, side, generator=generator)
+        x = torch.randn(spec.batch, cin, side, side, generator=generator).to(device).requires_grad_(backward)
+        weight = (torch.randn(cout, cin, kernel, kernel, generator=generator) * 0.05).to(device).requires_grad_(backward)
+        bias = torch.zeros(cout, device=device, requires_grad=backward)
+        grad = torch.randn(spec.batch, cout, side, side, generator=generator).to(device)
 
         def run(x=x, weight=weight, bias=bias, grad=grad, kernel=kernel, backward=backward):
             if backward:
@@ -130,7 +171,7 @@ def conv_alone_seconds(spec: SpeedConfig, shapes: list[ConvShape], warmup: int, 
 
         name = f"{cin}-{cout}-{kernel}-{backward}"
         functions[name], weights[name] = run, count
-    timings = measure_interleaved(functions, warmup, repeats)
+    timings = measure_interleaved(functions, warmup, repeats, synchronizer(device))
     total = Timing([sum(weights[n] * timings[n].seconds[r] for n in functions) for r in range(repeats)])
     return total
 
@@ -152,14 +193,22 @@ class Check:
 
 def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str], None]) -> dict:
     """Every measurement of one configuration (a JSON-able dict)."""
-    warmup, repeats = args.warmup, args.repeats
+    warmup, repeats, device = args.warmup, args.repeats, args.device
+    sync = synchronizer(device)
     side = spec.frame_size // spec.patch
-    result: dict = {"config": asdict(spec), "description": spec.describe(), "train": {}, "inference": {}, "memory": {}}
+    result: dict = {
+        "config": asdict(spec),
+        "description": spec.describe(),
+        "device": device,
+        "train": {},
+        "inference": {},
+        "memory": {},
+    }
 
     log(f"[{spec.name}] building the variants (sources, cached bank) ...")
-    workloads = {variant: build_workload(spec, variant, folder) for variant in TRAIN_VARIANTS}
-    log(f"[{spec.name}] timing training steps ({warmup} warm-up, {repeats} repeats, interleaved) ...")
-    steps = measure_interleaved({v: w.step for v, w in workloads.items()}, warmup, repeats)
+    workloads = {variant: build_workload(spec, variant, folder, device=device) for variant in TRAIN_VARIANTS}
+    log(f"[{spec.name}] timing training steps on {device} ({warmup} warm-up, {repeats} repeats, interleaved) ...")
+    steps = measure_interleaved({v: w.step for v, w in workloads.items()}, warmup, repeats, sync)
     del workloads
     for variant, timing in steps.items():
         shapes = step_convs(spec, variant)
@@ -168,7 +217,7 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
     log(f"[{spec.name}] timing the step's convolutions alone ...")
     for variant in TRAIN_VARIANTS:
         shapes = step_convs(spec, variant)
-        alone = conv_alone_seconds(spec, shapes, max(1, warmup), repeats)
+        alone = conv_alone_seconds(spec, shapes, max(1, warmup), repeats, device)
         entry = result["train"][variant]
         entry["conv_alone"] = alone.summary()
         entry["step_gflops"] = entry["conv_gflop"] / entry["median"]
@@ -177,7 +226,7 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
 
     log(f"[{spec.name}] timing inference ...")
     inference = measure_interleaved(
-        {"backbone": build_inference(spec, False), "tmu": build_inference(spec, True)}, warmup, repeats
+        {"backbone": build_inference(spec, False, device), "tmu": build_inference(spec, True, device)}, warmup, repeats, sync
     )
     for name, timing in inference.items():
         result["inference"][name] = {**timing.summary(), "sequences_per_second": spec.batch / timing.median}
@@ -190,25 +239,40 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
     if args.precision == "bf16" and args.compile:
         extra.append(("bf16+compile", "bf16", True))
     result["options"] = {}
-    baselines = {variant: build_workload(spec, variant, folder) for variant in ("plain", "cached")} if extra else {}
+    baselines = (
+        {variant: build_workload(spec, variant, folder, device=device) for variant in ("plain", "cached")} if extra else {}
+    )
     for label, precision, compiled in extra:
         log(f"[{spec.name}] timing the step with {label} ...")
         for variant, baseline in baselines.items():
-            workload = build_workload(spec, variant, folder, precision, compiled)
+            workload = build_workload(spec, variant, folder, precision, compiled, device)
             started = time.perf_counter()
             workload.step()  # compiles, if asked
+            (sync or (lambda: None))()
             first = time.perf_counter() - started
             # interleaved with a float32 eager step of the same variant, so both see the same load
-            timing = measure_interleaved({"float32": baseline.step, label: workload.step}, warmup, repeats)
+            timing = measure_interleaved({"float32": baseline.step, label: workload.step}, warmup, repeats, sync)
             speedup = timing["float32"].median / timing[label].median
             result["options"][f"{variant} {label}"] = {**timing[label].summary(), "first_step": first, "speedup": speedup}
     del baselines
 
-    if not args.no_memory:
+    if not args.no_memory and sync is not None:
+        log(f"[{spec.name}] peak GPU memory per variant ...")
+        for variant in TRAIN_VARIANTS:
+            result["memory"][variant] = gpu_memory(spec, variant, folder, args.memory_steps, device)
+    elif not args.no_memory:
         log(f"[{spec.name}] peak memory, one fresh process per variant ...")
         for variant in TRAIN_VARIANTS:
             result["memory"][variant] = measure_memory(spec, variant, folder, args.memory_steps, args.threads)
+    result["checks"] = [
+        {"name": c.name, "value": c.value, "target": c.target, "passed": c.passed}
+        for c in (gpu_checks(spec, result) if sync is not None else cpu_checks(result))
+    ]
+    return result
 
+
+def cpu_checks(result: dict) -> list[Check]:
+    """The CPU targets: TMU's overhead over the backbone, the live bank's cost, efficiency, memory."""
     train, inf = result["train"], result["inference"]
     checks = [
         Check("TMU cached / plain step time", train["cached"]["median"] / train["plain"]["median"], "<= 1.25"),
@@ -229,8 +293,32 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
         key = "anon_growth_mb" if "anon_growth_mb" in memory["cached"] else "peak_process_mb"
         label = "step heap growth" if key == "anon_growth_mb" else "process peak"
         checks.append(Check(f"cached / live peak memory ({label})", memory["cached"][key] / memory["live"][key], "<= 1.0"))
-    result["checks"] = [{"name": c.name, "value": c.value, "target": c.target, "passed": c.passed} for c in checks]
-    return result
+    return checks
+
+
+def gpu_checks(spec: SpeedConfig, result: dict) -> list[Check]:
+    """The GPU targets of the speed issue: at the paper's configuration the plain step in at
+    most 25 ms, TMU cached in 30 ms, every TMU step 3x faster than the release's
+    (:data:`RELEASE_TMU_STEP_H200`, an H200-class reference); at any size a live bank at most
+    1.3x a cached one, and TMU inference as fast as the backbone's."""
+    train, inf = result["train"], result["inference"]
+    checks = [
+        Check("TMU live / cached step time", train["live"]["median"] / train["cached"]["median"], "<= 1.3"),
+        Check("TMU / backbone inference time", inf["tmu"]["median"] / inf["backbone"]["median"], "<= 1.15"),
+    ]
+    if spec.name == "paper":
+        checks += [
+            Check("plain step, ms", train["plain"]["median"] * 1e3, "<= 25"),
+            Check("TMU cached step, ms", train["cached"]["median"] * 1e3, "<= 30"),
+            Check("release TMU step (H200) / TMU cached step", RELEASE_TMU_STEP_H200 / train["cached"]["median"], ">= 3"),
+            Check("release TMU step (H200) / TMU live step", RELEASE_TMU_STEP_H200 / train["live"]["median"], ">= 3"),
+        ]
+    memory = result["memory"]
+    if memory:
+        checks.append(
+            Check("cached / live peak GPU memory", memory["cached"]["peak_gpu_mb"] / memory["live"]["peak_gpu_mb"], "<= 1.0")
+        )
+    return checks
 
 
 # ----------------------------------------------------------------------------- the table
@@ -244,7 +332,7 @@ def _spread(entry: dict, scale: Callable[[float], str] = _ms) -> str:
     return f"IQR {scale(entry['q1'])} - {scale(entry['q3'])}, range {scale(entry['min'])} - {scale(entry['max'])}"
 
 
-def machine_line(threads: int) -> str:
+def machine_line(threads: int, device: str = "cpu") -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -255,9 +343,12 @@ def machine_line(threads: int) -> str:
                 break
     except OSError:
         pass
-    return (
+    line = (
         f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {threads} threads, Python {platform.python_version()}"
     )
+    if device.startswith("cuda"):
+        line = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, {device}); host: {line}"
+    return line
 
 
 def format_table(result: dict, repeats: int, warmup: int) -> str:
@@ -289,7 +380,13 @@ def format_table(result: dict, repeats: int, warmup: int) -> str:
             )
         )
     for variant, entry in result["memory"].items():
-        if "anon_growth_mb" in entry:
+        if "peak_gpu_mb" in entry:
+            value = f"{entry['peak_gpu_mb']:.0f} MB"
+            detail = (
+                f"peak GPU memory allocated (torch.cuda.max_memory_allocated), {entry['built_gpu_mb']:.0f} MB once built, "
+                f"+{entry['gpu_growth_mb']:.0f} MB in the steps"
+            )
+        elif "anon_growth_mb" in entry:
             value = f"+{entry['anon_growth_mb']:.0f} MB"
             detail = (
                 f"heap (anonymous RSS, sampled every ms) peak {entry['peak_anon_steps_mb']:.0f} MB over "
@@ -310,6 +407,9 @@ def format_table(result: dict, repeats: int, warmup: int) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="where to measure: auto (CUDA when available), cpu, cuda or cuda:N (default auto)"
+    )
     parser.add_argument("--config", default="both", choices=["small", "paper", "both"], help="configuration(s) to measure")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 10, --quick 3)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (default 2, --quick 1)")
@@ -349,6 +449,7 @@ def measure_speed(args) -> int:
         raise ConfigError("speed: --repeats, --memory-steps and --threads must be >= 1, --warmup >= 0")
     if args.json and (Path(args.json).is_dir() or not Path(args.json).resolve().parent.is_dir()):  # before minutes of measuring
         raise ConfigError(f"--json: {args.json} is a folder, or its folder does not exist")
+    args.device = speed_device(args.device)
     names = ["tiny"] if args.tiny else (["small", "paper"] if args.config == "both" else [args.config])
 
     def log(message: str) -> None:
@@ -369,7 +470,7 @@ def measure_speed(args) -> int:
     try:
         if args.threads:
             torch.set_num_threads(args.threads)
-        header = f"transmem speed: {machine_line(torch.get_num_threads())}; float32 unless stated"
+        header = f"transmem speed: {machine_line(torch.get_num_threads(), args.device)}; float32 unless stated"
         results = []
         with tempfile.TemporaryDirectory(prefix="transmem-speed-") as tmp:
             root = Path(args.workdir) if args.workdir else Path(tmp)

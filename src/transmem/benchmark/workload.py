@@ -73,9 +73,17 @@ class Workload:
 
 
 def build_workload(
-    spec: SpeedConfig, variant: str, folder: Path, precision: str = "float32", compile_model: bool = False
+    spec: SpeedConfig,
+    variant: str,
+    folder: Path,
+    precision: str = "float32",
+    compile_model: bool = False,
+    device: str = "cpu",
 ) -> Workload:
-    """One training step of ``variant`` as the training loop runs it (see module docstring)."""
+    """One training step of ``variant`` on ``device`` as the training loop runs it (see module
+    docstring); the training frames stay on the CPU and are copied to ``device`` every step, as
+    in training. On CUDA the step returns before the GPU has finished (time it with a
+    synchronisation)."""
     import dataclasses
 
     import torch
@@ -91,13 +99,13 @@ def build_workload(
     else:
         sources = make_sources(spec, folder)
         config = spec.run_config("tmu", sources, variant, str(folder / "bank"))
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision, device=device))
     torch.manual_seed(config.train.seed)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     dataset = RandomSequences(spec, config.data.train_size)
-    method = METHODS[config.transfer.method](config, folder / "run", torch.device("cpu"))
-    model = method.build_model()
+    method = METHODS[config.transfer.method](config, folder / "run", torch.device(device))
+    model = method.build_model().to(device)
     method.initialize(model, rank_sources)
     method.prepare(model, dataset, progress=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
@@ -113,8 +121,8 @@ def build_workload(
         iteration = counter["iteration"]
         counter["iteration"] += 1
         indices = batch_indices(iteration, data.batch_size, len(dataset), False, data.seed)
-        mask = teacher_mask(data.batch_size, data.total_len, data.input_len, 1.0, 0.5, generator)
-        frames = torch.stack([dataset[i] for i in indices])
+        mask = teacher_mask(data.batch_size, data.total_len, data.input_len, 1.0, 0.5, generator).to(device)
+        frames = torch.stack([dataset[i] for i in indices]).to(device)
         training_step(
             model, forward_model, method, optimizer, None, config, TrainingBatch(indices, frames, mask), iteration, diverged
         )
@@ -122,14 +130,14 @@ def build_workload(
     return Workload(step, model, method)
 
 
-def build_inference(spec: SpeedConfig, tmu: bool) -> Callable[[], Tensor]:
-    """Predict T_out frames from T_in for one batch, with no source loaded."""
+def build_inference(spec: SpeedConfig, tmu: bool, device: str = "cpu") -> Callable[[], Tensor]:
+    """Predict T_out frames from T_in for one batch on ``device``, with no source loaded."""
     import torch
 
     from transmem.models import build_predictor
 
     torch.manual_seed(0)
-    model = build_predictor(spec.run_config().model, spec.channels, tmu_layout(spec) if tmu else None).eval()
-    inputs = torch.rand(spec.batch, spec.input_len, spec.channels, spec.frame_size, spec.frame_size)
+    model = build_predictor(spec.run_config().model, spec.channels, tmu_layout(spec) if tmu else None).to(device).eval()
+    inputs = torch.rand(spec.batch, spec.input_len, spec.channels, spec.frame_size, spec.frame_size).to(device)
     horizon = spec.total_len - spec.input_len
     return lambda: model.predict(inputs, horizon)
