@@ -435,6 +435,24 @@ def test_a_failing_parallel_run_stops_the_benchmark_with_its_error(tmp_path):
         run_tasks([Task("a", tiny_config(), tmp_path / "a", needs=("b",)), Task("b", tiny_config(), tmp_path / "b")], jobs=2)
 
 
+def test_with_several_gpus_each_worker_gets_the_least_busy_one(tmp_path, monkeypatch):
+    from tests.support import tiny_config
+    from transmem.benchmark import scheduler
+    from transmem.benchmark.scheduler import Task, gpu_for, run_tasks, visible_devices
+
+    auto, pinned, cpu = (Task(d, tiny_config(train={"device": d}), tmp_path / d) for d in ("auto", "cuda:1", "cpu"))
+    assert [gpu_for(auto, busy, 3) for busy in ([], [0], [0, 1], [0, 1, 2, 0], [1, 1])] == [0, 1, 2, 1, 0]
+    assert gpu_for(auto, [], 1) is None and gpu_for(pinned, [], 4) is None and gpu_for(cpu, [], 4) is None
+    assert visible_devices(1, None) == "1" and visible_devices(1, "4, 6,7") == "6"
+    # two workers on a (pretended) two-GPU machine: one per GPU; without CUDA they train on the CPU
+    monkeypatch.setattr(scheduler, "gpu_count", lambda: 2)
+    lines = []
+    tasks = [Task(f"run {k}", tiny_config(), tmp_path / f"run{k}") for k in range(2)]
+    results = run_tasks(tasks, jobs=2, log=lines.append)
+    assert all(results[t.name] is not None for t in tasks)
+    assert sorted(line.split(" (")[0] for line in lines if line.startswith("start")) == ["start run 0 on GPU 0", "start run 1 on GPU 1"]
+
+
 def test_a_worker_killed_from_outside_is_an_error_not_a_hang(tmp_path):
     import signal
     import threading

@@ -22,12 +22,14 @@ from tqdm import tqdm
 
 
 def format_seconds(seconds: float) -> str:
-    """``"42 s"``, ``"3.5 min"``, ``"2.1 h"``."""
+    """``"42 s"``, ``"3.5 min"``, ``"2.1 h"``, ``"4.2 days"``."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
         return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 72 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def progress_bar(

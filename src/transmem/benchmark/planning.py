@@ -123,6 +123,8 @@ def benchmark_tasks(
     if profile_name not in PROFILES:
         raise ConfigError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}")
     suite, profile = SUITES[suite_name], PROFILES[profile_name]
+    if profile.suites and suite_name not in profile.suites:
+        raise ConfigError(f"--profile {profile_name}: defined for suite(s) {', '.join(profile.suites)} only, not {suite_name}")
     if seeds is not None:
         if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
             raise ConfigError(f"--seeds: must be distinct non-negative integers, got {seeds}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from transmem.benchmark.estimate import check_profile_device
 from transmem.benchmark.planning import benchmark_tasks
 from transmem.benchmark.results import METRICS, write_results
 from transmem.benchmark.run_logs import init_source, time_to_quality, train_seconds, train_threads, validation_curve
@@ -59,9 +60,12 @@ def run_benchmark(
     suite, profile, out, tasks, plan = benchmark_tasks(
         suite_name, profile_name, out, methods, overrides, seeds, zoo, target_overrides
     )
+    estimate = check_profile_device(profile_name, profile, tasks, jobs)  # refuses a CUDA-only profile on the CPU
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     log(f"benchmark {suite.name} ({profile_name}): {suite.description}")
+    if estimate:
+        log(estimate)
     metrics_by_task = run_tasks(tasks, jobs, progress=progress, log=log)
     source_metrics = {name: metrics_by_task[f"source {name}"] for name in suite.sources if f"source {name}" in metrics_by_task}
     for entry in plan:  # sources from the builtin zoo: the scores recorded when it was built

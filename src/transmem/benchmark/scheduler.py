@@ -17,6 +17,10 @@ metrics are read from the run folder. Tasks finished by an earlier benchmark are
 without a worker. If one task fails (or its worker dies), the running
 ones are stopped (they resume from their last checkpoint next time) and the error is
 raised. On Linux, workers stop with this process however it ends (even by ``kill -9``).
+
+On a machine with several CUDA devices each worker whose run trains on ``auto`` or ``cuda``
+gets the GPU with the fewest running workers (``CUDA_VISIBLE_DEVICES`` set in the worker
+before CUDA starts, so the run's config, and with it resuming, is the same on any GPU).
 """
 
 from __future__ import annotations
@@ -177,8 +181,32 @@ def _longest_first(ready: list[Task], pending: list[Task]) -> list[Task]:
     return sorted(ready, key=lambda task: (task.name not in needed, -task.cost))
 
 
+def gpu_count() -> int:
+    """CUDA devices this process sees (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_for(task: Task, busy: list[int], count: int) -> int | None:
+    """The GPU (an index among this process's visible ones) for ``task``'s worker: the one with
+    the fewest running workers (``busy``: their GPUs), lowest index on ties; None with fewer
+    than two GPUs or a run whose ``train.device`` is not ``auto`` or ``cuda``."""
+    if count < 2 or task.config.train.device not in ("auto", "cuda"):
+        return None
+    return min(range(count), key=lambda gpu: (busy.count(gpu), gpu))
+
+
+def visible_devices(gpu: int, visible: str | None) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for a worker on ``gpu``, an index among the parent's
+    ``visible`` devices (its ``CUDA_VISIBLE_DEVICES``, None: every device)."""
+    if not visible:
+        return str(gpu)
+    return [entry.strip() for entry in visible.split(",")][gpu]
+
+
 def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, dict | None]:
     context = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
+    gpus = gpu_count()
+    placed: dict[str, int | None] = {}  # task name -> its worker's GPU
     results: dict[str, dict | None] = {}
     pending = list(tasks)
     running: dict[int, tuple[Task, multiprocessing.process.BaseProcess, Connection]] = {}  # by sentinel
@@ -191,8 +219,14 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
             for task in _longest_first(ready, pending)[: jobs - len(running)]:
                 pending.remove(task)
                 receiver, sender = context.Pipe(duplex=False)
+                gpu = gpu_for(task, [placed[t.name] for t, _, _ in running.values()], gpus)
+                placed[task.name] = gpu
+                devices = None if gpu is None else visible_devices(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
                 worker = context.Process(
-                    target=_work, args=(task.config, task.run_dir, threads, os.getpid(), sender), name=task.name, daemon=True
+                    target=_work,
+                    args=(task.config, task.run_dir, threads, os.getpid(), sender, devices),
+                    name=task.name,
+                    daemon=True,
                 )
                 worker.start()
                 sender.close()
@@ -204,7 +238,8 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                     sum(remaining_iterations(t) for t in pending) + sum(i for i, _ in in_flight),
                     sum(remaining_work(t) for t in pending) + sum(w for _, w in in_flight),
                 )
-                log(f"start {task.name} (run {len(results) + len(running)} of {len(tasks)}{'; ' + left if left else ''})")
+                where = "" if gpu is None else f" on GPU {devices}"
+                log(f"start {task.name}{where} (run {len(results) + len(running)} of {len(tasks)}{'; ' + left if left else ''})")
             for sentinel in wait(list(running)) if running else []:  # one or more workers ended
                 task, worker, receiver = running.pop(sentinel)
                 worker.join()
@@ -250,8 +285,13 @@ def _take_finished(pending: list[Task], results: dict[str, dict | None], log) ->
             log(f"done {task.name} ({task.run_dir}: finished earlier)")
 
 
-def _work(config: RunConfig, run_dir: Path, threads: int, parent: int, sender: Connection) -> None:
-    """A worker process: run one task and send ``(error or None, log line)`` back."""
+def _work(
+    config: RunConfig, run_dir: Path, threads: int, parent: int, sender: Connection, cuda_devices: str | None = None
+) -> None:
+    """A worker process: run one task (on the GPUs ``cuda_devices`` names, if given, as its
+    ``CUDA_VISIBLE_DEVICES``) and send ``(error or None, log line)`` back."""
+    if cuda_devices is not None:  # before anything starts CUDA in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
     try:  # Linux: SIGTERM when the parent dies, even by SIGKILL (prctl PR_SET_PDEATHSIG = 1)
         import ctypes
 

@@ -1,0 +1,84 @@
+"""The ``paper`` profile: the authors' protocol, its time estimate, and its refusal on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.support import tiny_raw
+from transmem.benchmark.estimate import check_profile_device, plain_step_cost, step_seconds
+from transmem.benchmark.planning import benchmark_tasks
+from transmem.benchmark.suites import PROFILES
+from transmem.cli import main
+from transmem.config import ConfigError, config_from_dict
+
+
+def paper_tasks(tmp_path, methods=("scratch", "tmu", "fusion")):
+    *_, tasks, _ = benchmark_tasks("digits", "paper", tmp_path / "bench", list(methods))
+    return tasks
+
+
+def test_the_paper_profile_is_the_authors_protocol_for_every_run_of_digits(tmp_path):
+    tasks = {t.name: t.config for t in paper_tasks(tmp_path)}
+    assert set(tasks) == {"source digits1", "source digits2"} | {
+        f"{m} seed {s}" for m in ("scratch", "tmu", "fusion") for s in (0, 1, 2)
+    }
+    for name, config in tasks.items():
+        width = 128 if name.startswith("fusion") else 64  # fusion: two sources side by side
+        assert config.model.hidden == [width] * 4 and (config.model.kernel, config.model.patch) == (5, 4)
+        assert (config.data.batch_size, config.data.train_size, config.train.lr) == (8, 0, 3e-4)
+        assert config.train.iterations == 80_000 and config.train.sampling_stop * 80_000 == 50_000
+    with pytest.raises(ConfigError, match="--profile paper: defined for suite\\(s\\) digits only, not far"):
+        benchmark_tasks("far", "paper", tmp_path / "far")
+
+
+def test_on_the_cpu_the_paper_profile_is_refused_with_the_time_it_would_take(tmp_path):
+    tasks = paper_tasks(tmp_path, ["scratch"])
+    calls = []
+
+    def measure(config, device):
+        calls.append((config.model.hidden, device))
+        return 6.0  # seconds per plain step
+
+    with pytest.raises(ConfigError) as refused:
+        check_profile_device("paper", PROFILES["paper"], tasks, jobs=1, measure=measure)
+    message = str(refused.value)
+    # 3 scratch seeds (scratch needs no source), 80,000 iterations each, plain 4 x 64: 3 x 80,000 x 6 s
+    assert message.startswith("--profile paper needs a CUDA GPU: here it would train on the CPU for about 16.7 days")
+    assert "3 runs, 240,000 training iterations left, 6000 ms per step of the plain 4 x 64 network" in message
+    assert calls == [([64] * 4, "cpu")]
+    assert check_profile_device("full", PROFILES["full"], tasks, 1, measure=measure) is None and len(calls) == 1
+
+
+def test_on_cuda_the_estimate_scales_the_measured_step_by_cost_and_gpus(tmp_path, monkeypatch):
+    import transmem.training.engine as engine
+
+    monkeypatch.setattr(engine, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    tasks = paper_tasks(tmp_path, ["scratch", "fusion"])
+    plain = plain_step_cost(tasks[0].config)
+    assert plain == 256**2 and tasks[-1].cost == 80_000 * 512**2  # fusion: 4x the plain step's cost units
+    line = check_profile_device("paper", PROFILES["paper"], tasks, jobs=4, measure=lambda c, d: 0.05)
+    # (2 sources + 3 scratch) x 80,000 plain steps + 3 fusions x 80,000 x 4, at 50 ms, 2 at once
+    expected = (5 + 3 * 4) * 80_000 * 0.05 / 2
+    assert line.startswith(f"estimated training time: about {expected / 3600:.1f} h (8 runs, 640,000 training iterations left")
+    assert "2 at once" in line
+
+
+def test_step_seconds_times_a_real_step_and_keeps_the_thread_count():
+    config = config_from_dict(tiny_raw())
+    threads = torch.get_num_threads()
+    assert step_seconds(config, "cpu") > 0
+    assert torch.get_num_threads() == threads
+
+
+def test_the_cli_refuses_the_paper_profile_on_the_cpu_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import transmem.benchmark.estimate as estimate
+
+    monkeypatch.setattr(estimate, "step_seconds", lambda config, device: 6.0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "paper"
+    assert main(["benchmark", "digits", "--profile", "paper", "--out", str(out), "--methods", "scratch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("transmem: error: --profile paper needs a CUDA GPU")
+    assert not out.exists()
