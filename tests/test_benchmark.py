@@ -450,7 +450,10 @@ def test_with_several_gpus_each_worker_gets_the_least_busy_one(tmp_path, monkeyp
     tasks = [Task(f"run {k}", tiny_config(), tmp_path / f"run{k}") for k in range(2)]
     results = run_tasks(tasks, jobs=2, log=lines.append)
     assert all(results[t.name] is not None for t in tasks)
-    assert sorted(line.split(" (")[0] for line in lines if line.startswith("start")) == ["start run 0 on GPU 0", "start run 1 on GPU 1"]
+    assert sorted(line.split(" (")[0] for line in lines if line.startswith("start")) == [
+        "start run 0 on GPU 0",
+        "start run 1 on GPU 1",
+    ]
 
 
 def test_a_worker_killed_from_outside_is_an_error_not_a_hang(tmp_path):
