@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
 
-.PHONY: setup demo test speed clean-venv
+.PHONY: setup demo test lint speed clean-venv
 
 setup: $(VENV)/.installed-dev
 
@@ -27,6 +27,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
+
+# style and layering: ruff (pinned in the dev extra) and the one-way imports check
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/python tests/test_architecture.py
 
 speed: $(VENV)/.installed
 	$(BIN)/transmem speed

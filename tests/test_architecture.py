@@ -240,5 +240,7 @@ def test_the_run_folder_file_names_are_spelled_in_one_module():
 
 if __name__ == "__main__":
     graph = import_graph()
-    for component in cycles(graph):
+    found = cycles(graph)
+    for component in found:
         print(describe(graph, component))
+    sys.exit(1 if found else 0)
