@@ -367,16 +367,13 @@ def test_status_reports_each_run_without_writing(tiny_benchmark, tmp_path, capsy
 def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tiny_benchmark, tmp_path):
     serial_out, serial = tiny_benchmark
     lines: list[str] = []
-    results = run_benchmark(
-        "digits",
-        "quick",
-        tmp_path / "parallel",
-        ["scratch", "finetune", "tmu"],
-        progress=False,
-        log=lines.append,
-        overrides=TINY,
-        jobs=2,
-    )
+
+    def parallel() -> dict:
+        return run_benchmark(
+            "digits", "quick", tmp_path / "parallel", ["scratch", "finetune", "tmu"], False, lines.append, TINY, jobs=2
+        )
+
+    results = parallel()
     assert [r["method"] for r in results["rows"]] == ["scratch", "finetune_digits1", "finetune_digits2", "tmu"]
     assert lines[1] == f"6 runs on 2 worker processes, {max(1, torch.get_num_threads() // 2)} torch thread(s) each"
     started = {line[len("start ") :].split(" (")[0]: n for n, line in enumerate(lines) if line.startswith("start ")}
@@ -404,16 +401,7 @@ def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tin
     assert (tmp_path / "parallel" / "results.md").exists()
     # Rerun: every run finished earlier is read here, no worker process starts.
     lines.clear()
-    again = run_benchmark(
-        "digits",
-        "quick",
-        tmp_path / "parallel",
-        ["scratch", "finetune", "tmu"],
-        progress=False,
-        log=lines.append,
-        overrides=TINY,
-        jobs=2,
-    )
+    again = parallel()
     assert not [line for line in lines if line.startswith("start ")]
     assert sum(line.endswith(": finished earlier)") for line in lines) == 6
     assert [(r["method"], r["mse"], r["ssim"]) for r in again["rows"]] == [
