@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.support import tiny_raw
-from transmem.benchmark.estimate import check_profile_device, plain_step_cost, step_seconds
-from transmem.benchmark.planning import benchmark_tasks
+from transmem.benchmark.estimate import check_profile_device, step_seconds
+from transmem.benchmark.planning import benchmark_tasks, plain_step_cost
 from transmem.benchmark.suites import PROFILES
 from transmem.cli import main
 from transmem.config import ConfigError, config_from_dict
@@ -65,11 +65,16 @@ def test_on_cuda_the_estimate_scales_the_measured_step_by_cost_and_gpus(tmp_path
     assert "2 at once" in line
 
 
-def test_step_seconds_times_a_real_step_and_keeps_the_thread_count():
+def test_step_seconds_times_a_real_step_and_restores_the_deterministic_mode():
     config = config_from_dict(tiny_raw())
-    threads = torch.get_num_threads()
-    assert step_seconds(config, "cpu") > 0
-    assert torch.get_num_threads() == threads
+    assert config.train.deterministic  # the workload turns torch's deterministic mode on, as training does
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        assert step_seconds(config, "cpu") > 0
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def test_the_cli_refuses_the_paper_profile_on_the_cpu_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from transmem.benchmark.planning import plain_step_cost
 from transmem.benchmark.scheduler import Task, remaining_iterations, remaining_work
 from transmem.benchmark.speed_config import SpeedConfig
 from transmem.benchmark.suites import Profile
@@ -32,8 +33,7 @@ def step_seconds(config: RunConfig, device: str, steps: int | None = None, warmu
 
     import torch
 
-    from transmem.benchmark.speed import synchronizer
-    from transmem.benchmark.workload import build_workload
+    from transmem.benchmark.workload import build_workload, synchronizer
 
     data, model = config.data, config.model
     spec = SpeedConfig(
@@ -51,7 +51,7 @@ def step_seconds(config: RunConfig, device: str, steps: int | None = None, warmu
     wait = sync or (lambda: None)
     if steps is None:
         steps, warmup = (5, 3) if sync else (1, warmup)
-    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         with tempfile.TemporaryDirectory(prefix="transmem-estimate-") as folder:
             workload = build_workload(spec, "plain", Path(folder), device=device)
@@ -64,14 +64,9 @@ def step_seconds(config: RunConfig, device: str, steps: int | None = None, warmu
                 workload.step()
                 wait()
                 seconds.append(time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(threads)
+    finally:  # the workload sets torch's deterministic mode as training does; put it back
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
     return statistics.median(seconds)
-
-
-def plain_step_cost(config: RunConfig) -> float:
-    """The cost units of one plain training step of ``config`` (see the module docstring)."""
-    return float(sum(config.model.hidden) ** 2)
 
 
 def check_profile_device(profile_name: str, profile: Profile, tasks: list[Task], jobs: int, measure=step_seconds) -> str | None:

@@ -162,8 +162,13 @@ def training_cost(config: RunConfig) -> float:
     """A rough relative cost of training ``config``, for scheduling only: iterations times the
     squared total width of the network (the gate convolutions' weights), twice for methods
     that read the sources at every step."""
-    step = sum(config.model.hidden) ** 2 * (2 if METHODS[config.transfer.method].reads_sources_every_step else 1)
-    return float(config.train.iterations * step)
+    reads_sources = METHODS[config.transfer.method].reads_sources_every_step
+    return float(config.train.iterations * plain_step_cost(config) * (2 if reads_sources else 1))
+
+
+def plain_step_cost(config: RunConfig) -> float:
+    """The cost units (:func:`training_cost`) of one training step of ``config``'s network alone."""
+    return float(sum(config.model.hidden) ** 2)
 
 
 def _fused_hidden_override(suite: Suite, source_configs: dict[str, RunConfig], overrides: list[str]) -> str:

@@ -46,7 +46,7 @@ from typing import Callable
 from transmem.benchmark.flops import ConvShape, step_convs, total_flops
 from transmem.benchmark.peak_memory import gpu_memory, measure_memory
 from transmem.benchmark.speed_config import CONFIGS, SpeedConfig
-from transmem.benchmark.workload import build_inference, build_workload
+from transmem.benchmark.workload import build_inference, build_workload, synchronizer
 from transmem.storage.files import atomic_write_text
 
 TRAIN_VARIANTS = ("plain", "live", "cached")
@@ -130,13 +130,6 @@ def speed_device(name: str) -> str:
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return str(device)
-
-
-def synchronizer(device: str) -> Callable[[], None] | None:
-    """``torch.cuda.synchronize`` on a CUDA ``device``, None on the CPU (nothing to wait for)."""
-    import torch
-
-    return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else None
 
 
 def conv_alone_seconds(spec: SpeedConfig, shapes: list[ConvShape], warmup: int, repeats: int, device: str = "cpu") -> Timing:

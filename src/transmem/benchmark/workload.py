@@ -141,3 +141,10 @@ def build_inference(spec: SpeedConfig, tmu: bool, device: str = "cpu") -> Callab
     inputs = torch.rand(spec.batch, spec.input_len, spec.channels, spec.frame_size, spec.frame_size).to(device)
     horizon = spec.total_len - spec.input_len
     return lambda: model.predict(inputs, horizon)
+
+
+def synchronizer(device: str) -> Callable[[], None] | None:
+    """``torch.cuda.synchronize`` on a CUDA ``device``, None on the CPU (nothing to wait for)."""
+    import torch
+
+    return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else None
