@@ -62,7 +62,7 @@ def test_on_cuda_the_estimate_scales_the_measured_step_by_cost_and_gpus(tmp_path
     # (2 sources + 3 scratch) x 80,000 plain steps + 3 fusions x 80,000 x 4, at 50 ms, 2 at once
     expected = (5 + 3 * 4) * 80_000 * 0.05 / 2
     assert line.startswith(f"estimated training time: about {expected / 3600:.1f} h (8 runs, 640,000 training iterations left")
-    assert "2 at once" in line
+    assert "50 ms per step of the plain 4 x 64 network measured just now on cuda, 2 at once" in line
 
 
 def test_step_seconds_times_a_real_step_and_restores_the_deterministic_mode():
@@ -86,4 +86,15 @@ def test_the_cli_refuses_the_paper_profile_on_the_cpu_in_one_line_and_writes_not
     assert main(["benchmark", "digits", "--profile", "paper", "--out", str(out), "--methods", "scratch"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("transmem: error: --profile paper needs a CUDA GPU")
+    assert not out.exists()
+
+
+def test_estimate_prints_the_time_any_profile_would_take_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "bench"
+    tiny = ["--set", "train.iterations=4", "--set", "data.frame_size=16", "--set", "model.hidden=[8]"]
+    command = ["benchmark", "digits", "--profile", "quick", "--out", str(out), "--methods", "scratch", *tiny]
+    assert main([*command, "--estimate"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("estimated training time: about ") and "(1 run, 4 training iterations left" in line
+    assert "of the plain 1 x 8 network measured just now on cpu, 1 at once" in line
     assert not out.exists()

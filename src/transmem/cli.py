@@ -190,6 +190,11 @@ def _parser() -> argparse.ArgumentParser:
         help="train N runs at once in worker processes, each with 1/N of torch's threads (default 1)",
     )
     bench.add_argument("--status", action="store_true", help="show where each run stands; train nothing")
+    bench.add_argument(
+        "--estimate",
+        action="store_true",
+        help="time one training step on the runs' device and print how long the training left would take; train nothing",
+    )
     bench.add_argument("--no-progress", action="store_true")
 
     speed = commands.add_parser(
@@ -422,6 +427,15 @@ def _benchmark(args) -> int:
         width = max(len(row["run"]) for row in rows)
         for row in rows:
             print(f"  {row['run']:<{width}}  {row['state']}")
+        return 0
+    if args.estimate:
+        from transmem.benchmark.estimate import estimate_training
+        from transmem.benchmark.planning import benchmark_tasks
+
+        options = (args.methods, args.overrides, args.seeds, args.zoo, args.target_overrides)
+        *_, tasks, _ = benchmark_tasks(args.suite, args.profile, args.out, *options)
+        estimate = estimate_training(tasks, args.jobs)
+        print(estimate.line() if estimate else f"benchmark {args.suite} ({args.profile}) in {args.out}: nothing left to train")
         return 0
     run_benchmark(
         args.suite,
