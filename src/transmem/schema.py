@@ -113,6 +113,10 @@ class TrainConfig:
     tensorboard: bool = False
     precision: str = "float32"  # float32 | bf16 (autocast of the training step; opt-in)
     compile: bool = False  # torch.compile the training forward (opt-in; first steps pay the compilation)
+    # CUDA only: capture the whole training step in one CUDA graph and replay it (opt-in; see
+    # transmem.training.cuda_graph for what it refuses: CPU, torchrun, compile, lr schedules,
+    # methods that read sources every step)
+    cuda_graph: bool = False
 
     def validate(self) -> None:
         _positive(self, "iterations", "log_every", "checkpoint_every", "keep_checkpoints")
@@ -131,6 +135,12 @@ class TrainConfig:
             raise ConfigError(f"train.precision: expected 'float32' or 'bf16', got {self.precision!r}")
         if self.sampling == "reverse" and self.reverse_start > self.sampling_stop:
             raise ConfigError("train.reverse_start: must not exceed train.sampling_stop")
+        if self.cuda_graph and self.compile:
+            raise ConfigError("train.cuda_graph: replays the eager step's kernels; use it without train.compile")
+        if self.cuda_graph and self.lr_schedule != "none":
+            raise ConfigError(
+                f"train.cuda_graph: needs lr_schedule = 'none' (the captured Adam step bakes in the learning rate), got {self.lr_schedule!r}"
+            )
 
 
 @dataclass

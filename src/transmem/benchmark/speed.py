@@ -224,29 +224,42 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
     for name, timing in inference.items():
         result["inference"][name] = {**timing.summary(), "sequences_per_second": spec.batch / timing.median}
 
-    extra = []
+    extra = []  # (label, precision, compiled, CUDA graph, variants)
     if args.precision == "bf16":
-        extra.append(("bf16", "bf16", False))
+        extra.append(("bf16", "bf16", False, False, ("plain", "cached")))
     if args.compile:
-        extra.append(("compile", "float32", True))
+        extra.append(("compile", "float32", True, False, ("plain", "cached")))
     if args.precision == "bf16" and args.compile:
-        extra.append(("bf16+compile", "bf16", True))
+        extra.append(("bf16+compile", "bf16", True, False, ("plain", "cached")))
+    if args.cuda_graph:  # only a step that reads frames alone can be captured
+        extra.append(("cuda-graph", "float32", False, True, ("plain",)))
+    if args.cuda_graph and args.precision == "bf16":
+        extra.append(("bf16+cuda-graph", "bf16", False, True, ("plain",)))
     result["options"] = {}
-    baselines = (
-        {variant: build_workload(spec, variant, folder, device=device) for variant in ("plain", "cached")} if extra else {}
-    )
-    for label, precision, compiled in extra:
+    from transmem.training.cuda_graph import WARMUP_STEPS
+
+    needed = sorted({variant for *_, variants in extra for variant in variants})
+    baselines = {variant: build_workload(spec, variant, folder, device=device) for variant in needed}
+    for label, precision, compiled, graphed, variants in extra:
         log(f"[{spec.name}] timing the step with {label} ...")
-        for variant, baseline in baselines.items():
-            workload = build_workload(spec, variant, folder, precision, compiled, device)
+        for variant in variants:
+            baseline = baselines[variant]
+            workload = build_workload(spec, variant, folder, precision, compiled, device, graphed)
             started = time.perf_counter()
-            workload.step()  # compiles, if asked
+            first_steps = WARMUP_STEPS + 1 if graphed else 1
+            for _ in range(first_steps):  # compiles or warms up and captures, if asked
+                workload.step()
             (sync or (lambda: None))()
             first = time.perf_counter() - started
             # interleaved with a float32 eager step of the same variant, so both see the same load
             timing = measure_interleaved({"float32": baseline.step, label: workload.step}, warmup, repeats, sync)
             speedup = timing["float32"].median / timing[label].median
-            result["options"][f"{variant} {label}"] = {**timing[label].summary(), "first_step": first, "speedup": speedup}
+            result["options"][f"{variant} {label}"] = {
+                **timing[label].summary(),
+                "first_step": first,
+                "first_steps": first_steps,
+                "speedup": speedup,
+            }
     del baselines
 
     if not args.no_memory and sync is not None:
@@ -289,9 +302,17 @@ def cpu_checks(result: dict) -> list[Check]:
     return checks
 
 
+def fastest(result: dict, variant: str) -> float:
+    """The fastest median step of ``variant``: float32 eager or any option timed (bf16,
+    compile, a CUDA graph), since the targets are for the step a GPU user can have."""
+    options = [entry["median"] for name, entry in result.get("options", {}).items() if name.split()[0] == variant]
+    return min([result["train"][variant]["median"], *options])
+
+
 def gpu_checks(spec: SpeedConfig, result: dict) -> list[Check]:
     """The GPU targets of the speed issue: at the paper's configuration the plain step in at
-    most 25 ms, TMU cached in 30 ms, every TMU step 3x faster than the release's
+    most 25 ms, TMU cached in 30 ms (each the fastest of eager and the options timed, see
+    :func:`fastest`), every TMU step 3x faster than the release's
     (:data:`RELEASE_TMU_STEP_H200`, an H200-class reference); at any size a live bank at most
     1.3x a cached one, and TMU inference as fast as the backbone's."""
     train, inf = result["train"], result["inference"]
@@ -300,10 +321,11 @@ def gpu_checks(spec: SpeedConfig, result: dict) -> list[Check]:
         Check("TMU / backbone inference time", inf["tmu"]["median"] / inf["backbone"]["median"], "<= 1.15"),
     ]
     if spec.name == "paper":
+        plain, cached = (fastest(result, variant) for variant in ("plain", "cached"))
         checks += [
-            Check("plain step, ms", train["plain"]["median"] * 1e3, "<= 25"),
-            Check("TMU cached step, ms", train["cached"]["median"] * 1e3, "<= 30"),
-            Check("release TMU step (H200) / TMU cached step", RELEASE_TMU_STEP_H200 / train["cached"]["median"], ">= 3"),
+            Check("plain step (fastest timed), ms", plain * 1e3, "<= 25"),
+            Check("TMU cached step (fastest timed), ms", cached * 1e3, "<= 30"),
+            Check("release TMU step (H200) / TMU cached step", RELEASE_TMU_STEP_H200 / cached, ">= 3"),
             Check("release TMU step (H200) / TMU live step", RELEASE_TMU_STEP_H200 / train["live"]["median"], ">= 3"),
         ]
     memory = result["memory"]
@@ -369,7 +391,8 @@ def format_table(result: dict, repeats: int, warmup: int) -> str:
             row.format(
                 f"train step, {name}",
                 _ms(entry["median"]),
-                f"speedup x{entry['speedup']:.2f} over float32 eager; first step {_ms(entry['first_step'])}; " + _spread(entry),
+                f"speedup x{entry['speedup']:.2f} over float32 eager; first {entry.get('first_steps', 1)} step(s) "
+                f"{_ms(entry['first_step'])}; " + _spread(entry),
             )
         )
     for variant, entry in result["memory"].items():
@@ -411,6 +434,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", default="float32", choices=["float32", "bf16"], help="also time the step under bf16 autocast"
     )
     parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
+    parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="also time the plain step captured in a CUDA graph (train.cuda_graph; CUDA only)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument(
@@ -443,6 +471,8 @@ def measure_speed(args) -> int:
     if args.json and (Path(args.json).is_dir() or not Path(args.json).resolve().parent.is_dir()):  # before minutes of measuring
         raise ConfigError(f"--json: {args.json} is a folder, or its folder does not exist")
     args.device = speed_device(args.device)
+    if args.cuda_graph and not args.device.startswith("cuda"):
+        raise ConfigError(f"--cuda-graph: captures the step in a CUDA graph and needs --device cuda, not {args.device}")
     names = ["tiny"] if args.tiny else (["small", "paper"] if args.config == "both" else [args.config])
 
     def log(message: str) -> None:

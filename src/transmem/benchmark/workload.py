@@ -1,6 +1,6 @@
 """The workloads ``transmem speed`` times: one training step of a variant, and inference.
 
-The step is the training loop's own (:func:`transmem.training.engine.training_step`): the
+The step is the training loop's own (:func:`transmem.training.step.training_step`): the
 transfer method builds the model, prepares its bank and adds its loss terms exactly as in
 training; the sources are random-init networks of the target's architecture (their weights
 do not change the cost) and the training sequences are random frames held in memory (no
@@ -79,16 +79,18 @@ def build_workload(
     precision: str = "float32",
     compile_model: bool = False,
     device: str = "cpu",
+    cuda_graph: bool = False,
 ) -> Workload:
     """One training step of ``variant`` on ``device`` as the training loop runs it (see module
     docstring); the training frames stay on the CPU and are copied to ``device`` every step, as
     in training. On CUDA the step returns before the GPU has finished (time it with a
-    synchronisation)."""
+    synchronisation). ``cuda_graph``: the step of ``train.cuda_graph`` (plain only; its first
+    :data:`~transmem.training.cuda_graph.WARMUP_STEPS` + 1 calls warm up and capture)."""
     import dataclasses
 
     import torch
 
-    from transmem.training.engine import training_step
+    from transmem.training.cuda_graph import make_step
     from transmem.training.sampling import batch_indices, teacher_mask
     from transmem.transfer.memory_bank import TrainingBatch
     from transmem.transfer.methods import METHODS
@@ -99,7 +101,8 @@ def build_workload(
     else:
         sources = make_sources(spec, folder)
         config = spec.run_config("tmu", sources, variant, str(folder / "bank"))
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision, device=device))
+    train = dataclasses.replace(config.train, precision=precision, device=device, cuda_graph=cuda_graph)
+    config = dataclasses.replace(config, train=train)
     torch.manual_seed(config.train.seed)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -108,8 +111,9 @@ def build_workload(
     model = method.build_model().to(device)
     method.initialize(model, rank_sources)
     method.prepare(model, dataset, progress=False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, capturable=cuda_graph)
     forward_model = torch.compile(model) if compile_model else model
+    training_step = make_step(model, forward_model, method, optimizer, None, config)
     generator = torch.Generator().manual_seed(1)
     data = config.data
     counter = {"iteration": 0}
@@ -123,9 +127,7 @@ def build_workload(
         indices = batch_indices(iteration, data.batch_size, len(dataset), False, data.seed)
         mask = teacher_mask(data.batch_size, data.total_len, data.input_len, 1.0, 0.5, generator).to(device)
         frames = torch.stack([dataset[i] for i in indices]).to(device)
-        training_step(
-            model, forward_model, method, optimizer, None, config, TrainingBatch(indices, frames, mask), iteration, diverged
-        )
+        training_step(TrainingBatch(indices, frames, mask), iteration, diverged)
 
     return Workload(step, model, method)
 

@@ -3,8 +3,9 @@
 One function, :func:`train_run`, trains (or resumes) a run in a run folder (the public
 :func:`transmem.training.loop.train` is it, given the source ranking):
 
-- the loss is assembled here: prediction MSE over all T-1 predicted frames, plus the
-  transfer method's weighted terms (e.g. distillation), plus PredRNN-V2's decoupling term;
+- each step is :func:`transmem.training.step.training_step` (the loss: prediction MSE over
+  all T-1 predicted frames, plus the transfer method's weighted terms, plus PredRNN-V2's
+  decoupling term), or that step captured in a CUDA graph (``train.cuda_graph``);
 - batches, scheduled-sampling masks and time reversal are pure functions of the iteration
   and a saved generator state, so ``N`` steps equal ``N/2`` + resume + ``N/2`` exactly;
 - checkpoints (model, optimizer, scheduler, iteration, RNG states, config) are written
@@ -22,10 +23,8 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig, config_from_dict, tomllib
@@ -48,6 +47,7 @@ from transmem.storage.run_folder import (
     VAL_LOG,
 )
 from transmem.training.conflicts import RunConflictError, check_run_dir, config_differences, describe_differences, prepare_run_dir
+from transmem.training.cuda_graph import check_graphable, make_step
 from transmem.training.distributed import init_distributed
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 from transmem.training.thread_share import ThreadShare
@@ -89,11 +89,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f'train.device = {name!r} but CUDA is not available here (use "auto" or "cpu")')
     return device
-
-
-def decoupling_loss(pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """PredRNN-V2: mean |cosine| between adapted memory increments (already L2-normalized)."""
-    return torch.stack([(dc * dm).sum(dim=2).abs().mean() for dc, dm in pairs]).mean()
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig):
@@ -272,8 +267,10 @@ def _build(config: RunConfig, run_dir: Path, device: torch.device, ctx, check_te
 
     method = METHODS[config.transfer.method](config, run_dir, device)
     method.check_data(train_set)
+    check_graphable(config, device, method, ctx.enabled)
     model = method.build_model().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    # A CUDA graph replays Adam's step too: its step counter must then live on the GPU.
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, capturable=config.train.cuda_graph)
     scheduler = make_scheduler(optimizer, config)
     generator = torch.Generator().manual_seed(config.train.seed + 1)
     return _Run(config, run_dir, device, ctx, train_set, val_set, method, model, optimizer, scheduler, generator)
@@ -366,52 +363,6 @@ def _draw_batch(run: _Run, iteration: int) -> tuple[TrainingBatch, float, float]
     return TrainingBatch(indices, frames, mask), input_prob, future_prob
 
 
-def training_step(
-    model: RecurrentPredictor,
-    forward_model: torch.nn.Module,
-    method,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    config: RunConfig,
-    batch: TrainingBatch,
-    iteration: int,
-    diverged: Callable[[Tensor], Exception],
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """One optimisation step on ``batch``: forward, loss, backward, clipping, optimiser and
-    scheduler steps. Returns ``(loss, terms)`` (``terms``: ``prediction`` and every weighted
-    term). A non-finite loss raises ``diverged(loss)`` before any gradient is applied.
-
-    The loss: prediction MSE over all T-1 predicted frames, plus the transfer method's
-    weighted terms (e.g. distillation), plus PredRNN-V2's decoupling term. ``transmem speed``
-    times this same function.
-    """
-    device_type = batch.frames.device.type
-    forward_kwargs = method.forward_kwargs(batch.frames, iteration)
-    # bf16 autocast (opt-in): convolutions in bfloat16, losses in float32 (autocast's fp32 list).
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16"):
-        rollout = forward_model(batch.frames, batch.mask, collect_decoupling=model.uses_decoupling, **forward_kwargs)
-        prediction = F.mse_loss(rollout.predictions, batch.frames[:, 1:])
-        loss = prediction
-        terms = {"prediction": prediction}
-        for name, (weight, value) in method.losses(model, batch, rollout).items():
-            terms[name] = value
-            if weight > 0:
-                loss = loss + weight * value
-        if model.uses_decoupling:
-            terms["decouple"] = decoupling_loss(rollout.decoupling)
-            loss = loss + config.model.decouple_weight * terms["decouple"]
-    if not torch.isfinite(loss):
-        raise diverged(loss)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.train.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    return loss, terms
-
-
 def _loop(
     run: _Run, forward_model: torch.nn.Module, start: int, stop_at: int | None, progress: bool, threads: ThreadShare
 ) -> int:
@@ -432,20 +383,11 @@ def _loop(
             f"the last good checkpoint is kept in {run.checkpoints} (try a lower train.lr or train.grad_clip)"
         )
 
+    step = make_step(run.model, forward_model, run.method, run.optimizer, run.scheduler, config)
     for iteration in range(start, total):
         threads.recount()
         batch, input_prob, future_prob = _draw_batch(run, iteration)
-        loss, terms = training_step(
-            run.model,
-            forward_model,
-            run.method,
-            run.optimizer,
-            run.scheduler,
-            config,
-            batch,
-            iteration,
-            lambda loss, iteration=iteration: diverged(loss, iteration),
-        )
+        loss, terms = step(batch, iteration, lambda loss, iteration=iteration: diverged(loss, iteration))
         done = iteration + 1
         bar.update(1)
         if ctx.is_main and (done % config.train.log_every == 0 or done == total):

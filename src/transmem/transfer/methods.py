@@ -54,6 +54,12 @@ class TransferMethod:
 
     reads_sources_every_step = False  # whether training steps run source networks or distillers (a cost)
 
+    @property
+    def step_reads_only_frames(self) -> bool:
+        """Whether a training step reads nothing but the batch's frames and mask (no source,
+        memory bank or per-iteration schedule): the step a CUDA graph can replay."""
+        return not self.reads_sources_every_step
+
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
