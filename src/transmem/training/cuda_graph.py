@@ -73,6 +73,7 @@ class GraphedTrainingStep:
         self.model, self.forward_model, self.method = model, forward_model, method
         self.optimizer, self.config = optimizer, config
         self.eager_steps = 0
+        self.stream: torch.cuda.Stream | None = None  # one side stream for the warm-up and the capture
         self.graph: torch.cuda.CUDAGraph | None = None
         self.frames: Tensor | None = None  # the static inputs the graph reads
         self.mask: Tensor | None = None
@@ -81,13 +82,13 @@ class GraphedTrainingStep:
 
     def __call__(self, batch: TrainingBatch, iteration: int, diverged: Callable[[Tensor], Exception]):
         if self.graph is None and self.eager_steps < WARMUP_STEPS:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
+            self.stream = self.stream or torch.cuda.Stream(batch.frames.device)
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
                 result = training_step(
                     self.model, self.forward_model, self.method, self.optimizer, None, self.config, batch, iteration, diverged
                 )
-            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.current_stream().wait_stream(self.stream)
             self.eager_steps += 1
             return result
         if self.graph is None:
@@ -105,7 +106,8 @@ class GraphedTrainingStep:
         static = TrainingBatch(batch.indices, self.frames, self.mask)
         self.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # the warm-up's stream (libraries such as cuBLAS keep handles per stream: made there, not mid-capture)
+        with torch.cuda.graph(self.graph, stream=self.stream):
             self.loss, self.terms = step_loss(
                 self.model, self.forward_model, self.method, self.config, static, iteration, autocast_cache=False
             )
