@@ -9,6 +9,18 @@ import pytest
 from tests.support import SOURCE_SPECS, tiny_config, tiny_raw, write_config
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip where torch sees no CUDA device (``pytest -m cuda`` runs them on a GPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def tiny():
     return tiny_config

@@ -15,8 +15,6 @@ from transmem.training.cuda_graph import WARMUP_STEPS, check_graphable
 from transmem.training.loop import train
 from transmem.transfer.methods import METHODS
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
 
 def test_settings_a_graph_cannot_replay_are_refused_by_the_config():
     with pytest.raises(ConfigError, match="train.cuda_graph: replays the eager step's kernels; use it without train.compile"):
@@ -58,7 +56,6 @@ def _graphed(**train_fields):
 
 
 @pytest.mark.cuda
-@needs_cuda
 def test_a_graphed_run_trains_as_the_eager_one_and_resumes(tmp_path):
     eager, graphed, resumed = tmp_path / "eager", tmp_path / "graphed", tmp_path / "resumed"
     train(_graphed(), eager, progress=False)
@@ -76,7 +73,6 @@ def test_a_graphed_run_trains_as_the_eager_one_and_resumes(tmp_path):
 
 
 @pytest.mark.cuda
-@needs_cuda
 def test_a_graphed_run_that_diverges_stops_with_the_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match="loss became (nan|inf)"):
         train(_graphed(cuda_graph=True, lr=1e6, iterations=200, grad_clip=0.0), tmp_path / "run", progress=False)

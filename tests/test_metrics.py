@@ -315,7 +315,7 @@ def test_update_does_not_track_gradients():
     assert leaf.grad is None
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     generator = torch.Generator().manual_seed(6)
     truth = torch.rand(2, 2, 1, 16, 16, generator=generator)

@@ -107,11 +107,7 @@ def test_run_prints_every_row_and_ratio(tmp_path, capsys):
     assert result["device"] == "cpu"  # --device auto on a machine without CUDA
 
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
 @pytest.mark.cuda
-@needs_cuda
 def test_on_cuda_the_table_times_the_gpu_and_reports_its_memory(tmp_path, capsys):
     out = tmp_path / "speed.json"
     args = _parse(
