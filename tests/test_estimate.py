@@ -36,8 +36,8 @@ def test_on_the_cpu_the_paper_profile_is_refused_with_the_time_it_would_take(tmp
     tasks = paper_tasks(tmp_path, ["scratch"])
     calls = []
 
-    def measure(config, device):
-        calls.append((config.model.hidden, device))
+    def measure(config, device, variant):
+        calls.append((config.model.hidden, device, variant))
         return 6.0  # seconds per plain step
 
     with pytest.raises(ConfigError) as refused:
@@ -46,23 +46,30 @@ def test_on_the_cpu_the_paper_profile_is_refused_with_the_time_it_would_take(tmp
     # 3 scratch seeds (scratch needs no source), 80,000 iterations each, plain 4 x 64: 3 x 80,000 x 6 s
     assert message.startswith("--profile paper needs a CUDA GPU: here it would train on the CPU for about 16.7 days")
     assert "3 runs, 240,000 training iterations left, 6000 ms per step of the plain 4 x 64 network" in message
-    assert calls == [([64] * 4, "cpu")]
+    assert calls == [([64] * 4, "cpu", "plain")]
     assert check_profile_device("full", PROFILES["full"], tasks, 1, measure=measure) is None and len(calls) == 1
 
 
-def test_on_cuda_the_estimate_scales_the_measured_step_by_cost_and_gpus(tmp_path, monkeypatch):
+def test_on_cuda_every_kind_of_step_is_timed_and_the_gpus_share_the_runs(tmp_path, monkeypatch):
+    import transmem.benchmark.estimate as estimate
     import transmem.training.engine as engine
 
     monkeypatch.setattr(engine, "resolve_device", lambda name: torch.device("cuda"))
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    tasks = paper_tasks(tmp_path, ["scratch", "fusion"])
-    plain = plain_step_cost(tasks[0].config)
-    assert plain == 256**2 and tasks[-1].cost == 80_000 * 512**2  # fusion: 4x the plain step's cost units
-    line = check_profile_device("paper", PROFILES["paper"], tasks, jobs=4, measure=lambda c, d: 0.05)
-    # (2 sources + 3 scratch) x 80,000 plain steps + 3 fusions x 80,000 x 4, at 50 ms, 2 at once
-    expected = (5 + 3 * 4) * 80_000 * 0.05 / 2
-    assert line.startswith(f"estimated training time: about {expected / 3600:.1f} h (8 runs, 640,000 training iterations left")
-    assert "50 ms per step of the plain 4 x 64 network measured just now on cuda, 2 at once" in line
+    monkeypatch.setattr(estimate, "gpu_count", lambda: 2)
+    tasks = paper_tasks(tmp_path, ["scratch", "tmu", "fusion"])
+    timed = []
+
+    def measure(config, device, variant):
+        timed.append((config.model.hidden[0], variant))
+        return {(64, "plain"): 0.05, (64, "live"): 0.08, (128, "plain"): 0.12}[timed[-1]]
+
+    line = check_profile_device("paper", PROFILES["paper"], tasks, jobs=4, measure=measure)
+    assert sorted(timed) == [(64, "live"), (64, "plain"), (128, "plain")]  # each kind once
+    # 2 sources + 3 scratch plain 4 x 64 steps, 3 TMU with live sources, 3 fusions 4 x 128; 80,000 each, 2 GPUs
+    expected = (5 * 0.05 + 3 * 0.08 + 3 * 0.12) * 80_000 / 2
+    assert line.startswith(f"estimated training time: about {expected / 3600:.1f} h (11 runs, 880,000 training iterations left")
+    assert "steps measured just now on cuda: 4 x 64 50 ms, 4 x 64 with sources 80 ms, 4 x 128 120 ms; 2 at once" in line
+    assert plain_step_cost(tasks[0].config) == 256**2  # the CPU's scaling unit (the test above)
 
 
 def test_step_seconds_times_a_real_step_and_restores_the_deterministic_mode():
@@ -71,7 +78,7 @@ def test_step_seconds_times_a_real_step_and_restores_the_deterministic_mode():
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(False)
     try:
-        assert step_seconds(config, "cpu") > 0
+        assert step_seconds(config, "cpu") > 0 and step_seconds(config, "cpu", "live") > 0  # live: two random sources
         assert not torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(before)
@@ -80,7 +87,7 @@ def test_step_seconds_times_a_real_step_and_restores_the_deterministic_mode():
 def test_the_cli_refuses_the_paper_profile_on_the_cpu_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     import transmem.benchmark.estimate as estimate
 
-    monkeypatch.setattr(estimate, "step_seconds", lambda config, device: 6.0)
+    monkeypatch.setattr(estimate, "step_seconds", lambda config, device, variant: 6.0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "paper"
     assert main(["benchmark", "digits", "--profile", "paper", "--out", str(out), "--methods", "scratch"]) == 2
@@ -96,5 +103,5 @@ def test_estimate_prints_the_time_any_profile_would_take_and_writes_nothing(tmp_
     assert main([*command, "--estimate"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("estimated training time: about ") and "(1 run, 4 training iterations left" in line
-    assert "of the plain 1 x 8 network measured just now on cpu, 1 at once" in line
+    assert "of the plain 1 x 8 network measured just now on cpu, the other runs scaled by their cost, 1 at once" in line
     assert not out.exists()

@@ -1,14 +1,22 @@
 """How long a benchmark will take on this machine, measured before it starts.
 
-A profile that ``needs_cuda`` (``paper``: 80,000 iterations per run) times a few training
-steps of its plain network on the device its runs will use, then scales by the scheduler's
-cost units (:func:`~transmem.benchmark.scheduler.remaining_work`: iterations times the
-squared width of the network, twice for methods that read the sources every step). On a GPU
-it prints the estimate and goes on; on the CPU it refuses with the time it would take there.
-``transmem benchmark ... --estimate`` prints the same estimate for any profile and trains nothing.
+A profile that ``needs_cuda`` (``paper``: 80,000 iterations per run) times training steps on
+the device its runs will use before anything trains. On a GPU it prints the estimate and goes
+on; on the CPU it refuses with the time it would take there. ``transmem benchmark ...
+--estimate`` prints the same estimate for any profile and trains nothing.
+
+- **On CUDA**, where kernel launches rather than arithmetic set a small network's step time,
+  every kind of step the runs take is timed: each network width, with the run's precision
+  and ``train.cuda_graph``, as a plain step, or as a TMU step with two live sources for the
+  methods that read sources every step (TMU, distillation, Knowledge Flow).
+- **On the CPU**, where a step of the paper's network takes seconds, one plain step of the
+  first run left is timed and scaled to the others by the scheduler's cost units
+  (:func:`~transmem.benchmark.scheduler.remaining_work`: iterations times the squared width,
+  twice for methods that read the sources), which follow the arithmetic there.
 
 The estimate counts training steps only (validation, test evaluation and memory banks come
-on top) and divides by the runs that train at once (``--jobs``, at most one per GPU).
+on top) and divides by the runs that train at once (``--jobs``, at most one per GPU; on the
+CPU the workers share the cores the timed step had, so one at a time).
 """
 
 from __future__ import annotations
@@ -20,26 +28,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transmem.benchmark.planning import plain_step_cost
-from transmem.benchmark.scheduler import Task, remaining_iterations, remaining_work
+from transmem.benchmark.scheduler import Task, gpu_count, remaining_iterations, remaining_work
 from transmem.benchmark.speed_config import SpeedConfig
 from transmem.benchmark.suites import Profile
 from transmem.config import ConfigError, RunConfig
 from transmem.progress import format_seconds
+from transmem.transfer.methods import METHODS
 
 if TYPE_CHECKING:
     import torch
 
 
-def step_seconds(config: RunConfig, device: str, steps: int | None = None, warmup: int = 1) -> float:
-    """Median seconds of one training step of ``config``'s plain network (no transfer) on
-    ``device``, on random frames of its shapes; writes nothing but a temporary folder.
-    ``steps`` timed after ``warmup`` (default: 5 after 3 on CUDA, where steps are cheap; 1
-    after 1 on the CPU, where the paper's step takes seconds)."""
+def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: int | None = None) -> float:
+    """Median seconds of one training step of ``config``'s network on ``device``, on random
+    frames of its shapes, with its ``train.precision`` (and ``train.cuda_graph`` for a plain
+    step): ``variant`` ``"plain"`` (no transfer) or ``"live"`` (a TMU target with two live
+    sources of its size). ``steps`` timed after the warm-up (default: 5 after 3 on CUDA, plus
+    the CUDA graph's own warm-up and capture; 1 after 1 on the CPU, where the paper's step
+    takes seconds). Writes nothing but a temporary folder."""
     import statistics
 
     import torch
 
     from transmem.benchmark.workload import build_workload, synchronizer
+    from transmem.training.cuda_graph import WARMUP_STEPS
 
     data, model = config.data, config.model
     spec = SpeedConfig(
@@ -55,12 +67,13 @@ def step_seconds(config: RunConfig, device: str, steps: int | None = None, warmu
     )
     sync = synchronizer(device)
     wait = sync or (lambda: None)
-    if steps is None:
-        steps, warmup = (5, 3) if sync else (1, warmup)
+    graphed = config.train.cuda_graph and variant == "plain"
+    warmup = (3 + (WARMUP_STEPS + 1 if graphed else 0)) if sync else 1
+    steps = steps or (5 if sync else 1)
     deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         with tempfile.TemporaryDirectory(prefix="transmem-estimate-") as folder:
-            workload = build_workload(spec, "plain", Path(folder), device=device)
+            workload = build_workload(spec, variant, Path(folder), config.train.precision, device=device, cuda_graph=graphed)
             for _ in range(warmup):
                 workload.step()
             seconds = []
@@ -70,8 +83,11 @@ def step_seconds(config: RunConfig, device: str, steps: int | None = None, warmu
                 workload.step()
                 wait()
                 seconds.append(time.perf_counter() - started)
+            del workload
     finally:  # the workload sets torch's deterministic mode as training does; put it back
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        if sync is not None:
+            torch.cuda.empty_cache()  # the GPU memory goes to the runs
     return statistics.median(seconds)
 
 
@@ -81,40 +97,59 @@ class Estimate:
 
     seconds: float
     device: "torch.device"
-    what: str  # runs, iterations, the step measured and where
+    what: str  # runs, iterations, the steps measured and where
 
     def line(self) -> str:
         return f"estimated training time: about {format_seconds(self.seconds)} ({self.what}; evaluation and memory banks come on top)"
 
 
-def estimate_training(tasks: list[Task], jobs: int, measure=step_seconds) -> Estimate | None:
-    """The training time of what is left of ``tasks`` with ``jobs`` workers, from one plain
-    step timed now (``measure(config, device)``) on the device their runs resolve to; None
-    when nothing is left to train (nothing is measured)."""
+def step_kind(config: RunConfig) -> tuple[str, str]:
+    """``(name, variant)`` of the step a run takes, as :func:`estimate_training` times it on
+    CUDA: e.g. ``("4 x 64 with sources, bf16", "live")``."""
+    reads = METHODS[config.transfer.method].reads_sources_every_step
+    hidden = config.model.hidden
+    name = f"{len(hidden)} x {hidden[0]}" + (" with sources" if reads else "")
+    name += ", bf16" if config.train.precision == "bf16" else ""
+    name += ", CUDA graph" if config.train.cuda_graph and not reads else ""
+    return name, "live" if reads else "plain"
+
+
+def estimate_training(tasks: list[Task], jobs: int, measure=None) -> Estimate | None:
+    """The training time of what is left of ``tasks`` with ``jobs`` workers, from steps timed
+    now (``measure(config, device, variant)``, module docstring) on the device their runs
+    resolve to (default :func:`step_seconds`); None when nothing is left to train (nothing is measured)."""
     from transmem.training.engine import resolve_device
 
-    left = [task for task in tasks if remaining_iterations(task)]
+    measure = measure or step_seconds
+    iterations = {task.name: remaining_iterations(task) for task in tasks}
+    left = [task for task in tasks if iterations[task.name]]
     if not left:
         return None
-    reference = left[0].config
-    device = resolve_device(reference.train.device)
-    step = measure(reference, str(device))
-    at_once = 1  # on the CPU the workers split the cores that the timed step had to itself
+    device = resolve_device(left[0].config.train.device)
+    total = sum(iterations[task.name] for task in left)
+    runs = f"{len(left)} run{'s' if len(left) != 1 else ''}, {total:,} training iterations left"
     if device.type == "cuda":
-        import torch
-
-        at_once = max(1, min(jobs, torch.cuda.device_count()))
-    seconds = step / plain_step_cost(reference) * sum(remaining_work(task) for task in left) / at_once
-    iterations = sum(remaining_iterations(task) for task in left)
+        at_once = max(1, min(jobs, gpu_count()))
+        kinds: dict[str, tuple[float, int]] = {}  # name -> (seconds per step, iterations left)
+        for task in left:
+            name, variant = step_kind(task.config)
+            step = kinds[name][0] if name in kinds else measure(task.config, str(device), variant)
+            kinds[name] = (step, kinds.get(name, (0.0, 0))[1] + iterations[task.name])
+        seconds = sum(step * n for step, n in kinds.values()) / at_once
+        steps = ", ".join(f"{name} {step * 1e3:.0f} ms" for name, (step, _) in kinds.items())
+        return Estimate(seconds, device, f"{runs}, steps measured just now on {device}: {steps}; {at_once} at once")
+    reference = left[0].config
+    step = measure(reference, str(device), "plain")
+    work = sum(remaining_work(task, iterations[task.name]) for task in left)
+    seconds = step / plain_step_cost(reference) * work
     what = (
-        f"{len(left)} run{'s' if len(left) != 1 else ''}, {iterations:,} training iterations left, "
-        f"{step * 1e3:.0f} ms per step of the plain {len(reference.model.hidden)} x {reference.model.hidden[0]} network "
-        f"measured just now on {device}, {at_once} at once"
+        f"{runs}, {step * 1e3:.0f} ms per step of the plain {len(reference.model.hidden)} x {reference.model.hidden[0]} "
+        "network measured just now on cpu, the other runs scaled by their cost, 1 at once"
     )
     return Estimate(seconds, device, what)
 
 
-def check_profile_device(profile_name: str, profile: Profile, tasks: list[Task], jobs: int, measure=step_seconds) -> str | None:
+def check_profile_device(profile_name: str, profile: Profile, tasks: list[Task], jobs: int, measure=None) -> str | None:
     """For a profile that ``needs_cuda``: the line that estimates its training time on the
     runs' device, or a ConfigError on the CPU saying how long it would take there. None for
     other profiles (nothing is measured) and when nothing is left to train."""

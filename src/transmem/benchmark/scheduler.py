@@ -107,8 +107,9 @@ def run_tasks(
     if jobs == 1:
         results, estimate = {}, TimeLeft(len(tasks))
         for k, task in enumerate(tasks, 1):
-            work = [remaining_work(t) for t in tasks[k - 1 :]]
-            log(estimate.line(k, task.name, sum(remaining_iterations(t) for t in tasks[k - 1 :]), sum(work)))
+            iterations = [remaining_iterations(t) for t in tasks[k - 1 :]]
+            work = [remaining_work(t, n) for t, n in zip(tasks[k - 1 :], iterations)]
+            log(estimate.line(k, task.name, sum(iterations), sum(work)))
             started = time.monotonic()
             line = train_and_evaluate(task.config, task.run_dir, progress)
             estimate.record(work[0], time.monotonic() - started)
@@ -159,10 +160,12 @@ class TimeLeft:
         return f"about {format_seconds(self.seconds / self.work * work_left / self.jobs)} left for {iterations_left} iterations"
 
 
-def remaining_work(task: Task) -> float:
-    """What is left of ``task`` in units of :attr:`Task.cost`: its remaining iterations times its
-    cost per iteration (the scheduler's estimate of how wide the run is)."""
-    return remaining_iterations(task) * task.cost / max(1, task.config.train.iterations)
+def remaining_work(task: Task, iterations: int | None = None) -> float:
+    """What is left of ``task`` in units of :attr:`Task.cost`: its remaining iterations
+    (``iterations``, else :func:`remaining_iterations`) times its cost per iteration (the
+    scheduler's estimate of how wide the run is)."""
+    left = remaining_iterations(task) if iterations is None else iterations
+    return left * task.cost / max(1, task.config.train.iterations)
 
 
 def threads_per_run(jobs: int) -> int:
@@ -231,13 +234,13 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                 worker.start()
                 sender.close()
                 running[worker.sentinel] = (task, worker, receiver)
-                counted[task.name] = (remaining_iterations(task), remaining_work(task))
+                iterations = remaining_iterations(task)
+                counted[task.name] = (iterations, remaining_work(task, iterations))
                 started[task.name] = time.monotonic()
-                in_flight = [counted[t.name] for t, _, _ in running.values()]
-                left = estimate.time_left(
-                    sum(remaining_iterations(t) for t in pending) + sum(i for i, _ in in_flight),
-                    sum(remaining_work(t) for t in pending) + sum(w for _, w in in_flight),
-                )
+                waiting = [remaining_iterations(t) for t in pending]
+                left_now = [(n, remaining_work(t, n)) for t, n in zip(pending, waiting)]
+                left_now += [counted[t.name] for t, _, _ in running.values()]
+                left = estimate.time_left(sum(i for i, _ in left_now), sum(w for _, w in left_now))
                 where = "" if gpu is None else f" on GPU {devices}"
                 log(f"start {task.name}{where} (run {len(results) + len(running)} of {len(tasks)}{'; ' + left if left else ''})")
             for sentinel in wait(list(running)) if running else []:  # one or more workers ended

@@ -104,8 +104,9 @@ def build_workload(
     train = dataclasses.replace(config.train, precision=precision, device=device, cuda_graph=cuda_graph)
     config = dataclasses.replace(config, train=train)
     torch.manual_seed(config.train.seed)
-    if config.train.deterministic:
+    if config.train.deterministic:  # as the training loop sets it (engine._build)
         torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False
     dataset = RandomSequences(spec, config.data.train_size)
     method = METHODS[config.transfer.method](config, folder / "run", torch.device(device))
     model = method.build_model().to(device)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from transmem import __version__
-from transmem.benchmark.planning import configs_root
+from transmem.benchmark.planning import configs_root, training_cost
 from transmem.benchmark.run_logs import train_threads
 from transmem.benchmark.scheduler import Task, run_tasks
 from transmem.benchmark.suites import PROFILES, SUITES
@@ -46,7 +46,8 @@ def build_builtin_zoo(out: str | Path, names: list[str] | None = None, jobs: int
     if unknown:
         raise ConfigError(f"zoo build: unknown builtin source(s) {unknown}; known: {', '.join(BUILTIN_SOURCES)}")
     out = Path(out).resolve()
-    tasks = [Task(f"source {name}", builtin_config(name), out / name) for name in names]
+    configs = {name: builtin_config(name) for name in names}
+    tasks = [Task(f"source {name}", config, out / name, cost=training_cost(config)) for name, config in configs.items()]
     metrics = run_tasks(tasks, jobs, log=log)
     packed = out / "builtin_zoo"
     packed.mkdir(parents=True, exist_ok=True)
