@@ -58,6 +58,9 @@ def test_every_method_runs_and_results_are_written(tiny_benchmark):
     saved = json.loads((out / "results.json").read_text())
     assert saved["environment"]["torch"] and saved["sources"]["digits1"]["mse"] > 0
     assert "Time to quality" in table
+    # the command that reruns it names every option that changed what ran
+    assert f"Reproduce: `transmem benchmark digits --profile quick --out DIR --set {TINY[0]} --set" in table
+    assert saved["command"].startswith("transmem benchmark digits --profile quick --out DIR --set")
     # the cached-bank TMU runs (tmu, tmu_ft) share one memory bank folder per (sources, dataset,
     # layers); finetune_best and tmu_ft share one source ranking
     banks = [p for p in (out / "memory_bank").iterdir() if p.is_dir() and p.name != "source_rank"]
@@ -86,6 +89,22 @@ def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_r
     assert trained["sources"] == round(sum(train_seconds(out / "sources" / name) for name in ("digits1", "digits2")), 1)
     total = trained["targets"] + trained["sources"]
     assert f"training the runs took {total:.0f} s (targets {trained['targets']:.0f} s" in (out / "results.md").read_text()
+
+
+def test_the_reproduce_command_names_every_option_that_changes_the_runs():
+    from transmem.benchmark.runner import benchmark_command
+
+    assert benchmark_command("far", "full") == "transmem benchmark far --profile full --out DIR"
+    command = benchmark_command(
+        "digits", "lowdata", ["scratch", "fusion"], ["data.frame_size=16"], [0, 1], "builtin", ["train.lr=0.01"], jobs=2
+    )
+    assert command == (
+        "transmem benchmark digits --profile lowdata --out DIR --zoo builtin --methods scratch fusion --seeds 0 1 "
+        "--set data.frame_size=16 --target-set train.lr=0.01 --jobs 2"
+    )
+    assert benchmark_command("digits", "quick", overrides=['transfer.sources=["a b"]']).endswith(
+        """--set 'transfer.sources=["a b"]'"""
+    )
 
 
 def test_time_left_is_estimated_from_the_work_trained_so_far(tmp_path):

@@ -59,8 +59,12 @@ def results_markdown(suite: Suite, profile_name: str, profile: Profile, results:
             or "none (no chosen method reads a source)"
         ),
         "",
-        f"Reproduce: `transmem benchmark {suite.name} --profile {profile_name} --out DIR"
-        + (f" --jobs {env['jobs']}" if env["jobs"] > 1 else "")
+        "Reproduce: `"
+        + (
+            results.get("command")
+            or f"transmem benchmark {suite.name} --profile {profile_name} --out DIR"
+            + (f" --jobs {env['jobs']}" if env["jobs"] > 1 else "")
+        )
         + f"` (commit {env['commit']}, torch {env['torch']}, {env['machine']}, {env['date']}; training the runs took "
         f"{_train_time_text(results)}, this session "
         f"{results['session_seconds']:.0f} s, and the runs it trained had {env['threads_per_run']} torch thread(s) "

@@ -28,9 +28,22 @@ METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 
 
 def write_results(
-    suite, profile_name, profile, out: Path, rows, per_run, source_metrics, seconds, jobs: int = 1, sources_seconds: float = 0.0
+    suite,
+    profile_name,
+    profile,
+    out: Path,
+    rows,
+    per_run,
+    source_metrics,
+    seconds,
+    jobs: int = 1,
+    sources_seconds: float = 0.0,
+    command: str | None = None,
 ) -> dict:
     """Write results.csv, results.json, results.md and the pictures; return the results.
+
+    ``command``: the command line that reruns the benchmark (results.md's "Reproduce"; default
+    the suite and profile alone).
 
     ``seconds``: this session's wall time (0 for a rerun that trained nothing);
     ``sources_seconds``: the sources' training time from their train.csv. The runs' training
@@ -48,6 +61,7 @@ def write_results(
         "baseline_copy_last_frame": {k: baseline[k]["mean"] for k in METRICS} if baseline else None,
         "sources": {k: ({m: v[m]["mean"] for m in METRICS} if v else None) for k, v in source_metrics.items()},
         "environment": environment(jobs),
+        "command": command,
         "session_seconds": round(seconds, 1),
         "train_seconds": {
             "targets": round(math.fsum(r["train_seconds"] for r in rows if r["train_seconds"] == r["train_seconds"]), 1),

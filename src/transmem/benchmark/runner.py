@@ -21,6 +21,7 @@ interrupted one resumes from its last checkpoint. Nothing in DIR is ever deleted
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -96,9 +97,32 @@ def run_benchmark(
     sources_seconds = sum(
         train_seconds(t.run_dir) for t in tasks if t.name.startswith("source ") and (t.run_dir / TRAIN_LOG).exists()
     )
+    command = benchmark_command(suite.name, profile_name, methods, overrides, seeds, zoo, target_overrides, jobs)
     results = write_results(
-        suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started, jobs, sources_seconds
+        suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started, jobs, sources_seconds, command
     )
     log(results["table"])
     log(f"wrote {out / 'results.md'}, " + ", ".join(["results.csv", "results.json", *results["pictures"]]))
     return results
+
+
+def benchmark_command(
+    suite: str,
+    profile: str,
+    methods: list[str] | None = None,
+    overrides: list[str] | None = None,
+    seeds: list[int] | None = None,
+    zoo: str | Path | None = None,
+    target_overrides: list[str] | None = None,
+    jobs: int = 1,
+) -> str:
+    """The ``transmem benchmark`` command line that reruns this benchmark (into ``DIR``), as
+    results.md prints it: every option that changes what is run."""
+    words = ["transmem", "benchmark", suite, "--profile", profile, "--out", "DIR"]
+    words += ["--zoo", str(zoo)] if zoo else []
+    words += ["--methods", *methods] if methods else []
+    words += ["--seeds", *map(str, seeds)] if seeds is not None else []
+    words += [word for value in overrides or [] for word in ("--set", value)]
+    words += [word for value in target_overrides or [] for word in ("--target-set", value)]
+    words += ["--jobs", str(jobs)] if jobs > 1 else []
+    return shlex.join(words)
