@@ -130,14 +130,20 @@ def test_a_device_that_is_not_here_is_refused_in_one_line(monkeypatch):
 
     measured = []
     monkeypatch.setattr(speed, "benchmark_config", lambda *a, **k: measured.append(1))
-    with pytest.raises(ConfigError, match="--device: expected auto, cpu, cuda or cuda:N, got 'tpu'"):
-        speed.measure_speed(_parse("--tiny", "--device", "tpu"))
+    assert speed.speed_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    for name in ("tpu", "meta"):  # not a device torch knows; one it knows but that does not train
+        with pytest.raises(ConfigError, match=f"--device: expected auto, cpu, cuda or cuda:N, got '{name}'"):
+            speed.measure_speed(_parse("--tiny", "--device", name))
     with pytest.raises(ConfigError, match="--cuda-graph: captures the step in a CUDA graph and needs --device cuda, not cpu"):
         speed.measure_speed(_parse("--tiny", "--device", "cpu", "--cuda-graph"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="--device cuda:0: CUDA is not available here"):
+    with pytest.raises(ConfigError, match="--device = 'cuda:0' but CUDA is not available here"):
         speed.measure_speed(_parse("--tiny", "--device", "cuda:0"))
-    assert speed.speed_device("auto") == "cpu" and measured == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="--device = 'cuda:1' but this machine has 1 CUDA device"):
+        speed.measure_speed(_parse("--tiny", "--device", "cuda:1"))
+    assert measured == []
 
 
 def test_synchronize_brackets_every_timed_call():

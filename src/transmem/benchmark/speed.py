@@ -111,24 +111,14 @@ def measure_interleaved(
 
 
 def speed_device(name: str) -> str:
-    """``--device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; a
-    ConfigError names what is wrong (CUDA asked for where there is none)."""
-    import torch
-
+    """``--device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``, as the
+    training loop resolves ``train.device``; a ConfigError names what is wrong."""
     from transmem.config import ConfigError
+    from transmem.training.engine import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    device = resolve_device(name, "--device")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available here (use auto or cpu)")
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return str(device)
 
 

@@ -79,15 +79,20 @@ class TrainResult:
     seconds: float
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` as a device; a
+    ConfigError naming ``option`` for a name torch does not know, CUDA where there is none,
+    or a GPU index this machine does not have."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+        raise ConfigError(f"{option}: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f'train.device = {name!r} but CUDA is not available here (use "auto" or "cpu")')
+        raise ConfigError(f'{option} = {name!r} but CUDA is not available here (use "auto" or "cpu")')
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"{option} = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
