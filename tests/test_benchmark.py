@@ -91,6 +91,20 @@ def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_r
     assert f"training the runs took {total:.0f} s (targets {trained['targets']:.0f} s" in (out / "results.md").read_text()
 
 
+def test_the_lowdata_profile_is_full_with_100_sequences_and_best_validation_weights():
+    from transmem.benchmark.planning import benchmark_tasks
+
+    *_, low, _ = benchmark_tasks("digits", "lowdata", "unused", ["scratch", "finetune_best"])
+    *_, full, _ = benchmark_tasks("digits", "full", "unused", ["scratch", "finetune_best"])
+    for task in low:
+        config = task.config
+        if task.name.startswith("source"):  # the same sources as full: a zoo trained for full is reused
+            assert config == next(t.config for t in full if t.name == task.name)
+        else:
+            assert (config.data.train_size, config.train.val_every, config.train.weights) == (100, 100, "best_val")
+            assert config.train.iterations == 1500
+
+
 def test_the_reproduce_command_names_every_option_that_changes_the_runs():
     from transmem.benchmark.runner import benchmark_command
 

@@ -1,6 +1,7 @@
 """Training loop: scheduled sampling, batch order, exact resume, run folders, divergence."""
 
 import csv
+import json
 import math
 import os
 import pickle
@@ -8,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from tests.support import tiny_config
 from transmem.config import TrainConfig
@@ -371,3 +373,54 @@ def test_training_with_progress_into_a_log_writes_no_carriage_returns(tmp_path, 
     train(tiny_config(train={"iterations": 2}), tmp_path / "run", progress=True)
     err = capsys.readouterr().err
     assert "\r" not in err and "train 2/2 it (100%)" in err
+
+
+# ----------------------------------------------------------------------------- train.weights
+
+
+def _scripted_validation(monkeypatch, scores: dict[int, float]):
+    """Validation MSE by iteration from ``scores`` (the real validation still runs and logs)."""
+    import transmem.training.engine as engine
+
+    real = engine._validate
+
+    def validate(model, dataset, config, run_dir, iteration, device):
+        means = real(model, dataset, config, run_dir, iteration, device)
+        return {**means, "mse": scores[iteration]}
+
+    monkeypatch.setattr(engine, "_validate", validate)
+
+
+def test_best_val_keeps_the_weights_of_the_lowest_validation_mse_and_resumes_to_them(tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, {2: 5.0, 4: 3.0, 6: 4.0})  # best at iteration 4, the last is worse
+    config = tiny_config(
+        train={"iterations": 6, "val_every": 2, "checkpoint_every": 2, "keep_checkpoints": 5, "weights": "best_val"}
+    )
+    result = train(config, tmp_path / "run", progress=False)
+    kept = load_model(tmp_path / "run")
+    at_four = load_checkpoint(tmp_path / "run" / "checkpoints" / "ckpt-00000004.pt")["model"]
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "ckpt-00000006.pt")["model"]
+    assert all(torch.equal(kept.model.state_dict()[k], at_four[k].cpu()) for k in at_four)
+    assert not all(torch.equal(at_four[k], last[k]) for k in at_four)  # it trained on after the best
+    assert result.val["mse"] == 3.0  # the validation of the weights kept
+    with safe_open(str(tmp_path / "run" / "model.safetensors"), framework="pt") as handle:
+        extra = json.loads(handle.metadata()["extra"])
+    assert extra == {"iterations": 6, "weights": "best_val", "selected_iteration": 4, "selected_val_mse": 3.0}
+    # paused after iteration 4 (the best so far is in the checkpoint) and resumed: the same weights kept
+    train(config, tmp_path / "resumed", progress=False, stop_at=4)
+    train(config, tmp_path / "resumed", progress=False)
+    again = load_model(tmp_path / "resumed").model.state_dict()
+    assert all(torch.equal(again[k], kept.model.state_dict()[k]) for k in again)
+    # "last" (the default) keeps the last iteration's weights whatever the validation says
+    train(tiny_config(train={"iterations": 6, "val_every": 2, "checkpoint_every": 2}), tmp_path / "last", progress=False)
+    final = load_model(tmp_path / "last").model.state_dict()
+    assert all(torch.equal(final[k], last[k].cpu()) for k in final)
+
+
+def test_best_val_needs_a_validation_split():
+    with pytest.raises(
+        ValueError, match="train.weights: 'best_val' chooses on the validation split, which needs data.val_size > 0"
+    ):
+        tiny_config(train={"weights": "best_val"}, data={"val_size": 0})
+    with pytest.raises(ValueError, match="train.weights: expected 'last' or 'best_val', got 'best'"):
+        tiny_config(train={"weights": "best"})

@@ -60,6 +60,8 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"transfer.layers: layer {layer} does not exist (model has {len(config.model.hidden)} layers)")
     if config.train.time_reversal and config.transfer.method in ("tmu", "distill") and config.transfer.bank == "cached":
         raise ConfigError("train.time_reversal: the cached memory bank holds forward-time sequences; use transfer.bank = 'live'")
+    if config.train.weights == "best_val" and config.data.val_size == 0:
+        raise ConfigError("train.weights: 'best_val' chooses on the validation split, which needs data.val_size > 0")
     check_options(config.data)
 
 

@@ -109,6 +109,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
     val_every: int = 0  # 0 = only at the end
+    # the weights a finished run keeps: "last" (those of the last iteration) or "best_val"
+    # (those of the validation with the lowest MSE, every val_every iterations and at the end)
+    weights: str = "last"
     deterministic: bool = True
     tensorboard: bool = False
     precision: str = "float32"  # float32 | bf16 (autocast of the training step; opt-in)
@@ -131,6 +134,8 @@ class TrainConfig:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"train.{key}: must be a fraction in [0, 1], got {value}")
         _non_negative(self, "grad_clip", "lr_step", "val_every")
+        if self.weights not in ("last", "best_val"):
+            raise ConfigError(f"train.weights: expected 'last' or 'best_val', got {self.weights!r}")
         if self.precision not in ("float32", "bf16"):
             raise ConfigError(f"train.precision: expected 'float32' or 'bf16', got {self.precision!r}")
         if self.sampling == "reverse" and self.reverse_start > self.sampling_stop:

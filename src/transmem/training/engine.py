@@ -191,6 +191,9 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: object | None
     generator: torch.Generator
+    # train.weights = "best_val": the validation with the lowest MSE so far,
+    # {"iteration", "means", "model": state dict}; saved in every checkpoint
+    best: dict | None = None
 
     @property
     def checkpoints(self) -> Path:
@@ -308,6 +311,7 @@ def _restore(run: _Run, path: Path, state: dict) -> int:
         run.scheduler.load_state_dict(state["scheduler"])
     run.generator.set_state(state["rng"]["sampling"].cpu())
     torch.set_rng_state(state["rng"]["torch"].cpu())
+    run.best = state.get("best")
     start = int(state["iteration"])
     if run.ctx.is_main:
         log.info("resuming %s from %s (iteration %d)", run.run_dir, path.name, start)
@@ -407,7 +411,7 @@ def _loop(
             and done % config.train.val_every == 0
             and done < total
         ):
-            _validate(run.model, run.val_set, config, run.run_dir, done, run.device)
+            _remember_best(run, done, _validate(run.model, run.val_set, config, run.run_dir, done, run.device))
             run.model.train()
             tick = time.time()  # seconds_per_iteration counts training only, not validation
             bar.unpause()  # and so do the bar's rate and ETA
@@ -443,16 +447,34 @@ def _log_step(run: _Run, train_log, writer, bar, done: int, loss: Tensor, terms:
 
 
 def _save_run(run: _Run, iteration: int) -> None:
-    _save(run.checkpoints, iteration, run.model, run.optimizer, run.scheduler, run.generator, run.config, run.method)
+    _save(run.checkpoints, iteration, run.model, run.optimizer, run.scheduler, run.generator, run.config, run.method, run.best)
+
+
+def _remember_best(run: _Run, iteration: int, means: dict) -> None:
+    """``train.weights = "best_val"``: keep a copy of the weights if this validation's MSE is
+    the lowest so far (ties keep the earlier weights)."""
+    if run.config.train.weights != "best_val" or (run.best is not None and means["mse"] >= run.best["means"]["mse"]):
+        return
+    weights = {name: value.detach().clone() for name, value in run.model.state_dict().items()}
+    run.best = {"iteration": iteration, "means": means, "model": weights}
 
 
 def _finish(run: _Run) -> dict:
-    """Final validation and the model file (rank 0); returns the validation means."""
+    """Final validation and the model file (rank 0): the last weights, or with
+    ``train.weights = "best_val"`` those of the best validation. Returns the validation means
+    of the weights kept."""
     val = {}
     if run.ctx.is_main:
+        total = run.config.train.iterations
+        metadata = {"iterations": total}
         if run.val_set is not None:
-            val = _validate(run.model, run.val_set, run.config, run.run_dir, run.config.train.iterations, run.device)
-        save_model(run.model, run.config, run.run_dir / MODEL_FILE, {"iterations": run.config.train.iterations})
+            val = _validate(run.model, run.val_set, run.config, run.run_dir, total, run.device)
+            _remember_best(run, total, val)
+        if run.best is not None:  # train.weights = "best_val"
+            run.model.load_state_dict(run.best["model"])
+            val = run.best["means"]
+            metadata.update(weights="best_val", selected_iteration=run.best["iteration"], selected_val_mse=val["mse"])
+        save_model(run.model, run.config, run.run_dir / MODEL_FILE, metadata)
     run.ctx.barrier()
     return val
 
@@ -506,7 +528,9 @@ def _checkpoint_config(state: dict) -> RunConfig | None:
         return None
 
 
-def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, config: RunConfig, method) -> None:
+def _save(
+    folder: Path, iteration: int, model, optimizer, scheduler, generator, config: RunConfig, method, best: dict | None = None
+) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -516,6 +540,7 @@ def _save(folder: Path, iteration: int, model, optimizer, scheduler, generator, 
         "config": config.to_toml(),
         "transfer_layout": layout_to_json(model.transfer_layout),
         "source_digests": method.source_digests(),
+        "best": best,  # train.weights = "best_val": the best validation so far and its weights
     }
     save_checkpoint(folder, iteration, state, keep=config.train.keep_checkpoints)
 
