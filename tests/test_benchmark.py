@@ -207,6 +207,8 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
     try:
         write_results(SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {}, 1.0)
         assert "Sources on their own test sets: none (no chosen method reads a source)" in (tmp_path / "results.md").read_text()
+        assert "Weights kept" not in (tmp_path / "results.md").read_text()  # no run kept its best-validation weights
+        rows[0]["kept_iteration"] = "800"  # a train.weights = "best_val" run
         results = write_results(
             SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {"digits1": None}, 1.0, jobs=2
         )
@@ -214,6 +216,8 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
         runner._write_pictures = runner_pictures
     page = (tmp_path / "results.md").read_text()
     assert "Sources on their own test sets: digits1: no test set" in page
+    kept = f"Weights kept (train.weights = best_val: those of the lowest validation MSE), iteration: {rows[0]['method']} (seed 0) 800"
+    assert kept in page
     assert "tmu (seed 1) 1.0 on 1 thread(s)" in page and "threads_mean" not in results["summary"][0]
     # How to reproduce it, thread count included (it changes CPU results).
     assert "`transmem benchmark digits --profile quick --out DIR --jobs 2`" in page

@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from tests.support import tiny_config
+from transmem.benchmark.run_logs import kept_iteration
 from transmem.config import TrainConfig
 from transmem.storage.checkpoints import CheckpointError, latest_good_checkpoint, list_checkpoints, load_checkpoint
 from transmem.storage.locks import FileLock, LockedError
@@ -406,6 +407,7 @@ def test_best_val_keeps_the_weights_of_the_lowest_validation_mse_and_resumes_to_
     with safe_open(str(tmp_path / "run" / "model.safetensors"), framework="pt") as handle:
         extra = json.loads(handle.metadata()["extra"])
     assert extra == {"iterations": 6, "weights": "best_val", "selected_iteration": 4, "selected_val_mse": 3.0}
+    assert kept_iteration(tmp_path / "run") == "4"  # what the benchmark's results.md names
     # paused after iteration 4 (the best so far is in the checkpoint) and resumed: the same weights kept
     train(config, tmp_path / "resumed", progress=False, stop_at=4)
     train(config, tmp_path / "resumed", progress=False)
@@ -415,6 +417,7 @@ def test_best_val_keeps_the_weights_of_the_lowest_validation_mse_and_resumes_to_
     train(tiny_config(train={"iterations": 6, "val_every": 2, "checkpoint_every": 2}), tmp_path / "last", progress=False)
     final = load_model(tmp_path / "last").model.state_dict()
     assert all(torch.equal(final[k], last[k].cpu()) for k in final)
+    assert kept_iteration(tmp_path / "last") == "" and kept_iteration(tmp_path / "nothing") == ""
 
 
 def test_best_val_needs_a_validation_split():

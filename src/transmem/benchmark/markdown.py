@@ -50,6 +50,7 @@ def results_markdown(suite: Suite, profile_name: str, profile: Profile, results:
         "of scratch with the same seed; '-' = never): " + ", ".join(_time_to_quality_text(r) for r in results["rows"]),
         "",
         *_chosen_sources_lines(results["rows"]),
+        *_kept_weights_lines(results["rows"]),
         "Sources on their own test sets: "
         + (
             ", ".join(
@@ -89,6 +90,14 @@ def _chosen_sources_lines(rows: list[dict]) -> list[str]:
     if not chosen:
         return []
     return ["Source each run started from, ranked on the target's validation split: " + ", ".join(chosen), ""]
+
+
+def _kept_weights_lines(rows: list[dict]) -> list[str]:
+    """Markdown lines naming the iteration each ``train.weights = "best_val"`` run kept."""
+    kept = [f"{r['method']} (seed {r['seed']}) {r['kept_iteration']}" for r in rows if r.get("kept_iteration")]
+    if not kept:
+        return []
+    return ["Weights kept (train.weights = best_val: those of the lowest validation MSE), iteration: " + ", ".join(kept), ""]
 
 
 def _per_frame_table(curves: dict) -> list[str]:

@@ -1,5 +1,6 @@
 """What a benchmark reads from a run folder's logs: training time, threads, the source it
-started from, the validation curve and the time to reach a quality."""
+started from, the iteration whose weights it kept, the validation curve and the time to
+reach a quality."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import csv
 import json
 from pathlib import Path
 
-from transmem.storage.run_folder import INIT_FILE, TRAIN_LOG, VAL_LOG
+from transmem.storage.model_file import stored_model_extra
+from transmem.storage.run_folder import INIT_FILE, MODEL_FILE, TRAIN_LOG, VAL_LOG
 
 
 def _log_rows(path: Path) -> list[dict] | None:
@@ -53,6 +55,13 @@ def init_source(run_dir: Path) -> str:
         return str(record["name"]) if record.get("init_from") or record.get("fusion") else ""
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
         return ""
+
+
+def kept_iteration(run_dir: Path) -> str:
+    """The iteration whose weights a ``train.weights = "best_val"`` run kept (its best
+    validation, from ``model.safetensors``), as a string; ``""`` for a run that keeps its last."""
+    extra = stored_model_extra(Path(run_dir) / MODEL_FILE)
+    return str(extra.get("selected_iteration", "")) if extra.get("weights") == "best_val" else ""
 
 
 def validation_curve(run_dir: Path) -> list[tuple[int, float]]:

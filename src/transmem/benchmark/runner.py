@@ -28,7 +28,14 @@ from pathlib import Path
 from transmem.benchmark.estimate import check_profile_device
 from transmem.benchmark.planning import benchmark_tasks
 from transmem.benchmark.results import METRICS, write_results
-from transmem.benchmark.run_logs import init_source, time_to_quality, train_seconds, train_threads, validation_curve
+from transmem.benchmark.run_logs import (
+    init_source,
+    kept_iteration,
+    time_to_quality,
+    train_seconds,
+    train_threads,
+    validation_curve,
+)
 from transmem.benchmark.scheduler import run_tasks
 from transmem.storage.run_folder import TRAIN_LOG
 from transmem.transfer.builtin import PREFIX, builtin_index
@@ -82,6 +89,7 @@ def run_benchmark(
         row["train_seconds"] = round(train_seconds(entry["run_dir"]), 1)
         row["threads"] = train_threads(entry["run_dir"])  # a string: not a metric to average
         row["init_source"] = init_source(entry["run_dir"])  # the source a run started from, if chosen
+        row["kept_iteration"] = kept_iteration(entry["run_dir"])  # train.weights = "best_val": a string, not a metric
         rows.append(row)
         per_run.append({**entry, "metrics": metrics, "run_dir": str(entry["run_dir"])})
 

@@ -68,6 +68,19 @@ def stored_model_config(path: str | Path) -> RunConfig | None:
         return None
 
 
+def stored_model_extra(path: str | Path) -> dict:
+    """What a ``model.safetensors`` records about its training (``save_model``'s ``extra``:
+    iterations, and with ``train.weights = "best_val"`` the iteration kept), read without
+    loading the weights; ``{}`` if the file is not a readable transmem model."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        extra = json.loads(metadata.get("extra") or "{}") if metadata.get("format") == MODEL_FORMAT else {}
+        return extra if isinstance(extra, dict) else {}
+    except (SafetensorError, OSError, ValueError):
+        return {}
+
+
 def _build(config: RunConfig, layout_json: str, state: dict[str, Tensor], where: Path) -> RecurrentPredictor:
     bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
