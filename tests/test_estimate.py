@@ -10,7 +10,7 @@ from transmem.benchmark.estimate import check_profile_device, step_seconds
 from transmem.benchmark.planning import benchmark_tasks, plain_step_cost
 from transmem.benchmark.suites import PROFILES
 from transmem.cli import main
-from transmem.config import ConfigError, config_from_dict
+from transmem.config import ConfigError, config_from_dict, load_config
 
 
 def paper_tasks(tmp_path, methods=("scratch", "tmu", "fusion")):
@@ -105,3 +105,22 @@ def test_estimate_prints_the_time_any_profile_would_take_and_writes_nothing(tmp_
     assert line.startswith("estimated training time: about ") and "(1 run, 4 training iterations left" in line
     assert "of the plain 1 x 8 network measured just now on cpu, the other runs scaled by their cost, 1 at once" in line
     assert not out.exists()
+
+
+def test_every_method_of_the_paper_profile_trains_with_its_settings(tmp_path, monkeypatch):
+    """The paper's settings (online data, 4 layers, 5x5, every method, fusion at twice the width)
+    shrunk to seconds, with the CUDA check bypassed: a GPU session must not find a config that breaks."""
+    import transmem.benchmark.runner as runner
+    from tests.support import TINY_BENCHMARK
+    from transmem.benchmark.runner import run_benchmark
+
+    monkeypatch.setattr(runner, "check_profile_device", lambda *args: "estimated training time: (not measured in the test)")
+    tiny = [o for o in TINY_BENCHMARK if not o.startswith(("data.train_size", "model.hidden"))] + ["model.hidden=[8, 8, 8, 8]"]
+    lines = []
+    results = run_benchmark("digits", "paper", tmp_path / "paper", progress=False, log=lines.append, overrides=tiny, seeds=[0])
+    assert lines[1] == "estimated training time: (not measured in the test)"
+    methods = [row["method"] for row in results["rows"]]
+    assert "fusion" in methods and "tmu_rollout" in methods and len(methods) == 11  # the default methods
+    assert all(row["mse"] == row["mse"] for row in results["rows"])  # every run scored (no NaN)
+    config = load_config(tmp_path / "paper" / "runs" / "fusion" / "seed0" / "config.toml")
+    assert config.model.hidden == [16] * 4 and config.model.kernel == 5 and config.data.train_size == 0
