@@ -56,15 +56,25 @@ def _config_from_toml(text: str, where: Path) -> RunConfig:
         raise CheckpointError(f"{where}: its stored configuration is invalid ({error})") from None
 
 
+def _stored_metadata(path: str | Path) -> dict | None:
+    """A transmem ``model.safetensors``'s metadata, read without loading the weights; None if
+    the file is not a readable transmem model."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return metadata if metadata.get("format") == MODEL_FORMAT else None
+
+
 def stored_model_config(path: str | Path) -> RunConfig | None:
     """The configuration in a ``model.safetensors``'s metadata (the one its weights were
     trained with), read without loading the weights; None if the file is not a readable
     transmem model."""
+    metadata = _stored_metadata(path)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        return _config_from_toml(metadata["config"], Path(path)) if metadata.get("format") == MODEL_FORMAT else None
-    except (SafetensorError, OSError, ValueError, KeyError, CheckpointError):
+        return _config_from_toml(metadata["config"], Path(path)) if metadata is not None else None
+    except (KeyError, ValueError, CheckpointError):
         return None
 
 
@@ -73,12 +83,10 @@ def stored_model_extra(path: str | Path) -> dict:
     iterations, and with ``train.weights = "best_val"`` the iteration kept), read without
     loading the weights; ``{}`` if the file is not a readable transmem model."""
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        extra = json.loads(metadata.get("extra") or "{}") if metadata.get("format") == MODEL_FORMAT else {}
-        return extra if isinstance(extra, dict) else {}
-    except (SafetensorError, OSError, ValueError):
+        extra = json.loads((_stored_metadata(path) or {}).get("extra") or "{}")
+    except ValueError:
         return {}
+    return extra if isinstance(extra, dict) else {}
 
 
 def _build(config: RunConfig, layout_json: str, state: dict[str, Tensor], where: Path) -> RecurrentPredictor:
