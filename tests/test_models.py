@@ -77,6 +77,36 @@ def test_gradients_reach_every_parameter(backbone):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+@pytest.mark.parametrize("norm", ["none", "group"])
+def test_channels_last_is_the_same_network_in_another_layout(backbone, norm):
+    torch.manual_seed(0)
+    layout = {0: {"source_channels": [8, 4], "source_sizes": [None, [8, 8]], "use_gates": True}}
+    default = RecurrentPredictor(backbone, 1, [8, 8], 3, 4, norm, layout)
+    nhwc = RecurrentPredictor(backbone, 1, [8, 8], 3, 4, norm, layout)
+    nhwc.load_state_dict(default.state_dict())
+    assert nhwc.use_channels_last() is nhwc and nhwc.memory_format == torch.channels_last
+    convs = [m.weight for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    frames, mask = _frames(), torch.rand(2, 4, generator=torch.Generator().manual_seed(1)) > 0.5
+    decouple = default.uses_decoupling
+    states = []
+    nhwc.cells[1].register_forward_hook(lambda cell, inputs, out: states.extend([inputs[1], out.hidden, out.memory]))
+    a = default(frames, mask, record_layers=[1], collect_decoupling=decouple)
+    b = nhwc(frames, mask, record_layers=[1], collect_decoupling=decouple)
+    assert all(state.is_contiguous(memory_format=torch.channels_last) for state in states)  # the states really are NHWC
+    assert torch.allclose(a.predictions, b.predictions, atol=1e-6)
+    assert torch.allclose(a.memories[1], b.memories[1], atol=1e-5)
+    assert torch.allclose(a.distilled[0], b.distilled[0], atol=1e-5)
+    for rollout in (a, b):
+        (F.mse_loss(rollout.predictions, frames[:, 1:]) + rollout.distilled[0].square().mean()).backward()
+    for (name, p), q in zip(default.named_parameters(), nhwc.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        assert p.grad is None or torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
+    # the weights are the same numbers: a state dict moves between the layouts unchanged
+    assert all(torch.equal(v, nhwc.state_dict()[k]) for k, v in default.state_dict().items())
+
+
 def test_teacher_mask_selects_truth_or_prediction_per_sequence():
     torch.manual_seed(0)
     model = RecurrentPredictor("convlstm", 1, [4], 3, 4)

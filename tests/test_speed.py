@@ -72,7 +72,20 @@ def test_timing_statistics():
 @pytest.mark.slow
 def test_run_prints_every_row_and_ratio(tmp_path, capsys):
     out = tmp_path / "speed.json"
-    args = _parse("--tiny", "--repeats", "2", "--warmup", "1", "--memory-steps", "1", "--precision", "bf16", "--json", str(out))
+    args = _parse(
+        "--tiny",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--memory-steps",
+        "1",
+        "--precision",
+        "bf16",
+        "--channels-last",
+        "--json",
+        str(out),
+    )
     assert speed.measure_speed(args) == 0
     table = capsys.readouterr().out
     for row in (
@@ -87,6 +100,8 @@ def test_run_prints_every_row_and_ratio(tmp_path, capsys):
         "step memory, TMU, cached bank",
         "train step, plain bf16",
         "train step, cached bf16",
+        "train step, plain channels-last",
+        "train step, cached bf16+channels-last",
         "TMU cached / plain step time",
         "TMU live / cached step time",
         "plain step / its convs alone, GFLOP/s",
@@ -111,11 +126,13 @@ def test_run_prints_every_row_and_ratio(tmp_path, capsys):
 def test_on_cuda_the_table_times_the_gpu_and_reports_its_memory(tmp_path, capsys):
     out = tmp_path / "speed.json"
     args = _parse(
-        "--tiny", "--device", "cuda", "--repeats", "2", "--warmup", "1", "--memory-steps", "1", "--cuda-graph", "--json", str(out)
-    )
+        "--tiny", "--device", "cuda", "--repeats", "2", "--warmup", "1", "--memory-steps", "1", "--cuda-graph", "--channels-last",
+        "--json", str(out),
+    )  # fmt: skip
     assert speed.measure_speed(args) == 0
     table = capsys.readouterr().out
     assert "CUDA" in table and "peak GPU memory allocated" in table and "train step, plain cuda-graph" in table
+    assert "train step, plain channels-last+cuda-graph" in table
     (result,) = json.loads(out.read_text())["results"]
     assert result["device"] == "cuda" and {c["name"] for c in result["checks"]} == {
         "TMU live / cached step time",

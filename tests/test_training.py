@@ -242,6 +242,21 @@ def test_compiled_training_matches_eager_and_resumes_exactly(tmp_path):
     assert all(torch.allclose(compiled[k], eager[k], atol=1e-5) for k in compiled)
 
 
+def test_channels_last_training_matches_the_default_layout_and_resumes_exactly(tmp_path):
+    layout = {"model": {"norm": "group"}}
+    config = tiny_config(train={"channels_last": True}, **layout)
+    train(config, tmp_path / "nhwc", progress=False)
+    train(config, tmp_path / "resumed", progress=False, stop_at=3)
+    train(config, tmp_path / "resumed", progress=False)
+    train(tiny_config(**layout), tmp_path / "default", progress=False)
+    nhwc = load_model(tmp_path / "nhwc").model.state_dict()
+    resumed = load_model(tmp_path / "resumed").model.state_dict()
+    default = load_model(tmp_path / "default").model.state_dict()
+    assert all(torch.equal(nhwc[k], resumed[k]) for k in nhwc)
+    assert any(not torch.equal(nhwc[k], default[k]) for k in nhwc)  # another summation order ...
+    assert all(torch.allclose(nhwc[k], default[k], atol=1e-5) for k in nhwc)  # ... of the same arithmetic
+
+
 def test_a_run_killed_between_validation_and_checkpoint_logs_every_validation(tmp_path, monkeypatch):
     import transmem.training.engine as loop
 

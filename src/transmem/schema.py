@@ -120,6 +120,9 @@ class TrainConfig:
     # transmem.training.cuda_graph for what it refuses: CPU, torchrun, compile, lr schedules,
     # methods that read sources every step)
     cuda_graph: bool = False
+    # store the weights and run every rollout channels-last (NHWC), cuDNN's tensor-core layout
+    # (opt-in; the same arithmetic, predictions agree to float rounding)
+    channels_last: bool = False
 
     def validate(self) -> None:
         _positive(self, "iterations", "log_every", "checkpoint_every", "keep_checkpoints")

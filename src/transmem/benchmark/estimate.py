@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: int | None = None) -> float:
     """Median seconds of one training step of ``config``'s network on ``device``, on random
-    frames of its shapes, with its ``train.precision`` (and ``train.cuda_graph`` for a plain
-    step): ``variant`` ``"plain"`` (no transfer) or ``"live"`` (a TMU target with two live
+    frames of its shapes, with its ``train.precision`` and ``train.channels_last`` (and
+    ``train.cuda_graph`` for a plain step): ``variant`` ``"plain"`` (no transfer) or ``"live"`` (a TMU target with two live
     sources of its size). ``steps`` timed after the warm-up (default: 5 after 3 on CUDA, plus
     the CUDA graph's own warm-up and capture; 1 after 1 on the CPU, where the paper's step
     takes seconds). Writes nothing but a temporary folder."""
@@ -73,7 +73,15 @@ def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: 
     deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         with tempfile.TemporaryDirectory(prefix="transmem-estimate-") as folder:
-            workload = build_workload(spec, variant, Path(folder), config.train.precision, device=device, cuda_graph=graphed)
+            workload = build_workload(
+                spec,
+                variant,
+                Path(folder),
+                config.train.precision,
+                device=device,
+                cuda_graph=graphed,
+                channels_last=config.train.channels_last,
+            )
             for _ in range(warmup):
                 workload.step()
             seconds = []
@@ -111,6 +119,7 @@ def step_kind(config: RunConfig) -> tuple[str, str]:
     name = f"{len(hidden)} x {hidden[0]}" + (" with sources" if reads else "")
     name += ", bf16" if config.train.precision == "bf16" else ""
     name += ", CUDA graph" if config.train.cuda_graph and not reads else ""
+    name += ", channels-last" if config.train.channels_last else ""
     return name, "live" if reads else "plain"
 
 

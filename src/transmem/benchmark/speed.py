@@ -174,6 +174,46 @@ class Check:
         return self.value <= float(bound) if op == "<=" else self.value >= float(bound)
 
 
+@dataclass(frozen=True)
+class SpeedOption:
+    """One fast-path setting timed against the float32 eager step, e.g. ``"bf16+cuda-graph"``."""
+
+    label: str
+    precision: str = "float32"
+    compiled: bool = False
+    graphed: bool = False  # train.cuda_graph: only a step that reads frames alone can be captured
+    channels_last: bool = False
+    variants: tuple[str, ...] = ("plain", "cached")
+
+
+def speed_options(args) -> list[SpeedOption]:
+    """The options ``--precision bf16``, ``--compile``, ``--cuda-graph`` and
+    ``--channels-last`` ask to time: each alone, and bf16 with each of the others."""
+    bf16 = args.precision == "bf16"
+    options = []
+    if bf16:
+        options.append(SpeedOption("bf16", "bf16"))
+    if args.compile:
+        options.append(SpeedOption("compile", compiled=True))
+    if bf16 and args.compile:
+        options.append(SpeedOption("bf16+compile", "bf16", compiled=True))
+    if args.cuda_graph:
+        options.append(SpeedOption("cuda-graph", graphed=True, variants=("plain",)))
+    if args.cuda_graph and bf16:
+        options.append(SpeedOption("bf16+cuda-graph", "bf16", graphed=True, variants=("plain",)))
+    if args.channels_last:
+        options.append(SpeedOption("channels-last", channels_last=True))
+    if args.channels_last and bf16:
+        options.append(SpeedOption("bf16+channels-last", "bf16", channels_last=True))
+    if args.channels_last and args.cuda_graph:
+        options.append(SpeedOption("channels-last+cuda-graph", graphed=True, channels_last=True, variants=("plain",)))
+    if args.channels_last and args.cuda_graph and bf16:
+        options.append(
+            SpeedOption("bf16+channels-last+cuda-graph", "bf16", graphed=True, channels_last=True, variants=("plain",))
+        )
+    return options
+
+
 def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str], None]) -> dict:
     """Every measurement of one configuration (a JSON-able dict)."""
     warmup, repeats, device = args.warmup, args.repeats, args.device
@@ -214,38 +254,30 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
     for name, timing in inference.items():
         result["inference"][name] = {**timing.summary(), "sequences_per_second": spec.batch / timing.median}
 
-    extra = []  # (label, precision, compiled, CUDA graph, variants)
-    if args.precision == "bf16":
-        extra.append(("bf16", "bf16", False, False, ("plain", "cached")))
-    if args.compile:
-        extra.append(("compile", "float32", True, False, ("plain", "cached")))
-    if args.precision == "bf16" and args.compile:
-        extra.append(("bf16+compile", "bf16", True, False, ("plain", "cached")))
-    if args.cuda_graph:  # only a step that reads frames alone can be captured
-        extra.append(("cuda-graph", "float32", False, True, ("plain",)))
-    if args.cuda_graph and args.precision == "bf16":
-        extra.append(("bf16+cuda-graph", "bf16", False, True, ("plain",)))
+    extra = speed_options(args)
     result["options"] = {}
     from transmem.training.cuda_graph import WARMUP_STEPS
 
-    needed = sorted({variant for *_, variants in extra for variant in variants})
+    needed = sorted({variant for option in extra for variant in option.variants})
     baselines = {variant: build_workload(spec, variant, folder, device=device) for variant in needed}
-    for label, precision, compiled, graphed, variants in extra:
-        log(f"[{spec.name}] timing the step with {label} ...")
-        for variant in variants:
+    for option in extra:
+        log(f"[{spec.name}] timing the step with {option.label} ...")
+        for variant in option.variants:
             baseline = baselines[variant]
-            workload = build_workload(spec, variant, folder, precision, compiled, device, graphed)
+            workload = build_workload(
+                spec, variant, folder, option.precision, option.compiled, device, option.graphed, option.channels_last
+            )
             started = time.perf_counter()
-            first_steps = WARMUP_STEPS + 1 if graphed else 1
+            first_steps = WARMUP_STEPS + 1 if option.graphed else 1
             for _ in range(first_steps):  # compiles or warms up and captures, if asked
                 workload.step()
             (sync or (lambda: None))()
             first = time.perf_counter() - started
             # interleaved with a float32 eager step of the same variant, so both see the same load
-            timing = measure_interleaved({"float32": baseline.step, label: workload.step}, warmup, repeats, sync)
-            speedup = timing["float32"].median / timing[label].median
-            result["options"][f"{variant} {label}"] = {
-                **timing[label].summary(),
+            timing = measure_interleaved({"float32": baseline.step, option.label: workload.step}, warmup, repeats, sync)
+            speedup = timing["float32"].median / timing[option.label].median
+            result["options"][f"{variant} {option.label}"] = {
+                **timing[option.label].summary(),
                 "first_step": first,
                 "first_steps": first_steps,
                 "speedup": speedup,
@@ -428,6 +460,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cuda-graph",
         action="store_true",
         help="also time the plain step captured in a CUDA graph (train.cuda_graph; CUDA only)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="also time the step with channels-last weights and states (train.channels_last)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")

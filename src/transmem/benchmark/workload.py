@@ -80,12 +80,14 @@ def build_workload(
     compile_model: bool = False,
     device: str = "cpu",
     cuda_graph: bool = False,
+    channels_last: bool = False,
 ) -> Workload:
     """One training step of ``variant`` on ``device`` as the training loop runs it (see module
     docstring); the training frames stay on the CPU and are copied to ``device`` every step, as
     in training. On CUDA the step returns before the GPU has finished (time it with a
     synchronisation). ``cuda_graph``: the step of ``train.cuda_graph`` (plain only; its first
-    :data:`~transmem.training.cuda_graph.WARMUP_STEPS` + 1 calls warm up and capture)."""
+    :data:`~transmem.training.cuda_graph.WARMUP_STEPS` + 1 calls warm up and capture).
+    ``channels_last``: the target runs channels-last (``train.channels_last``)."""
     import dataclasses
 
     import torch
@@ -101,7 +103,9 @@ def build_workload(
     else:
         sources = make_sources(spec, folder)
         config = spec.run_config("tmu", sources, variant, str(folder / "bank"))
-    train = dataclasses.replace(config.train, precision=precision, device=device, cuda_graph=cuda_graph)
+    train = dataclasses.replace(
+        config.train, precision=precision, device=device, cuda_graph=cuda_graph, channels_last=channels_last
+    )
     config = dataclasses.replace(config, train=train)
     torch.manual_seed(config.train.seed)
     if config.train.deterministic:  # as the training loop sets it (engine._build)
@@ -110,6 +114,8 @@ def build_workload(
     dataset = RandomSequences(spec, config.data.train_size)
     method = METHODS[config.transfer.method](config, folder / "run", torch.device(device))
     model = method.build_model().to(device)
+    if channels_last:  # as engine._build does
+        model.use_channels_last()
     method.initialize(model, rank_sources)
     method.prepare(model, dataset, progress=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, capturable=cuda_graph)

@@ -83,11 +83,12 @@ class Rollout:
     decoupling: list[tuple[Tensor, Tensor]] = field(default_factory=list)  # (adapted delta C, delta M)
 
 
-def patchify(frames: Tensor, patch: int) -> Tensor:
-    """``(B, T, C, H, W)`` -> ``(B, T, C p^2, H/p, W/p)`` (space-to-depth)."""
+def patchify(frames: Tensor, patch: int, memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
+    """``(B, T, C, H, W)`` -> ``(B, T, C p^2, H/p, W/p)`` (space-to-depth). With
+    ``memory_format=torch.channels_last`` every frame ``[:, t]`` is a channels-last 4-D tensor."""
     b, t = frames.shape[:2]
-    flat = F.pixel_unshuffle(frames.reshape(b * t, *frames.shape[2:]), patch)
-    return flat.reshape(b, t, *flat.shape[1:])
+    flat = F.pixel_unshuffle(frames.reshape(b * t, *frames.shape[2:]), patch).contiguous(memory_format=memory_format)
+    return flat.view(b, t, *flat.shape[1:])
 
 
 def unpatchify(patches: Tensor, patch: int) -> Tensor:
@@ -172,6 +173,17 @@ class RecurrentPredictor(nn.Module):
         self.adapters = (
             nn.ModuleList(nn.Conv2d(h, h, kernel_size=1, bias=False) for h in self.hidden) if spec.decoupling else None
         )
+        # The layout of every 4-D tensor of a rollout: its frames, states and (after
+        # :meth:`use_channels_last`) convolution weights. Not part of the state dict.
+        self.memory_format = torch.contiguous_format
+
+    def use_channels_last(self) -> RecurrentPredictor:
+        """Store the weights and run every rollout channels-last (NHWC), the layout cuDNN's
+        fast convolutions use on tensor-core GPUs (``train.channels_last``). The same
+        arithmetic: predictions agree with the default layout to float rounding."""
+        self.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last
+        return self
 
     @property
     def uses_decoupling(self) -> bool:
@@ -225,12 +237,17 @@ class RecurrentPredictor(nn.Module):
         if collect_decoupling and not self.uses_decoupling:
             raise ValueError(f"{self.backbone} has no decoupling adapters")
 
-        patches = patchify(frames, self.patch)
+        layout = self.memory_format
+        patches = patchify(frames, self.patch, layout)
         height, width = patches.shape[-2:]
-        zeros = [patches.new_zeros(batch, h, height, width) for h in self.hidden]
+        zeros = [patches.new_zeros(batch, h, height, width).contiguous(memory_format=layout) for h in self.hidden]
         hidden_states = list(zeros)
         memory_states = list(zeros)
-        spatial = patches.new_zeros(batch, self.hidden[0], height, width) if self.has_spatial_memory else None
+        spatial = (
+            patches.new_zeros(batch, self.hidden[0], height, width).contiguous(memory_format=layout)
+            if self.has_spatial_memory
+            else None
+        )
 
         predictions, fed = [], []
         memories = {layer: [] for layer in record_layers}

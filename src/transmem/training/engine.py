@@ -277,6 +277,8 @@ def _build(config: RunConfig, run_dir: Path, device: torch.device, ctx, check_te
     method.check_data(train_set)
     check_graphable(config, device, method, ctx.enabled)
     model = method.build_model().to(device)
+    if config.train.channels_last:  # before the optimiser, whose moments take the weights' layout
+        model.use_channels_last()
     # A CUDA graph replays Adam's step too: its step counter must then live on the GPU.
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, capturable=config.train.cuda_graph)
     scheduler = make_scheduler(optimizer, config)
