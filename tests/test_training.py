@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from tests.support import tiny_config
 from transmem.benchmark.run_logs import kept_iteration
-from transmem.config import TrainConfig
+from transmem.config import ConfigError, TrainConfig
 from transmem.storage.checkpoints import CheckpointError, latest_good_checkpoint, list_checkpoints, load_checkpoint
 from transmem.storage.locks import FileLock, LockedError
 from transmem.storage.model_file import load_model
@@ -442,3 +442,34 @@ def test_best_val_needs_a_validation_split():
         tiny_config(train={"weights": "best_val"}, data={"val_size": 0})
     with pytest.raises(ValueError, match="train.weights: expected 'last' or 'best_val', got 'best'"):
         tiny_config(train={"weights": "best"})
+
+
+def test_val_start_makes_the_starting_weights_a_candidate_and_resumes_to_them(tmp_path, monkeypatch, sources):
+    # a finetune that the target data only make worse: best_val with val_start keeps the source
+    _scripted_validation(monkeypatch, {0: 1.0, 2: 5.0, 4: 3.0, 6: 4.0})
+    source = str(sources / "hidden8")
+    schedule = {"iterations": 6, "val_every": 2, "checkpoint_every": 2, "weights": "best_val", "val_start": True}
+    config = tiny_config(model={"hidden": [8]}, train=schedule, transfer={"method": "finetune", "sources": [source]})
+    result = train(config, tmp_path / "run", progress=False)
+    kept, start = load_model(tmp_path / "run").model.state_dict(), load_model(source).model.state_dict()
+    assert all(torch.equal(kept[k], start[k]) for k in start)
+    assert result.val["mse"] == 1.0 and kept_iteration(tmp_path / "run") == "0"
+    with open(tmp_path / "run" / "val.csv") as handle:
+        assert [int(row["iteration"]) for row in csv.DictReader(handle)] == [0, 2, 4, 6]
+    train(config, tmp_path / "resumed", progress=False, stop_at=2)  # the start's weights travel in the checkpoint
+    train(config, tmp_path / "resumed", progress=False)
+    again = load_model(tmp_path / "resumed").model.state_dict()
+    assert all(torch.equal(again[k], start[k]) for k in start)
+
+
+def test_val_start_validates_without_changing_what_trains(tmp_path):
+    config = tiny_config(train={"iterations": 4, "val_every": 2})
+    train(config, tmp_path / "plain", progress=False)
+    train(tiny_config(train={"iterations": 4, "val_every": 2, "val_start": True}), tmp_path / "start", progress=False)
+    a, b = load_model(tmp_path / "plain").model.state_dict(), load_model(tmp_path / "start").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with open(tmp_path / "start" / "val.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["iteration"]) for row in rows] == [0, 2, 4] and float(rows[0]["mse"]) > float(rows[-1]["mse"])
+    with pytest.raises(ConfigError, match=r"train.val_start: .* needs data.val_size > 0"):
+        tiny_config(train={"val_start": True}, data={"val_size": 0})

@@ -62,6 +62,10 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("train.time_reversal: the cached memory bank holds forward-time sequences; use transfer.bank = 'live'")
     if config.train.weights == "best_val" and config.data.val_size == 0:
         raise ConfigError("train.weights: 'best_val' chooses on the validation split, which needs data.val_size > 0")
+    if config.train.val_start and config.data.val_size == 0:
+        raise ConfigError(
+            "train.val_start: validates the starting weights on the validation split, which needs data.val_size > 0"
+        )
     check_options(config.data)
 
 

@@ -112,6 +112,10 @@ class TrainConfig:
     # the weights a finished run keeps: "last" (those of the last iteration) or "best_val"
     # (those of the validation with the lowest MSE, every val_every iterations and at the end)
     weights: str = "last"
+    # also validate the starting weights (iteration 0, before any update): a row of val.csv and,
+    # with weights = "best_val", a candidate, so that a source-initialised target that the
+    # target data only make worse keeps the source's weights
+    val_start: bool = False
     deterministic: bool = True
     tensorboard: bool = False
     precision: str = "float32"  # float32 | bf16 (autocast of the training step; opt-in)

@@ -191,7 +191,8 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: object | None
     generator: torch.Generator
-    # train.weights = "best_val": the validation with the lowest MSE so far,
+    # train.weights = "best_val": the validation with the lowest MSE so far (with
+    # train.val_start, the starting weights are one of them),
     # {"iteration", "means", "model": state dict}; saved in every checkpoint
     best: dict | None = None
 
@@ -394,6 +395,11 @@ def _loop(
             f"the last good checkpoint is kept in {run.checkpoints} (try a lower train.lr or train.grad_clip)"
         )
 
+    if start == 0 and config.train.val_start and run.val_set is not None and ctx.is_main:
+        # the weights the run starts from (a source's, for a source-initialised target)
+        _remember_best(run, 0, _validate(run.model, run.val_set, config, run.run_dir, 0, run.device))
+        run.model.train()
+        tick = time.time()
     step = make_step(run.model, forward_model, run.method, run.optimizer, run.scheduler, config)
     for iteration in range(start, total):
         threads.recount()
