@@ -333,8 +333,12 @@ def test_a_run_trained_by_another_process_while_this_one_starts_is_refused(tmp_p
     assert train(config, tmp_path / "run", progress=False).resumed_from == 4
 
 
-def test_train_csv_records_the_thread_count_even_across_a_resume_with_another(tmp_path):
+def test_train_csv_records_the_thread_count_even_across_a_resume_with_another(tmp_path, monkeypatch):
     from transmem.benchmark.run_logs import train_threads
+    from transmem.training import thread_share
+
+    # trainings of other processes on this machine would change this one's share of threads
+    monkeypatch.setattr(thread_share, "registry_folder", lambda: tmp_path / "trainings")
 
     config = tiny_config(train={"iterations": 4, "checkpoint_every": 2, "log_every": 1})
     before = torch.get_num_threads()
