@@ -91,6 +91,7 @@ def test_channels_last_is_the_same_network_in_another_layout(backbone, norm):
     frames, mask = _frames(), torch.rand(2, 4, generator=torch.Generator().manual_seed(1)) > 0.5
     decouple = default.uses_decoupling
     states = []
+    nhwc.cells[0].register_forward_hook(lambda cell, inputs, out: states.append(inputs[0]))  # the frame fed
     nhwc.cells[1].register_forward_hook(lambda cell, inputs, out: states.extend([inputs[1], out.hidden, out.memory]))
     a = default(frames, mask, record_layers=[1], collect_decoupling=decouple)
     b = nhwc(frames, mask, record_layers=[1], collect_decoupling=decouple)

@@ -252,6 +252,13 @@ def test_rank_sources_reads_only_the_validation_split_and_is_cached(zoo, tmp_pat
     assert (home / "rank.json").stat().st_mtime_ns == stamp and splits == ["val"]
 
 
+def test_a_probe_scores_its_last_weights_whatever_the_target_keeps(zoo):
+    # a best_val target that also validates its start would otherwise score min(zero-shot, probe)
+    target = target_config([zoo["digits1"]], method="none", train_={"weights": "best_val", "val_start": True, "val_every": 1})
+    probe = ranking.probe_config(target, str(zoo["digits1"]), 2).train
+    assert (probe.weights, probe.val_start, probe.val_every, probe.iterations) == ("last", False, 0, 2)
+
+
 def test_zero_shot_ranking_orders_by_zero_shot_mse(zoo, tmp_path):
     sources = [load_source(zoo[name]) for name in ("digits1", "digits2")]
     rows = rank_sources(sources, target_config([zoo["digits1"]], method="none"), tmp_path, probe=0)

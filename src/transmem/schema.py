@@ -259,10 +259,6 @@ class TransferConfig:
             raise ConfigError(f"transfer.fuse: {self.fuse} sources to fuse, but transfer.sources names {len(self.sources)}")
         if self.fusion_head not in FUSION_HEADS:
             raise ConfigError(f"transfer.fusion_head: expected one of {', '.join(FUSION_HEADS)}, got {self.fusion_head!r}")
-        if self.method != "fusion":  # set for another method, they would be ignored without a word
-            for key, default in (("fuse", 0), ("fusion_head", "best"), ("fusion_partners", "sources")):
-                if getattr(self, key) != default:
-                    raise ConfigError(f"transfer.{key}: only method 'fusion' reads it, and method is {self.method!r}")
         if self.method == "fusion" and self.init_from:
             raise ConfigError("transfer.init_from: method 'fusion' starts from every fused source; set transfer.fuse instead")
         if self.rank_probe < 0:

@@ -265,6 +265,9 @@ class RecurrentPredictor(nn.Module):
                 x = patches[:, t]
             else:
                 x = torch.where(mask[:, t - 1], patches[:, t], previous)
+            # a dense frame in the model's layout (a time slice of ``patches`` is strided, and
+            # where() may return the default layout from channels-last operands)
+            x = x.contiguous(memory_format=layout)
             if return_inputs:
                 fed.append(x)
             for layer, cell in enumerate(self.cells):

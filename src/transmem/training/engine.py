@@ -400,6 +400,7 @@ def _loop(
         _remember_best(run, 0, _validate(run.model, run.val_set, config, run.run_dir, 0, run.device))
         run.model.train()
         tick = time.time()
+        bar.unpause()
     step = make_step(run.model, forward_model, run.method, run.optimizer, run.scheduler, config)
     for iteration in range(start, total):
         threads.recount()

@@ -49,6 +49,9 @@ def probe_config(target: RunConfig, source: str, iterations: int) -> RunConfig:
         iterations=iterations,
         seed=PROBE_SEED,
         val_every=0,
+        # the probe's score is its validation after `iterations` updates, whatever the target keeps
+        weights="last",
+        val_start=False,
         log_every=min(train_section["log_every"], iterations),
         checkpoint_every=min(train_section["checkpoint_every"], iterations),
     )
