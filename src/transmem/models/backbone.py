@@ -85,7 +85,8 @@ class Rollout:
 
 def patchify(frames: Tensor, patch: int, memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
     """``(B, T, C, H, W)`` -> ``(B, T, C p^2, H/p, W/p)`` (space-to-depth). With
-    ``memory_format=torch.channels_last`` every frame ``[:, t]`` is a channels-last 4-D tensor."""
+    ``memory_format=torch.channels_last`` every frame ``[:, t]`` has channels-last strides (a
+    strided view: :class:`RecurrentPredictor` copies each frame it feeds into a dense one)."""
     b, t = frames.shape[:2]
     flat = F.pixel_unshuffle(frames.reshape(b * t, *frames.shape[2:]), patch).contiguous(memory_format=memory_format)
     return flat.view(b, t, *flat.shape[1:])
