@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: int | None = None) -> float:
     """Median seconds of one training step of ``config``'s network on ``device``, on random
     frames of its shapes, with its ``train.precision`` and ``train.channels_last`` (and
-    ``train.cuda_graph`` for a plain step): ``variant`` ``"plain"`` (no transfer) or ``"live"`` (a TMU target with two live
-    sources of its size). ``steps`` timed after the warm-up (default: 5 after 3 on CUDA, plus
+    ``train.cuda_graph`` for a plain step): ``variant`` ``"plain"`` (no transfer) or
+    ``"live"`` (a TMU target with two live sources of its size). ``steps`` timed after the warm-up (default: 5 after 3 on CUDA, plus
     the CUDA graph's own warm-up and capture; 1 after 1 on the CPU, where the paper's step
     takes seconds). Writes nothing but a temporary folder."""
     import statistics

@@ -241,14 +241,14 @@ class RecurrentPredictor(nn.Module):
         layout = self.memory_format
         patches = patchify(frames, self.patch, layout)
         height, width = patches.shape[-2:]
-        zeros = [patches.new_zeros(batch, h, height, width).contiguous(memory_format=layout) for h in self.hidden]
+
+        def zero_state(channels: int) -> Tensor:
+            return patches.new_zeros(batch, channels, height, width).contiguous(memory_format=layout)
+
+        zeros = [zero_state(h) for h in self.hidden]
         hidden_states = list(zeros)
         memory_states = list(zeros)
-        spatial = (
-            patches.new_zeros(batch, self.hidden[0], height, width).contiguous(memory_format=layout)
-            if self.has_spatial_memory
-            else None
-        )
+        spatial = zero_state(self.hidden[0]) if self.has_spatial_memory else None
 
         predictions, fed = [], []
         memories = {layer: [] for layer in record_layers}

@@ -395,12 +395,15 @@ def _loop(
             f"the last good checkpoint is kept in {run.checkpoints} (try a lower train.lr or train.grad_clip)"
         )
 
-    if start == 0 and config.train.val_start and run.val_set is not None and ctx.is_main:
-        # the weights the run starts from (a source's, for a source-initialised target)
-        _remember_best(run, 0, _validate(run.model, run.val_set, config, run.run_dir, 0, run.device))
+    def validate(iteration: int) -> None:
+        nonlocal tick
+        _remember_best(run, iteration, _validate(run.model, run.val_set, config, run.run_dir, iteration, run.device))
         run.model.train()
-        tick = time.time()
-        bar.unpause()
+        tick = time.time()  # seconds_per_iteration counts training only, not validation
+        bar.unpause()  # and so do the bar's rate and ETA
+
+    if start == 0 and config.train.val_start and run.val_set is not None and ctx.is_main:
+        validate(0)  # the weights the run starts from (a source's, for a source-initialised target)
     step = make_step(run.model, forward_model, run.method, run.optimizer, run.scheduler, config)
     for iteration in range(start, total):
         threads.recount()
@@ -420,10 +423,7 @@ def _loop(
             and done % config.train.val_every == 0
             and done < total
         ):
-            _remember_best(run, done, _validate(run.model, run.val_set, config, run.run_dir, done, run.device))
-            run.model.train()
-            tick = time.time()  # seconds_per_iteration counts training only, not validation
-            bar.unpause()  # and so do the bar's rate and ETA
+            validate(done)
         if ctx.is_main and (done % config.train.checkpoint_every == 0 or done == total):
             _save_run(run, done)
         if stop_at is not None and done >= stop_at and done < total:
