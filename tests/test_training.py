@@ -242,6 +242,11 @@ def test_compiled_training_matches_eager_and_resumes_exactly(tmp_path):
     assert all(torch.allclose(compiled[k], eager[k], atol=1e-5) for k in compiled)
 
 
+def _losses(run) -> list[float]:
+    """The training losses ``run``/train.csv logged, in order."""
+    return [float(row["loss"]) for row in csv.DictReader(open(run / "train.csv"))]
+
+
 def test_channels_last_training_matches_the_default_layout_and_resumes_exactly(tmp_path, monkeypatch):
     from transmem.models import RecurrentPredictor
 
@@ -267,7 +272,12 @@ def test_channels_last_training_matches_the_default_layout_and_resumes_exactly(t
     resumed = load_model(tmp_path / "resumed").model.state_dict()
     default = load_model(tmp_path / "default").model.state_dict()
     assert all(torch.equal(nhwc[k], resumed[k]) for k in nhwc)
-    assert all(torch.allclose(nhwc[k], default[k], atol=1e-5) for k in nhwc)  # the same arithmetic
+    # The same arithmetic, up to rounding: the logged losses agree to their printed digits. Adam
+    # divides each gradient by its own root mean square, so a rounding difference in a near-zero
+    # gradient moves that weight by up to lr per step (measured: 1.1e-5 here, more on other CPUs);
+    # 1e-4 is 0.6 % of the lr * iterations a weight can travel.
+    assert _losses(tmp_path / "nhwc") == pytest.approx(_losses(tmp_path / "default"), rel=1e-4)
+    assert all(torch.allclose(nhwc[k], default[k], rtol=0, atol=1e-4) for k in nhwc)
 
 
 def test_a_run_killed_between_validation_and_checkpoint_logs_every_validation(tmp_path, monkeypatch):
