@@ -65,11 +65,10 @@ def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: 
         total_len=data.total_len,
         channels=data.channels,
     )
-    sync = synchronizer(device)
-    wait = sync or (lambda: None)
+    wait, on_cuda = synchronizer(device), device.startswith("cuda")
     graphed = config.train.cuda_graph and variant == "plain"
-    warmup = (3 + (WARMUP_STEPS + 1 if graphed else 0)) if sync else 1
-    steps = steps or (5 if sync else 1)
+    warmup = (3 + (WARMUP_STEPS + 1 if graphed else 0)) if on_cuda else 1
+    steps = steps or (5 if on_cuda else 1)
     deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         with tempfile.TemporaryDirectory(prefix="transmem-estimate-") as folder:
@@ -94,7 +93,7 @@ def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: 
             del workload
     finally:  # the workload sets torch's deterministic mode as training does; put it back
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
-        if sync is not None:
+        if on_cuda:
             torch.cuda.empty_cache()  # the GPU memory goes to the runs
     return statistics.median(seconds)
 

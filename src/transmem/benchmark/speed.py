@@ -88,24 +88,23 @@ class Timing:
 
 
 def measure_interleaved(
-    functions: dict[str, Callable[[], object]], warmup: int, repeats: int, synchronize: Callable[[], None] | None = None
+    functions: dict[str, Callable[[], object]], warmup: int, repeats: int, synchronize: Callable[[], None] = lambda: None
 ) -> dict[str, Timing]:
     """Time each function ``repeats`` times after ``warmup`` calls, in interleaved rounds.
 
     ``synchronize`` (on CUDA, :func:`synchronizer`) waits for the device before the clock
     starts and before it stops, so that a timing holds the GPU work the call launched.
     """
-    wait = synchronize or (lambda: None)
     for fn in functions.values():
         for _ in range(warmup):
             fn()
     timings = {name: Timing() for name in functions}
     for _ in range(repeats):
         for name, fn in functions.items():
-            wait()
+            synchronize()
             start = time.perf_counter()
             fn()
-            wait()
+            synchronize()
             timings[name].seconds.append(time.perf_counter() - start)
     return timings
 
@@ -212,7 +211,7 @@ def speed_options(args) -> list[SpeedOption]:
 def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str], None]) -> dict:
     """Every measurement of one configuration (a JSON-able dict)."""
     warmup, repeats, device = args.warmup, args.repeats, args.device
-    sync = synchronizer(device)
+    sync, on_cuda = synchronizer(device), device.startswith("cuda")
     side = spec.frame_size // spec.patch
     result: dict = {
         "config": asdict(spec),
@@ -266,7 +265,7 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
             first_steps = WARMUP_STEPS + 1 if option.graphed else 1
             for _ in range(first_steps):  # compiles or warms up and captures, if asked
                 workload.step()
-            (sync or (lambda: None))()
+            sync()
             first = time.perf_counter() - started
             # interleaved with a float32 eager step of the same variant, so both see the same load
             timing = measure_interleaved({"float32": baseline.step, option.label: workload.step}, warmup, repeats, sync)
@@ -279,7 +278,7 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
             }
     del baselines
 
-    if not args.no_memory and sync is not None:
+    if not args.no_memory and on_cuda:
         log(f"[{spec.name}] peak GPU memory per variant ...")
         for variant in TRAIN_VARIANTS:
             result["memory"][variant] = gpu_memory(spec, variant, folder, args.memory_steps, device)
@@ -289,7 +288,7 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
             result["memory"][variant] = measure_memory(spec, variant, folder, args.memory_steps, args.threads)
     result["checks"] = [
         {"name": c.name, "value": c.value, "target": c.target, "passed": c.passed}
-        for c in (gpu_checks(spec, result) if sync is not None else cpu_checks(result))
+        for c in (gpu_checks(spec, result) if on_cuda else cpu_checks(result))
     ]
     return result
 

@@ -152,8 +152,9 @@ def build_inference(spec: SpeedConfig, tmu: bool, device: str = "cpu") -> Callab
     return lambda: model.predict(inputs, horizon)
 
 
-def synchronizer(device: str) -> Callable[[], None] | None:
-    """``torch.cuda.synchronize`` on a CUDA ``device``, None on the CPU (nothing to wait for)."""
+def synchronizer(device: str) -> Callable[[], None]:
+    """A function that waits for ``device``: ``torch.cuda.synchronize`` on CUDA, nothing on the
+    CPU (its work is done when a call returns)."""
     import torch
 
-    return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else None
+    return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
