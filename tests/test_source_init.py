@@ -344,3 +344,32 @@ def test_zoo_rank_bad_input_is_one_line_exit_2(zoo, tmp_path, capsys, args, mess
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_ranking_key_follows_the_settings_a_probe_trains_with_and_no_other():
+    import dataclasses
+    from types import SimpleNamespace
+
+    from transmem.schema import TrainConfig
+
+    sources = [SimpleNamespace(digest="a"), SimpleNamespace(digest="b")]
+    target = tiny_config()
+    key = ranking.ranking_key(sources, target, 2)
+    # what the probe trains and scores with changes the key ...
+    assert ranking.ranking_key(sources, tiny_config(train={"lr": 1e-4}), 2) != key
+    assert ranking.ranking_key(sources, tiny_config(data={"train_size": 16}), 2) != key
+    assert ranking.ranking_key(sources, target, 3) != key
+    assert ranking.ranking_key(sources[::-1], target, 2) != key
+    # ... what the probe overrides does not (it always keeps its last weights, seed 0) ...
+    assert ranking.ranking_key(sources, tiny_config(train={"weights": "best_val", "val_start": True, "seed": 5}), 2) == key
+    # ... nor an option added to transmem later, at a default that keeps the old behaviour
+    later = dataclasses.make_dataclass("TrainConfig", [("future_option", bool, False)], bases=(TrainConfig,))
+    probe = ranking.probe_config(target, "-", 2)
+    newer = dataclasses.replace(probe, train=later(**dataclasses.asdict(probe.train)))
+    assert ranking.changed_settings(newer) == ranking.changed_settings(probe)
+    assert (
+        ranking.changed_settings(
+            dataclasses.replace(newer, train=later(**{**dataclasses.asdict(probe.train), "future_option": True}))
+        )["train"]["future_option"]
+        is True
+    )

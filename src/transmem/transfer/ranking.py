@@ -21,6 +21,7 @@ that start from ``"best"`` share one ranking.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -35,7 +36,7 @@ from transmem.storage.model_file import load_model
 from transmem.training.engine import train_run
 from transmem.transfer.zoo import Source, SourceError, check_same_backbone
 
-RANK_VERSION = 1
+RANK_VERSION = 2  # 2: the key hashes the settings that differ from their defaults
 RANK_FILE = "rank.json"
 PROBE_SEED = 0  # one ranking for every seed of a target
 
@@ -58,14 +59,28 @@ def probe_config(target: RunConfig, source: str, iterations: int) -> RunConfig:
     return config_from_dict(raw, stored=True)
 
 
+def changed_settings(config: RunConfig) -> dict[str, dict]:
+    """The data, model, train and eval settings of ``config`` that differ from their defaults.
+
+    A setting at its default is left out, so an option added to transmem later (at a default
+    that keeps the old behaviour) leaves every stored ranking's key as it was. A changed
+    default changes results without changing this: bump ``RANK_VERSION`` with it.
+    """
+    changed = {}
+    for name in ("data", "model", "train", "eval"):
+        section = getattr(config, name)
+        default = dataclasses.asdict(type(section)())
+        changed[name] = {key: value for key, value in dataclasses.asdict(section).items() if value != default.get(key)}
+    return changed
+
+
 def ranking_key(sources: list[Source], target: RunConfig, probe: int) -> str:
-    """What a ranking depends on, hashed: source weights, the target's settings, ``probe``."""
-    template = probe_config(target, "-", max(probe, 1)).to_dict()
+    """What a ranking depends on, hashed: source weights, the probe's settings, ``probe``."""
     description = {
         "version": RANK_VERSION,
         "sources": [source.digest for source in sources],
         "probe": probe,
-        **{section: template[section] for section in ("data", "model", "train", "eval")},
+        **changed_settings(probe_config(target, "-", max(probe, 1))),
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
 
