@@ -365,11 +365,8 @@ def test_the_ranking_key_follows_the_settings_a_probe_trains_with_and_no_other()
     # ... nor an option added to transmem later, at a default that keeps the old behaviour
     later = dataclasses.make_dataclass("TrainConfig", [("future_option", bool, False)], bases=(TrainConfig,))
     probe = ranking.probe_config(target, "-", 2)
-    newer = dataclasses.replace(probe, train=later(**dataclasses.asdict(probe.train)))
+    train = dataclasses.asdict(probe.train)
+    newer = dataclasses.replace(probe, train=later(**train))
     assert ranking.changed_settings(newer) == ranking.changed_settings(probe)
-    assert (
-        ranking.changed_settings(
-            dataclasses.replace(newer, train=later(**{**dataclasses.asdict(probe.train), "future_option": True}))
-        )["train"]["future_option"]
-        is True
-    )
+    set_later = dataclasses.replace(probe, train=later(**train, future_option=True))
+    assert ranking.changed_settings(set_later)["train"]["future_option"] is True  # once set, it counts

@@ -272,7 +272,7 @@ def test_channels_last_training_matches_the_default_layout_and_resumes_exactly(t
     resumed = load_model(tmp_path / "resumed").model.state_dict()
     default = load_model(tmp_path / "default").model.state_dict()
     assert all(torch.equal(nhwc[k], resumed[k]) for k in nhwc)
-    # The same arithmetic, up to rounding: the logged losses agree to their printed digits. Adam
+    # The same arithmetic, up to rounding: the logged losses agree to 1e-4 relative. Adam
     # divides each gradient by its own root mean square, so a rounding difference in a near-zero
     # gradient moves that weight by up to lr per step (measured: 1.1e-5 here, more on other CPUs);
     # 1e-4 is 0.6 % of the lr * iterations a weight can travel.
