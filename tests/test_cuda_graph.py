@@ -25,7 +25,7 @@ def test_settings_a_graph_cannot_replay_are_refused_by_the_config():
 
 
 def test_only_methods_whose_step_reads_frames_alone_can_be_captured():
-    graphable = {name: object.__new__(cls).step_reads_only_frames for name, cls in METHODS.items()}
+    graphable = {name: not cls.reads_sources_every_step for name, cls in METHODS.items()}
     assert graphable == {"none": True, "finetune": True, "tmu": False, "distill": False, "kflow": False, "fusion": True}
     config = tiny_config(train={"cuda_graph": True})
     cuda = torch.device("cuda")  # a device object needs no GPU
@@ -38,6 +38,8 @@ def test_only_methods_whose_step_reads_frames_alone_can_be_captured():
     tmu = tiny_config(train={"cuda_graph": True}, transfer={"method": "tmu", "sources": ["runs/a", "runs/b"]})
     with pytest.raises(ConfigError, match="method 'tmu' reads sources or a memory bank at every step"):
         check_graphable(tmu, cuda, object.__new__(METHODS["tmu"]), distributed=False)
+    with pytest.raises(ConfigError, match="method 'tmu' reads sources"):  # the class will do (benchmark planning)
+        check_graphable(tmu, cuda, METHODS["tmu"], distributed=False)
 
 
 def test_a_graphed_run_on_the_cpu_is_refused_in_one_line_and_writes_nothing(tmp_path, capsys):
@@ -49,6 +51,25 @@ def test_a_graphed_run_on_the_cpu_is_refused_in_one_line_and_writes_nothing(tmp_
         "transmem: error: train.cuda_graph: captures the training step in a CUDA graph and needs a CUDA device, not cpu"
     ]
     assert not run.exists()
+
+
+def test_a_benchmark_refuses_a_graph_it_cannot_capture_before_any_run_trains(tmp_path, capsys, monkeypatch):
+    """Planning checks every run: a TMU target would otherwise be refused when its turn came,
+    after the sources and the other targets had trained."""
+    import transmem.benchmark.planning as planning
+
+    out = tmp_path / "bench"
+    command = ["benchmark", "digits", "--profile", "quick", "--out", str(out), "--zoo", "builtin"]
+    graphed = ["--target-set", "train.cuda_graph=true"]
+    assert main([*command, "--methods", "scratch", *graphed, "--status"]) == 2  # on this CPU
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "transmem: error: train.cuda_graph: captures the training step in a CUDA graph and needs a CUDA device, not cpu"
+    ]
+    monkeypatch.setattr(planning, "resolve_device", lambda name: torch.device("cuda"))  # as on a GPU machine
+    assert main([*command, "--methods", "scratch", "tmu", *graphed]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.cuda_graph: method 'tmu' reads sources or a memory bank at every step" in err[0]
+    assert not out.exists()
 
 
 def _graphed(**train_fields):

@@ -18,6 +18,8 @@ from transmem.benchmark.suites import OPT_IN_METHODS, PROFILES, SCRATCH_METHODS,
 from transmem.config import ConfigError, RunConfig, config_from_dict, load_config
 from transmem.storage.run_folder import MEMORY_BANK_DIR
 from transmem.training.conflicts import config_differences
+from transmem.training.cuda_graph import check_graphable
+from transmem.training.engine import resolve_device
 from transmem.transfer.builtin import PREFIX, builtin_index, builtin_name
 from transmem.transfer.methods import METHODS
 
@@ -155,6 +157,10 @@ def benchmark_tasks(
         config = load_config(root / entry["config_file"], entry["overrides"])
         needs = tuple(f"source {name}" for name in entry["sources"] if name not in shipped)
         tasks.append(Task(f"{entry['method']} seed {entry['seed']}", config, entry["run_dir"], needs, training_cost(config)))
+    for task in tasks:  # refused now, not when the run's turn comes hours later
+        if task.config.train.cuda_graph:
+            device = resolve_device(task.config.train.device)
+            check_graphable(task.config, device, METHODS[task.config.transfer.method], distributed=False)
     return suite, profile, out, tasks, plan
 
 

@@ -40,14 +40,17 @@ WARMUP_STEPS = 3  # eager steps before the capture (PyTorch's recipe uses a few)
 
 
 def check_graphable(config: RunConfig, device: torch.device, method, distributed: bool) -> None:
-    """Refuse (ConfigError, one line) a run that ``train.cuda_graph`` cannot capture."""
+    """Refuse (ConfigError, one line) a run that ``train.cuda_graph`` cannot capture.
+    ``method``: the transfer method (its class or an instance): a graph replays only a step
+    that reads nothing but the batch's frames and mask (no source, memory bank or
+    per-iteration schedule)."""
     if not config.train.cuda_graph:
         return
     if device.type != "cuda":
         raise ConfigError(f"train.cuda_graph: captures the training step in a CUDA graph and needs a CUDA device, not {device}")
     if distributed:
         raise ConfigError("train.cuda_graph: not supported under torchrun (DistributedDataParallel); set it to false")
-    if not method.step_reads_only_frames:
+    if method.reads_sources_every_step:
         raise ConfigError(
             f"train.cuda_graph: method {config.transfer.method!r} reads sources or a memory bank at every step, "
             "which a replayed graph cannot follow; it works with none, finetune and fusion"

@@ -52,13 +52,9 @@ class TransferMethod:
     that of training from scratch (no sources, fresh weights, no extra loss), and the
     loading of sources and the ``init_from`` choice that methods with sources share."""
 
-    reads_sources_every_step = False  # whether training steps run source networks or distillers (a cost)
-
-    @property
-    def step_reads_only_frames(self) -> bool:
-        """Whether a training step reads nothing but the batch's frames and mask (no source,
-        memory bank or per-iteration schedule): the step a CUDA graph can replay."""
-        return not self.reads_sources_every_step
+    # whether training steps run source networks, distillers or a memory bank: a cost, and
+    # what a CUDA graph cannot replay (train.cuda_graph)
+    reads_sources_every_step = False
 
     def __init__(self, config: RunConfig, run_dir: Path, device: torch.device) -> None:
         self.config = config
