@@ -72,6 +72,32 @@ def test_on_cuda_every_kind_of_step_is_timed_and_the_gpus_share_the_runs(tmp_pat
     assert plain_step_cost(tasks[0].config) == 256**2  # the CPU's scaling unit (the test above)
 
 
+def test_on_cuda_runs_whose_steps_differ_are_timed_apart_and_the_step_is_the_runs(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import transmem.benchmark.estimate as estimate
+    import transmem.training.engine as engine
+
+    monkeypatch.setattr(engine, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(estimate, "gpu_count", lambda: 1)
+    scratch = paper_tasks(tmp_path, ["scratch"])  # three seeds, one kind of step
+    first = scratch[0].config
+    batch16 = replace(scratch[0], name="batch 16", config=replace(first, data=replace(first.data, batch_size=16)))
+    predrnn = replace(scratch[0], name="predrnn", config=replace(first, model=replace(first.model, backbone="predrnn")))
+    timed = []
+
+    def measure(config, device, variant):
+        timed.append((config.data.batch_size, config.model.backbone))
+        return 0.05
+
+    estimate.estimate_training([*scratch, batch16, predrnn], jobs=1, measure=measure)
+    assert sorted(timed) == [(8, "convlstm"), (8, "predrnn"), (16, "convlstm")]  # the same name, three kinds of step
+    # the timed workload trains the run's network: backbone, normalisation and clipping included
+    timed_config = estimate.step_spec(predrnn.config).run_config()
+    assert (timed_config.model.backbone, timed_config.model.norm) == ("predrnn", first.model.norm)
+    assert timed_config.model.hidden == first.model.hidden and timed_config.train.grad_clip == first.train.grad_clip > 0
+
+
 def test_step_seconds_times_a_real_step_and_restores_the_deterministic_mode():
     config = config_from_dict(tiny_raw())
     assert config.train.deterministic  # the workload turns torch's deterministic mode on, as training does
@@ -124,3 +150,12 @@ def test_every_method_of_the_paper_profile_trains_with_its_settings(tmp_path, mo
     assert all(row["mse"] == row["mse"] for row in results["rows"])  # every run scored (no NaN)
     config = load_config(tmp_path / "paper" / "runs" / "fusion" / "seed0" / "config.toml")
     assert config.model.hidden == [16] * 4 and config.model.kernel == 5 and config.data.train_size == 0
+
+
+def test_status_and_estimate_are_refused_together_and_nothing_is_written(tmp_path, capsys):
+    out = tmp_path / "bench"
+    with pytest.raises(SystemExit) as refused:  # --status used to answer alone, dropping --estimate
+        main(["benchmark", "digits", "--profile", "quick", "--out", str(out), "--status", "--estimate"])
+    assert refused.value.code == 2
+    assert "argument --estimate: not allowed with argument --status" in capsys.readouterr().err
+    assert not out.exists()

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from transmem.benchmark import flops, speed, speed_config
+from transmem.benchmark import flops, speed, speed_config, timing
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -63,10 +63,10 @@ def test_check_marks_pass_and_fail():
 
 
 def test_timing_statistics():
-    timing = speed.Timing([4.0, 1.0, 3.0, 2.0, 5.0])
-    assert timing.median == 3.0
-    assert timing.quartiles == (2.0, 4.0)
-    assert timing.summary()["min"] == 1.0 and timing.summary()["max"] == 5.0
+    measured = timing.Timing([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert measured.median == 3.0
+    assert measured.quartiles == (2.0, 4.0)
+    assert measured.summary()["min"] == 1.0 and measured.summary()["max"] == 5.0
 
 
 @pytest.mark.slow
@@ -165,7 +165,7 @@ def test_a_device_that_is_not_here_is_refused_in_one_line(monkeypatch):
 
 def test_synchronize_brackets_every_timed_call():
     events = []
-    timings = speed.measure_interleaved(
+    timings = timing.measure_interleaved(
         {"a": lambda: events.append("a"), "b": lambda: events.append("b")}, 1, 2, lambda: events.append("sync")
     )
     assert events[:2] == ["a", "b"]  # warm-up, not timed

@@ -462,13 +462,16 @@ def test_best_val_keeps_the_weights_of_the_lowest_validation_mse_and_resumes_to_
     assert kept_iteration(tmp_path / "last") == "" and kept_iteration(tmp_path / "nothing") == ""
 
 
-def test_best_val_needs_a_validation_split():
+def test_best_val_needs_a_validation_split_and_more_than_the_final_validation():
     with pytest.raises(
         ValueError, match="train.weights: 'best_val' chooses on the validation split, which needs data.val_size > 0"
     ):
-        tiny_config(train={"weights": "best_val"}, data={"val_size": 0})
+        tiny_config(train={"weights": "best_val", "val_every": 2}, data={"val_size": 0})
     with pytest.raises(ValueError, match="train.weights: expected 'last' or 'best_val', got 'best'"):
         tiny_config(train={"weights": "best"})
+    with pytest.raises(ValueError, match="with val_every = 0 and val_start = false the only one is at the end"):
+        tiny_config(train={"weights": "best_val", "val_every": 0})
+    assert tiny_config(train={"weights": "best_val", "val_start": True}).train.weights == "best_val"  # two candidates
 
 
 def test_val_start_makes_the_starting_weights_a_candidate_and_resumes_to_them(tmp_path, monkeypatch, sources):

@@ -189,8 +189,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="train N runs at once in worker processes, each with 1/N of torch's threads (default 1)",
     )
-    bench.add_argument("--status", action="store_true", help="show where each run stands; train nothing")
-    bench.add_argument(
+    look = bench.add_mutually_exclusive_group()  # each answers instead of training
+    look.add_argument("--status", action="store_true", help="show where each run stands; train nothing")
+    look.add_argument(
         "--estimate",
         action="store_true",
         help="time one training step on the runs' device and print how long the training left would take; train nothing",

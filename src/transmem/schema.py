@@ -124,8 +124,9 @@ class TrainConfig:
     # transmem.training.cuda_graph for what it refuses: CPU, torchrun, compile, lr schedules,
     # methods that read sources every step)
     cuda_graph: bool = False
-    # store the weights and run every rollout channels-last (NHWC), cuDNN's tensor-core layout
-    # (opt-in; the same arithmetic, predictions agree to float rounding)
+    # training (its steps and validations) stores the weights and runs channels-last (NHWC),
+    # cuDNN's tensor-core layout (opt-in; the same arithmetic, predictions agree to float
+    # rounding); evaluate and predict load the saved model in the default layout
     channels_last: bool = False
 
     def validate(self) -> None:
@@ -143,6 +144,11 @@ class TrainConfig:
         _non_negative(self, "grad_clip", "lr_step", "val_every")
         if self.weights not in ("last", "best_val"):
             raise ConfigError(f"train.weights: expected 'last' or 'best_val', got {self.weights!r}")
+        if self.weights == "best_val" and not (self.val_every or self.val_start):
+            raise ConfigError(
+                "train.weights: 'best_val' chooses among validations, but with val_every = 0 and val_start = false "
+                "the only one is at the end (the last weights); set train.val_every"
+            )
         if self.precision not in ("float32", "bf16"):
             raise ConfigError(f"train.precision: expected 'float32' or 'bf16', got {self.precision!r}")
         if self.sampling == "reverse" and self.reverse_start > self.sampling_stop:

@@ -22,7 +22,6 @@ CPU the workers share the cores the timed step had, so one at a time).
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,22 +38,10 @@ if TYPE_CHECKING:
     import torch
 
 
-def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: int | None = None) -> float:
-    """Median seconds of one training step of ``config``'s network on ``device``, on random
-    frames of its shapes, with its ``train.precision`` and ``train.channels_last`` (and
-    ``train.cuda_graph`` for a plain step): ``variant`` ``"plain"`` (no transfer) or
-    ``"live"`` (a TMU target with two live sources of its size). ``steps`` timed after the warm-up (default: 5 after 3 on CUDA, plus
-    the CUDA graph's own warm-up and capture; 1 after 1 on the CPU, where the paper's step
-    takes seconds). Writes nothing but a temporary folder."""
-    import statistics
-
-    import torch
-
-    from transmem.benchmark.workload import build_workload, synchronizer
-    from transmem.training.cuda_graph import WARMUP_STEPS
-
+def step_spec(config: RunConfig) -> SpeedConfig:
+    """The shapes and settings of ``config``'s training step, as :mod:`~transmem.benchmark.workload` builds it."""
     data, model = config.data, config.model
-    spec = SpeedConfig(
+    return SpeedConfig(
         "estimate",
         tuple(model.hidden),
         model.kernel,
@@ -64,16 +51,34 @@ def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: 
         input_len=data.input_len,
         total_len=data.total_len,
         channels=data.channels,
+        backbone=model.backbone,
+        norm=model.norm,
+        grad_clip=config.train.grad_clip,
     )
-    wait, on_cuda = synchronizer(device), device.startswith("cuda")
+
+
+def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: int | None = None) -> float:
+    """Median seconds of one training step of ``config``'s network (:func:`step_spec`) on
+    ``device``, on random frames of its shapes, with its ``train.precision`` and
+    ``train.channels_last`` (and ``train.cuda_graph`` for a plain step; ``train.compile`` is
+    not applied: the eager step is timed): ``variant`` ``"plain"`` (no transfer) or ``"live"``
+    (a TMU target with two live sources of its size). ``steps`` timed after the warm-up
+    (default: 5 after 3 on CUDA, plus the CUDA graph's own warm-up and capture; 1 after 1 on
+    the CPU, where the paper's step takes seconds). Writes nothing but a temporary folder."""
+    import torch
+
+    from transmem.benchmark.timing import measure_interleaved, synchronizer
+    from transmem.benchmark.workload import build_workload
+    from transmem.training.cuda_graph import WARMUP_STEPS
+
+    on_cuda = device.startswith("cuda")
     graphed = config.train.cuda_graph and variant == "plain"
     warmup = (3 + (WARMUP_STEPS + 1 if graphed else 0)) if on_cuda else 1
-    steps = steps or (5 if on_cuda else 1)
     deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         with tempfile.TemporaryDirectory(prefix="transmem-estimate-") as folder:
             workload = build_workload(
-                spec,
+                step_spec(config),
                 variant,
                 Path(folder),
                 config.train.precision,
@@ -81,21 +86,13 @@ def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: 
                 cuda_graph=graphed,
                 channels_last=config.train.channels_last,
             )
-            for _ in range(warmup):
-                workload.step()
-            seconds = []
-            for _ in range(steps):
-                wait()
-                started = time.perf_counter()
-                workload.step()
-                wait()
-                seconds.append(time.perf_counter() - started)
+            timing = measure_interleaved({"step": workload.step}, warmup, steps or (5 if on_cuda else 1), synchronizer(device))
             del workload
     finally:  # the workload sets torch's deterministic mode as training does; put it back
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         if on_cuda:
             torch.cuda.empty_cache()  # the GPU memory goes to the runs
-    return statistics.median(seconds)
+    return timing["step"].median
 
 
 @dataclass
@@ -138,13 +135,18 @@ def estimate_training(tasks: list[Task], jobs: int, measure=None) -> Estimate | 
     runs = f"{len(left)} run{'s' if len(left) != 1 else ''}, {total:,} training iterations left"
     if device.type == "cuda":
         at_once = max(1, min(jobs, gpu_count()))
-        kinds: dict[str, tuple[float, int]] = {}  # name -> (seconds per step, iterations left)
+        # one measurement per kind of step: its shapes and settings, as the runs train it
+        kinds: dict[tuple, tuple[str, float, int]] = {}  # key -> (name, seconds per step, iterations left)
         for task in left:
             name, variant = step_kind(task.config)
-            step = kinds[name][0] if name in kinds else measure(task.config, str(device), variant)
-            kinds[name] = (step, kinds.get(name, (0.0, 0))[1] + iterations[task.name])
-        seconds = sum(step * n for step, n in kinds.values()) / at_once
-        steps = ", ".join(f"{name} {step * 1e3:.0f} ms" for name, (step, _) in kinds.items())
+            train = task.config.train
+            key = (step_spec(task.config), variant, train.precision, train.cuda_graph, train.channels_last)
+            if key not in kinds:
+                kinds[key] = (name, measure(task.config, str(device), variant), 0)
+            name, step, n = kinds[key]
+            kinds[key] = (name, step, n + iterations[task.name])
+        seconds = sum(step * n for _, step, n in kinds.values()) / at_once
+        steps = ", ".join(f"{name} {step * 1e3:.0f} ms" for name, step, _ in kinds.values())
         return Estimate(seconds, device, f"{runs}, steps measured just now on {device}: {steps}; {at_once} at once")
     reference = left[0].config
     step = measure(reference, str(device), "plain")

@@ -121,21 +121,22 @@ def measure_memory(spec: SpeedConfig, variant: str, folder: Path, steps: int, th
 def gpu_memory(spec: SpeedConfig, variant: str, folder: Path, steps: int, device: str) -> dict:
     """On a CUDA ``device``, in this process: the peak GPU memory torch allocates while
     ``variant`` is built and trains ``steps`` steps (``torch.cuda.max_memory_allocated``,
-    reset first), and its growth over what was allocated once the variant was built (the
+    reset first, less what the process held before), and its growth over what was allocated once the variant was built (the
     step's own activations, gradients and optimiser state)."""
     import torch
 
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
+    held = torch.cuda.memory_allocated(device)  # by anything else in this process: not counted
     workload = build_workload(spec, variant, folder, device=device)
     torch.cuda.synchronize(device)
-    built = torch.cuda.memory_allocated(device)
+    built = torch.cuda.memory_allocated(device) - held
     for _ in range(steps):
         workload.step()
     torch.cuda.synchronize(device)
     mb = 1 / 1024**2
-    result = {"peak_gpu_mb": torch.cuda.max_memory_allocated(device) * mb, "built_gpu_mb": built * mb}
+    result = {"peak_gpu_mb": (torch.cuda.max_memory_allocated(device) - held) * mb, "built_gpu_mb": built * mb}
     result["gpu_growth_mb"] = result["peak_gpu_mb"] - result["built_gpu_mb"]
     del workload
     torch.cuda.empty_cache()

@@ -9,12 +9,15 @@ Measures, in one run and on this machine, for the small configuration (ConvLSTM 
   from float16 memory-mapped files, :class:`~transmem.transfer.memory_bank.CachedMemoryBank`);
 - inference throughput (sequences per second) of the backbone and of the TMU target, which
   needs no source at inference;
-- peak resident memory of each training variant, each in a fresh process;
+- peak memory of each training variant: resident memory on the CPU, each in a fresh
+  process; GPU memory allocated by torch on CUDA, in this process (what it held before
+  not counted);
 - achieved GFLOP/s of the whole training step next to the GFLOP/s of the same convolutions
   run alone at the same shapes (the machine's practical ceiling);
 - the ratios behind the targets of the speed issue, each marked PASS or FAIL.
 
-The step is the training loop's (:func:`transmem.training.loop.train`): the transfer method
+The step is the training loop's (:func:`transmem.training.step.training_step`, or
+:mod:`transmem.training.cuda_graph`'s with ``--cuda-graph``): the transfer method
 builds the model, prepares its bank and adds its loss terms exactly as in training; the
 sources are random-init networks of the target's architecture (their weights do not change
 the cost) and the training sequences are random frames held in memory (no data generation
@@ -35,18 +38,18 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from transmem.benchmark.flops import ConvShape, step_convs, total_flops
 from transmem.benchmark.peak_memory import gpu_memory, measure_memory
 from transmem.benchmark.speed_config import CONFIGS, SpeedConfig
-from transmem.benchmark.workload import build_inference, build_workload, synchronizer
+from transmem.benchmark.timing import Timing, measure_interleaved, synchronizer
+from transmem.benchmark.workload import build_inference, build_workload
 from transmem.storage.files import atomic_write_text
 
 TRAIN_VARIANTS = ("plain", "live", "cached")
@@ -55,58 +58,6 @@ TRAIN_VARIANTS = ("plain", "live", "cached")
 #: table, torch 2.11, cu130): the reference of the GPU targets, meaningful on an H200-class GPU.
 RELEASE_TMU_STEP_H200 = 0.0871
 VARIANT_LABELS = {"plain": "plain ConvLSTM", "live": "TMU, live bank", "cached": "TMU, cached bank"}
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-@dataclass
-class Timing:
-    seconds: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def quartiles(self) -> tuple[float, float]:
-        if len(self.seconds) < 2:
-            return self.seconds[0], self.seconds[0]
-        q1, _, q3 = statistics.quantiles(self.seconds, n=4, method="inclusive")
-        return q1, q3
-
-    def summary(self) -> dict:
-        q1, q3 = self.quartiles
-        return {
-            "median": self.median,
-            "q1": q1,
-            "q3": q3,
-            "min": min(self.seconds),
-            "max": max(self.seconds),
-            "n": len(self.seconds),
-        }
-
-
-def measure_interleaved(
-    functions: dict[str, Callable[[], object]], warmup: int, repeats: int, synchronize: Callable[[], None] = lambda: None
-) -> dict[str, Timing]:
-    """Time each function ``repeats`` times after ``warmup`` calls, in interleaved rounds.
-
-    ``synchronize`` (on CUDA, :func:`synchronizer`) waits for the device before the clock
-    starts and before it stops, so that a timing holds the GPU work the call launched.
-    """
-    for fn in functions.values():
-        for _ in range(warmup):
-            fn()
-    timings = {name: Timing() for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            synchronize()
-            start = time.perf_counter()
-            fn()
-            synchronize()
-            timings[name].seconds.append(time.perf_counter() - start)
-    return timings
 
 
 def speed_device(name: str) -> str:
@@ -248,35 +199,7 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
     for name, timing in inference.items():
         result["inference"][name] = {**timing.summary(), "sequences_per_second": spec.batch / timing.median}
 
-    extra = speed_options(args)
-    result["options"] = {}
-    from transmem.training.cuda_graph import WARMUP_STEPS
-
-    needed = sorted({variant for option in extra for variant in option.variants})
-    baselines = {variant: build_workload(spec, variant, folder, device=device) for variant in needed}
-    for option in extra:
-        log(f"[{spec.name}] timing the step with {option.label} ...")
-        for variant in option.variants:
-            baseline = baselines[variant]
-            workload = build_workload(
-                spec, variant, folder, option.precision, option.compiled, device, option.graphed, option.channels_last
-            )
-            started = time.perf_counter()
-            first_steps = WARMUP_STEPS + 1 if option.graphed else 1
-            for _ in range(first_steps):  # compiles or warms up and captures, if asked
-                workload.step()
-            sync()
-            first = time.perf_counter() - started
-            # interleaved with a float32 eager step of the same variant, so both see the same load
-            timing = measure_interleaved({"float32": baseline.step, option.label: workload.step}, warmup, repeats, sync)
-            speedup = timing["float32"].median / timing[option.label].median
-            result["options"][f"{variant} {option.label}"] = {
-                **timing[option.label].summary(),
-                "first_step": first,
-                "first_steps": first_steps,
-                "speedup": speedup,
-            }
-    del baselines
+    result["options"] = time_options(spec, args, folder, log)
 
     if not args.no_memory and on_cuda:
         log(f"[{spec.name}] peak GPU memory per variant ...")
@@ -291,6 +214,42 @@ def benchmark_config(spec: SpeedConfig, args, folder: Path, log: Callable[[str],
         for c in (gpu_checks(spec, result) if on_cuda else cpu_checks(result))
     ]
     return result
+
+
+def time_options(spec: SpeedConfig, args, folder: Path, log: Callable[[str], None]) -> dict:
+    """The step with each fast-path option asked for (:func:`speed_options`), each timed
+    interleaved with the float32 eager step of its variant: ``{"<variant> <label>": timing,
+    speed-up over float32, the first steps' seconds}``. Its workloads are freed on return,
+    before memory is measured."""
+    from transmem.training.cuda_graph import WARMUP_STEPS
+
+    warmup, repeats, device = args.warmup, args.repeats, args.device
+    sync = synchronizer(device)
+    extra = speed_options(args)
+    options = {}
+    needed = sorted({variant for option in extra for variant in option.variants})
+    baselines = {variant: build_workload(spec, variant, folder, device=device) for variant in needed}
+    for option in extra:
+        log(f"[{spec.name}] timing the step with {option.label} ...")
+        for variant in option.variants:
+            workload = build_workload(
+                spec, variant, folder, option.precision, option.compiled, device, option.graphed, option.channels_last
+            )
+            started = time.perf_counter()
+            first_steps = WARMUP_STEPS + 1 if option.graphed else 1
+            for _ in range(first_steps):  # compiles or warms up and captures, if asked
+                workload.step()
+            sync()
+            first = time.perf_counter() - started
+            # interleaved with a float32 eager step of the same variant, so both see the same load
+            timing = measure_interleaved({"float32": baselines[variant].step, option.label: workload.step}, warmup, repeats, sync)
+            options[f"{variant} {option.label}"] = {
+                **timing[option.label].summary(),
+                "first_step": first,
+                "first_steps": first_steps,
+                "speedup": timing["float32"].median / timing[option.label].median,
+            }
+    return options
 
 
 def cpu_checks(result: dict) -> list[Check]:

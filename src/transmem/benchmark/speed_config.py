@@ -13,7 +13,8 @@ BANK_SIZE_BATCHES = 4  # cached bank over 4 batches of training sequences
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    """The shapes of one benchmark configuration."""
+    """The shapes of one benchmark configuration, and the few settings besides them that change
+    a training step's kernels (the benchmark's estimate copies them from a run)."""
 
     name: str
     hidden: tuple[int, ...]
@@ -24,10 +25,14 @@ class SpeedConfig:
     input_len: int = 10
     total_len: int = 20
     channels: int = 1
+    backbone: str = "convlstm"
+    norm: str = "none"
+    grad_clip: float = 0.0
 
     def describe(self) -> str:
+        backbone = "ConvLSTM" if self.backbone == "convlstm" else self.backbone
         return (
-            f"ConvLSTM {len(self.hidden)} x {self.hidden[0]}, {self.kernel}x{self.kernel}, batch {self.batch}, "
+            f"{backbone} {len(self.hidden)} x {self.hidden[0]}, {self.kernel}x{self.kernel}, batch {self.batch}, "
             f"{self.frame_size}x{self.frame_size} frames, patch {self.patch}, "
             f"{self.input_len}+{self.total_len - self.input_len} frames, {NUM_SOURCES} sources"
         )
@@ -46,8 +51,14 @@ class SpeedConfig:
                 "test_size": 1,
                 "batch_size": self.batch,
             },
-            "model": {"backbone": "convlstm", "hidden": list(self.hidden), "kernel": self.kernel, "patch": self.patch},
-            "train": {"device": "cpu", "time_reversal": False},
+            "model": {
+                "backbone": self.backbone,
+                "hidden": list(self.hidden),
+                "kernel": self.kernel,
+                "patch": self.patch,
+                "norm": self.norm,
+            },
+            "train": {"device": "cpu", "time_reversal": False, "grad_clip": self.grad_clip},
             "eval": {"batch_size": self.batch},
             "transfer": {"method": method, "sources": list(sources or []), "layers": [0], "bank": bank, "cache_dir": cache_dir},
         }

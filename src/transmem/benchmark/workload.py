@@ -93,6 +93,7 @@ def build_workload(
     import torch
 
     from transmem.training.cuda_graph import make_step
+    from transmem.training.engine import seed_torch, training_optimizer
     from transmem.training.sampling import batch_indices, teacher_mask
     from transmem.transfer.memory_bank import TrainingBatch
     from transmem.transfer.methods import METHODS
@@ -107,18 +108,13 @@ def build_workload(
         config.train, precision=precision, device=device, cuda_graph=cuda_graph, channels_last=channels_last
     )
     config = dataclasses.replace(config, train=train)
-    torch.manual_seed(config.train.seed)
-    if config.train.deterministic:  # as the training loop sets it (engine._build)
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.utils.deterministic.fill_uninitialized_memory = False
+    seed_torch(config)  # as the training loop does (engine._build)
     dataset = RandomSequences(spec, config.data.train_size)
     method = METHODS[config.transfer.method](config, folder / "run", torch.device(device))
     model = method.build_model().to(device)
-    if channels_last:  # as engine._build does
-        model.use_channels_last()
+    optimizer = training_optimizer(model, config)
     method.initialize(model, rank_sources)
     method.prepare(model, dataset, progress=False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, capturable=cuda_graph)
     forward_model = torch.compile(model) if compile_model else model
     training_step = make_step(model, forward_model, method, optimizer, None, config)
     generator = torch.Generator().manual_seed(1)
@@ -150,11 +146,3 @@ def build_inference(spec: SpeedConfig, tmu: bool, device: str = "cpu") -> Callab
     inputs = torch.rand(spec.batch, spec.input_len, spec.channels, spec.frame_size, spec.frame_size).to(device)
     horizon = spec.total_len - spec.input_len
     return lambda: model.predict(inputs, horizon)
-
-
-def synchronizer(device: str) -> Callable[[], None]:
-    """A function that waits for ``device``: ``torch.cuda.synchronize`` on CUDA, nothing on the
-    CPU (its work is done when a call returns)."""
-    import torch
-
-    return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)

@@ -7,7 +7,9 @@ One function, :func:`train_run`, trains (or resumes) a run in a run folder (the 
   all T-1 predicted frames, plus the transfer method's weighted terms, plus PredRNN-V2's
   decoupling term), or that step captured in a CUDA graph (``train.cuda_graph``);
 - batches, scheduled-sampling masks and time reversal are pure functions of the iteration
-  and a saved generator state, so ``N`` steps equal ``N/2`` + resume + ``N/2`` exactly;
+  and a saved generator state, so ``N`` steps equal ``N/2`` + resume + ``N/2`` exactly
+  (with ``train.cuda_graph`` to floating-point rounding: a resumed run's first steps are
+  eager again, and captured kernels may round otherwise);
 - checkpoints (model, optimizer, scheduler, iteration, RNG states, config) are written
   atomically every ``train.checkpoint_every`` steps and at the end, from rank 0 only;
 - a non-finite loss stops the run with :class:`TrainingDiverged`, keeping the last good
@@ -262,13 +264,29 @@ def _devices(config: RunConfig):
     return device, ctx
 
 
-def _build(config: RunConfig, run_dir: Path, device: torch.device, ctx, check_test_split: bool) -> _Run:
-    """Seed, build the data, the transfer method (loading its sources), model and optimiser."""
+def seed_torch(config: RunConfig) -> None:
+    """Seed torch's global generator with ``train.seed`` and, with ``train.deterministic``,
+    turn on torch's deterministic algorithms (warning, not failing, where an op has none)."""
     torch.manual_seed(config.train.seed)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         # Deterministic results do not need every fresh tensor NaN-filled (a debugging aid, 1-3 % of a step).
         torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def training_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Adam:
+    """Put ``model`` (already on its device) in its training layout and return its Adam
+    optimiser: ``train.channels_last`` first, since Adam's moments take the weights' layout;
+    ``capturable`` under ``train.cuda_graph``, whose replayed graph steps Adam too (its step
+    counter must then live on the GPU)."""
+    if config.train.channels_last:
+        model.use_channels_last()
+    return torch.optim.Adam(model.parameters(), lr=config.train.lr, capturable=config.train.cuda_graph)
+
+
+def _build(config: RunConfig, run_dir: Path, device: torch.device, ctx, check_test_split: bool) -> _Run:
+    """Seed, build the data, the transfer method (loading its sources), model and optimiser."""
+    seed_torch(config)
     train_set = build_dataset(config.data, "train")
     val_set = build_dataset(config.data, "val") if config.data.val_size > 0 else None
     if check_test_split and len(build_dataset(config.data, "test")) == 0:  # found now, not after training, by evaluate
@@ -278,10 +296,7 @@ def _build(config: RunConfig, run_dir: Path, device: torch.device, ctx, check_te
     method.check_data(train_set)
     check_graphable(config, device, method, ctx.enabled)
     model = method.build_model().to(device)
-    if config.train.channels_last:  # before the optimiser, whose moments take the weights' layout
-        model.use_channels_last()
-    # A CUDA graph replays Adam's step too: its step counter must then live on the GPU.
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, capturable=config.train.cuda_graph)
+    optimizer = training_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     generator = torch.Generator().manual_seed(config.train.seed + 1)
     return _Run(config, run_dir, device, ctx, train_set, val_set, method, model, optimizer, scheduler, generator)
