@@ -178,6 +178,14 @@ def _parser() -> argparse.ArgumentParser:
         help="override a key of every target run only (after --set)",
     )
     bench.add_argument(
+        "--choose",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a candidate value of one target setting (give two or more, e.g. --choose train.lr=0.001 --choose "
+        "train.lr=0.0001): every target trains with each, in OUT/KEY=VALUE/, and each method keeps the value "
+        "whose runs have the lowest validation MSE",
+    )
+    bench.add_argument(
         "--zoo",
         help="folder of the source runs, shared between suites (default: OUT/sources); 'builtin': the sources "
         "that ship with transmem where they match the profile (the others are trained in OUT/sources)",
@@ -422,7 +430,8 @@ def _benchmark(args) -> int:
         _check_out(args.zoo, folder=True, option="--zoo")
     if args.status:
         options = {"methods": args.methods, "overrides": args.overrides, "seeds": args.seeds, "zoo": args.zoo}
-        rows = benchmark_status(args.suite, args.profile, args.out, **options, target_overrides=args.target_overrides)
+        options.update(target_overrides=args.target_overrides, choose=args.choose)
+        rows = benchmark_status(args.suite, args.profile, args.out, **options)
         done = sum(row["state"] == "finished" for row in rows)
         print(f"benchmark {args.suite} ({args.profile}) in {args.out}: {done} of {len(rows)} runs finished")
         width = max(len(row["run"]) for row in rows)
@@ -433,7 +442,7 @@ def _benchmark(args) -> int:
         from transmem.benchmark.estimate import estimate_training
         from transmem.benchmark.planning import benchmark_tasks
 
-        options = (args.methods, args.overrides, args.seeds, args.zoo, args.target_overrides)
+        options = (args.methods, args.overrides, args.seeds, args.zoo, args.target_overrides, args.choose)
         *_, tasks, _ = benchmark_tasks(args.suite, args.profile, args.out, *options)
         estimate = estimate_training(tasks, args.jobs)
         print(estimate.line() if estimate else f"benchmark {args.suite} ({args.profile}) in {args.out}: nothing left to train")
@@ -449,6 +458,7 @@ def _benchmark(args) -> int:
         zoo=args.zoo,
         target_overrides=args.target_overrides,
         jobs=args.jobs,
+        choose=args.choose,
     )
     return 0
 

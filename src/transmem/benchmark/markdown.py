@@ -39,6 +39,7 @@ def results_markdown(suite: Suite, profile_name: str, profile: Profile, results:
         "",
         results["table"],
         "",
+        *_choice_lines(results.get("choice")),
         "Training wall time per run (s): "
         + ", ".join(
             f"{r['method']} (seed {r['seed']}) {r['train_seconds']}"
@@ -82,6 +83,27 @@ def results_markdown(suite: Suite, profile_name: str, profile: Profile, results:
     for name in results.get("pictures") or []:
         lines += [f"![{captions[name]}]({name})", ""]
     return "\n".join(lines)
+
+
+def _choice_lines(choice: dict | None) -> list[str]:
+    """Markdown lines: the validation MSE of each ``--choose`` setting per method, the chosen in bold."""
+    if not choice:
+        return []
+    candidates = choice["candidates"]
+    lines = [
+        f"Each method at the `{choice['setting']}` chosen on the validation split (`--choose`): the validation MSE of "
+        "each setting's runs (mean over seeds, of the weights each run kept), lowest in bold; the table above is the "
+        "test split at the chosen setting, and each setting's own results are in its folder "
+        f"(`{candidates[0]}/results.md`).",
+        "",
+        "| method | " + " | ".join(f"`{c}`" for c in candidates) + " | chosen |",
+        "|---" * (len(candidates) + 2) + "|",
+    ]
+    for method, means in choice["validation"].items():
+        best = choice["chosen"][method]
+        cells = [f"**{means[c]:.1f}**" if c == best else f"{means[c]:.1f}" for c in candidates]
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | `{best}` |")
+    return [*lines, ""]
 
 
 def _chosen_sources_lines(rows: list[dict]) -> list[str]:

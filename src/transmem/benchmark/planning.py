@@ -4,6 +4,7 @@ builtin zoo), as :class:`~transmem.benchmark.scheduler.Task` objects with their 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
@@ -107,6 +108,24 @@ def plan_runs(
     return plan
 
 
+def choice_candidates(choose: list[str] | None, fixed: list[str]) -> list[str]:
+    """The target settings ``--choose`` tries (``["train.lr=0.0001", ...]``), each also the name
+    of its folder; ``[""]`` (one plain benchmark) without ``--choose``. A ConfigError unless
+    there are at least two distinct values of one ``section.key`` that ``fixed`` (the
+    ``--set`` and ``--target-set`` settings) does not also set, each a plain folder name."""
+    if not choose:
+        return [""]
+    keys = {candidate.partition("=")[0] for candidate in choose}
+    if len(choose) < 2 or len(set(choose)) != len(choose) or len(keys) != 1:
+        raise ConfigError(f"--choose: needs two or more distinct values of one setting (section.key=value), got {choose}")
+    key = keys.pop()
+    if any(not re.fullmatch(r"[a-z_]+\.[a-z_]+=[A-Za-z0-9_.+-]+", candidate) for candidate in choose):
+        raise ConfigError(f"--choose: each value must be a plain number or word (it names the candidate's folder), got {choose}")
+    if any(setting.partition("=")[0].strip() == key for setting in fixed):
+        raise ConfigError(f"--choose {key}: also set by --set or --target-set; give its values to --choose only")
+    return list(choose)
+
+
 def benchmark_tasks(
     suite_name: str,
     profile_name: str,
@@ -116,10 +135,14 @@ def benchmark_tasks(
     seeds: list[int] | None = None,
     zoo: str | Path | None = None,
     target_overrides: list[str] | None = None,
+    choose: list[str] | None = None,
 ) -> tuple[Suite, Profile, Path, list[Task], list[dict]]:
     """The benchmark's runs as scheduler tasks (the sources they read first), with every config loaded and
     validated; also the suite, the profile (with ``seeds``), the absolute ``out`` and the
-    target plan of :func:`plan_runs`. Writes nothing. Arguments as :func:`run_benchmark`."""
+    target plan of :func:`plan_runs`, each entry naming its ``task`` and its ``candidate``
+    (``--choose``: every target runs once per candidate setting, in ``out/<candidate>/``, a
+    benchmark folder of its own, all reading the sources of ``out/sources`` or ``zoo``; ``""``
+    without). Writes nothing. Arguments as :func:`run_benchmark`."""
     if suite_name not in SUITES:
         raise ConfigError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
     if profile_name not in PROFILES:
@@ -143,7 +166,13 @@ def benchmark_tasks(
     }
     shipped = {name: builtin_match(suite, name, config) for name, config in source_configs.items()} if builtin else {}
     shipped = {name: path for name, path in shipped.items() if path}
-    plan = plan_runs(suite, profile, out, methods, [*(overrides or []), *(target_overrides or [])], zoo, shipped)
+    fixed = [*(overrides or []), *(target_overrides or [])]
+    plan = []
+    for candidate in choice_candidates(choose, fixed):
+        folder = out / candidate if candidate else out
+        for entry in plan_runs(suite, profile, folder, methods, [*fixed, *([candidate] if candidate else [])], zoo, shipped):
+            run = f"{entry['method']} seed {entry['seed']}"
+            plan.append({**entry, "candidate": candidate, "task": f"{candidate}: {run}" if candidate else run})
     needed = {name for entry in plan for name in entry["sources"]}  # `--methods scratch` trains no source
     tasks = [
         Task(f"source {name}", config, zoo / name, cost=training_cost(config))
@@ -156,7 +185,9 @@ def benchmark_tasks(
             entry["overrides"].append(wide)
         config = load_config(root / entry["config_file"], entry["overrides"])
         needs = tuple(f"source {name}" for name in entry["sources"] if name not in shipped)
-        tasks.append(Task(f"{entry['method']} seed {entry['seed']}", config, entry["run_dir"], needs, training_cost(config)))
+        if entry["candidate"] and config.data.val_size == 0:
+            raise ConfigError("--choose: chooses each method's setting on the validation split, which needs data.val_size > 0")
+        tasks.append(Task(entry["task"], config, entry["run_dir"], needs, training_cost(config)))
     for task in tasks:  # refused now, not when the run's turn comes hours later
         if task.config.train.cuda_graph:
             device = resolve_device(task.config.train.device)

@@ -39,11 +39,13 @@ def write_results(
     jobs: int = 1,
     sources_seconds: float = 0.0,
     command: str | None = None,
+    choice: dict | None = None,
 ) -> dict:
     """Write results.csv, results.json, results.md and the pictures; return the results.
 
     ``command``: the command line that reruns the benchmark (results.md's "Reproduce"; default
-    the suite and profile alone).
+    the suite and profile alone). ``choice``: the setting ``--choose`` chose per method
+    (:func:`~transmem.benchmark.choice.choose_on_validation`), whose rows ``rows`` are.
 
     ``seconds``: this session's wall time (0 for a rerun that trained nothing);
     ``sources_seconds``: the sources' training time from their train.csv. The runs' training
@@ -69,6 +71,8 @@ def write_results(
         },
         "table": table,
     }
+    if choice:
+        results["choice"] = choice
     curves, bands = per_frame_curves(per_run)
     results["per_frame"] = curves
     results["pictures"] = _write_pictures(out, per_run, profile, curves, bands)

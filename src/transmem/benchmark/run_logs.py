@@ -1,6 +1,6 @@
 """What a benchmark reads from a run folder's logs: training time, threads, the source it
-started from, the iteration whose weights it kept, the validation curve and the time to
-reach a quality."""
+started from, the iteration whose weights it kept and their validation MSE, the validation
+curve and the time to reach a quality."""
 
 from __future__ import annotations
 
@@ -62,6 +62,18 @@ def kept_iteration(run_dir: Path) -> str:
     validation, from ``model.safetensors``), as a string; ``""`` for a run that keeps its last."""
     extra = stored_model_extra(Path(run_dir) / MODEL_FILE)
     return str(extra.get("selected_iteration", "")) if extra.get("weights") == "best_val" else ""
+
+
+def kept_validation_mse(run_dir: Path) -> float:
+    """The validation MSE of the weights a finished run kept: its best validation for
+    ``train.weights = "best_val"`` (from ``model.safetensors``), else the validation at its
+    last iteration (val.csv); NaN where it has none (no validation split)."""
+    extra = stored_model_extra(Path(run_dir) / MODEL_FILE)
+    if extra.get("weights") == "best_val":
+        return float(extra["selected_val_mse"])
+    curve = validation_curve(run_dir)
+    last = extra.get("iterations")
+    return curve[-1][1] if curve and curve[-1][0] == last else float("nan")
 
 
 def validation_curve(run_dir: Path) -> list[tuple[int, float]]:

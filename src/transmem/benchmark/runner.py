@@ -25,12 +25,14 @@ import shlex
 import time
 from pathlib import Path
 
+from transmem.benchmark.choice import choose_on_validation
 from transmem.benchmark.estimate import check_profile_device
 from transmem.benchmark.planning import benchmark_tasks
 from transmem.benchmark.results import METRICS, write_results
 from transmem.benchmark.run_logs import (
     init_source,
     kept_iteration,
+    kept_validation_mse,
     time_to_quality,
     train_seconds,
     train_threads,
@@ -53,6 +55,7 @@ def run_benchmark(
     zoo: str | Path | None = None,
     target_overrides: list[str] | None = None,
     jobs: int = 1,
+    choose: list[str] | None = None,
 ) -> dict:
     """Run (or resume) a whole suite and write its tables and pictures. Returns the results.
 
@@ -64,9 +67,16 @@ def run_benchmark(
     source runs (default ``out/sources``): suites given the same zoo share a source of the
     same name and config (``digits2`` of ``digits`` and ``video``); a source of the same
     name but another config is refused, never overwritten.
+
+    ``choose`` (``["train.lr=0.001", "train.lr=0.0001"]``): every target trains once per
+    value, each value's runs a benchmark of their own in ``out/<value>/`` (its results.md
+    included), and ``out``'s results keep, for each method, the value whose runs have the
+    lowest validation MSE (mean over seeds, of the weights each run kept;
+    :func:`~transmem.benchmark.choice.choose_on_validation`): chosen on the validation split,
+    reported on the test split.
     """
     suite, profile, out, tasks, plan = benchmark_tasks(
-        suite_name, profile_name, out, methods, overrides, seeds, zoo, target_overrides
+        suite_name, profile_name, out, methods, overrides, seeds, zoo, target_overrides, choose
     )
     estimate = check_profile_device(profile_name, profile, tasks, jobs)  # refuses a CUDA-only profile on the CPU
     out.mkdir(parents=True, exist_ok=True)
@@ -80,12 +90,54 @@ def run_benchmark(
         for name, path in zip(entry["sources"], entry["source_paths"]):
             if str(path).startswith(PREFIX) and name not in source_metrics:
                 source_metrics[name] = builtin_index()[str(path)[len(PREFIX) :]]["test"]
+    sources_seconds = sum(
+        train_seconds(t.run_dir) for t in tasks if t.name.startswith("source ") and (t.run_dir / TRAIN_LOG).exists()
+    )
+    command = benchmark_command(suite.name, profile_name, methods, overrides, seeds, zoo, target_overrides, jobs, choose)
 
+    def write(folder: Path, rows: list[dict], per_run: list[dict], choice: dict | None = None) -> dict:
+        return write_results(
+            suite,
+            profile_name,
+            profile,
+            folder,
+            rows,
+            per_run,
+            source_metrics,
+            time.time() - started,
+            jobs,
+            sources_seconds,
+            command,
+            choice,
+        )
+
+    if not choose:
+        rows, per_run = result_rows(plan, metrics_by_task)
+        results = write(out, rows, per_run)
+    else:
+        by_candidate = {}
+        for candidate in choose:
+            rows, per_run = result_rows([e for e in plan if e["candidate"] == candidate], metrics_by_task)
+            (out / candidate).mkdir(exist_ok=True)
+            write(out / candidate, rows, per_run)
+            by_candidate[candidate] = (rows, per_run)
+        rows, per_run, choice = choose_on_validation(by_candidate)
+        results = write(out, rows, per_run, choice)
+    log(results["table"])
+    log(f"wrote {out / 'results.md'}, " + ", ".join(["results.csv", "results.json", *results["pictures"]]))
+    return results
+
+
+def result_rows(plan: list[dict], metrics_by_task: dict) -> tuple[list[dict], list[dict]]:
+    """``(rows, per_run)`` of the plan's finished runs: a row per run (its test metrics, the
+    validation MSE of the weights it kept, training time, threads, the source it started
+    from, the iteration it kept, its time to scratch's quality) and the run with its metrics."""
     rows, per_run = [], []
     for entry in plan:
-        metrics = metrics_by_task[f"{entry['method']} seed {entry['seed']}"]
+        metrics = metrics_by_task[entry["task"]]
         row = {"method": entry["method"], "seed": entry["seed"]}
         row.update({name: metrics[name]["mean"] for name in METRICS})
+        row["val_mse"] = kept_validation_mse(entry["run_dir"])  # what --choose chooses on
         row["train_seconds"] = round(train_seconds(entry["run_dir"]), 1)
         row["threads"] = train_threads(entry["run_dir"])  # a string: not a metric to average
         row["init_source"] = init_source(entry["run_dir"])  # the source a run started from, if chosen
@@ -101,17 +153,7 @@ def run_benchmark(
     for row, run in zip(rows, per_run):
         target = scratch_final.get(row["seed"], float("nan"))
         row["iterations_to_scratch"], row["seconds_to_scratch"] = time_to_quality(Path(run["run_dir"]), target)
-
-    sources_seconds = sum(
-        train_seconds(t.run_dir) for t in tasks if t.name.startswith("source ") and (t.run_dir / TRAIN_LOG).exists()
-    )
-    command = benchmark_command(suite.name, profile_name, methods, overrides, seeds, zoo, target_overrides, jobs)
-    results = write_results(
-        suite, profile_name, profile, out, rows, per_run, source_metrics, time.time() - started, jobs, sources_seconds, command
-    )
-    log(results["table"])
-    log(f"wrote {out / 'results.md'}, " + ", ".join(["results.csv", "results.json", *results["pictures"]]))
-    return results
+    return rows, per_run
 
 
 def benchmark_command(
@@ -123,6 +165,7 @@ def benchmark_command(
     zoo: str | Path | None = None,
     target_overrides: list[str] | None = None,
     jobs: int = 1,
+    choose: list[str] | None = None,
 ) -> str:
     """The ``transmem benchmark`` command line that reruns this benchmark (into ``DIR``), as
     results.md prints it: every option that changes what is run."""
@@ -132,5 +175,6 @@ def benchmark_command(
     words += ["--seeds", *map(str, seeds)] if seeds is not None else []
     words += [word for value in overrides or [] for word in ("--set", value)]
     words += [word for value in target_overrides or [] for word in ("--target-set", value)]
+    words += [word for value in choose or [] for word in ("--choose", value)]
     words += ["--jobs", str(jobs)] if jobs > 1 else []
     return shlex.join(words)

@@ -19,7 +19,7 @@ def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **opti
     ``trained, not evaluated``, ``at iteration N of M`` (its newest checkpoint), ``not
     started``, or ``holds another config``; `` (training now, pid P)`` is appended while a
     process holds the run's lock. ``options`` as :func:`run_benchmark` (methods, overrides,
-    seeds, zoo, target_overrides).
+    seeds, zoo, target_overrides, choose).
     """
     *_, tasks, _ = benchmark_tasks(suite_name, profile_name, out, **options)
     rows = []

@@ -1,0 +1,42 @@
+"""``transmem benchmark --choose``: each method's setting chosen on the validation split.
+
+Every target trains once per candidate setting (e.g. ``train.lr=0.001`` and
+``train.lr=0.0001``); for each method the setting whose runs have the lowest validation MSE,
+mean over seeds, of the weights each run kept (its best validation with ``train.weights =
+"best_val"``, else its last), is chosen, and the benchmark reports that method's runs at that
+setting on the test split. The test split never chooses.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def choose_on_validation(by_candidate: dict[str, tuple[list[dict], list[dict]]]) -> tuple[list[dict], list[dict], dict]:
+    """``by_candidate``: ``{setting: (rows, per_run)}`` as the runner builds them, one row per
+    run with its ``val_mse``, the same methods and seeds in the same order for every setting.
+
+    Returns the chosen setting's rows (each naming it as ``chosen``) and runs of every method,
+    in that order, and the choice: ``{"setting": "train.lr", "candidates": [...],
+    "validation": {method: {setting: mean validation MSE}}, "chosen": {method: setting}}``.
+    Ties go to the setting given first."""
+    candidates = list(by_candidate)
+    first_rows = by_candidate[candidates[0]][0]
+    validation: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(row["method"] for row in first_rows):
+        validation[method] = {}
+        for candidate in candidates:
+            values = [row["val_mse"] for row in by_candidate[candidate][0] if row["method"] == method]
+            validation[method][candidate] = math.fsum(values) / len(values)
+    chosen = {
+        method: min(candidates, key=lambda c: means[c] if means[c] == means[c] else math.inf)
+        for method, means in validation.items()
+    }
+    rows, per_run = [], []
+    for index, row in enumerate(first_rows):
+        candidate = chosen[row["method"]]
+        candidate_rows, candidate_runs = by_candidate[candidate]
+        rows.append({**candidate_rows[index], "chosen": candidate})
+        per_run.append(candidate_runs[index])
+    setting = candidates[0].partition("=")[0]
+    return rows, per_run, {"setting": setting, "candidates": candidates, "validation": validation, "chosen": chosen}

@@ -1,0 +1,134 @@
+"""``transmem benchmark --choose``: each method's setting chosen on the validation split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support import TINY_BENCHMARK
+from transmem.benchmark.choice import choose_on_validation
+from transmem.benchmark.planning import benchmark_tasks, choice_candidates
+from transmem.benchmark.run_logs import validation_curve
+from transmem.benchmark.runner import run_benchmark
+from transmem.cli import main
+from transmem.config import ConfigError, load_config
+
+
+def _row(method, seed, val_mse, mse):
+    return {"method": method, "seed": seed, "val_mse": val_mse, "mse": mse}
+
+
+def test_each_method_keeps_the_setting_of_its_lowest_mean_validation_mse_never_the_test_one():
+    fast = [
+        _row("scratch", 0, 10.0, 50.0),
+        _row("scratch", 1, 12.0, 50.0),
+        _row("fusion", 0, 7.0, 1.0),
+        _row("fusion", 1, 9.0, 1.0),
+    ]
+    slow = [
+        _row("scratch", 0, 11.0, 99.0),
+        _row("scratch", 1, 10.0, 99.0),
+        _row("fusion", 0, 8.0, 0.5),
+        _row("fusion", 1, 8.0, 0.5),
+    ]
+    by_candidate = {
+        "train.lr=0.01": (fast, [{"from": "fast", "i": i} for i in range(4)]),
+        "train.lr=0.001": (slow, [{"from": "slow", "i": i} for i in range(4)]),
+    }
+    rows, per_run, choice = choose_on_validation(by_candidate)
+    # scratch: 11.0 against 10.5 -> 0.001 (whose test MSE is worse); fusion: 8.0 against 8.0, a tie -> the first given
+    assert choice["chosen"] == {"scratch": "train.lr=0.001", "fusion": "train.lr=0.01"}
+    assert choice["validation"] == {
+        "scratch": {"train.lr=0.01": 11.0, "train.lr=0.001": 10.5},
+        "fusion": {"train.lr=0.01": 8.0, "train.lr=0.001": 8.0},
+    }
+    assert choice["setting"] == "train.lr" and choice["candidates"] == ["train.lr=0.01", "train.lr=0.001"]
+    assert [(r["method"], r["seed"], r["mse"], r["chosen"]) for r in rows] == [
+        ("scratch", 0, 99.0, "train.lr=0.001"),
+        ("scratch", 1, 99.0, "train.lr=0.001"),
+        ("fusion", 0, 1.0, "train.lr=0.01"),
+        ("fusion", 1, 1.0, "train.lr=0.01"),
+    ]
+    assert [run["from"] for run in per_run] == ["slow", "slow", "fast", "fast"]
+
+
+@pytest.mark.parametrize(
+    ("choose", "fixed", "message"),
+    [
+        (["train.lr=0.001"], [], "needs two or more distinct values of one setting"),
+        (["train.lr=0.001", "train.lr=0.001"], [], "needs two or more distinct values"),
+        (["train.lr=0.001", "train.seed=3"], [], "needs two or more distinct values of one setting"),
+        (["model.hidden=[8, 8]", "model.hidden=[16]"], [], "each value must be a plain number or word"),
+        (["train.lr=0.001", "train.lr=../x"], [], "each value must be a plain number or word"),
+        (["train.lr=0.001", "train.lr=0.01"], ["train.lr=0.1"], "--choose train.lr: also set by --set or --target-set"),
+    ],
+)
+def test_choose_refuses_what_is_not_one_setting_with_several_plain_values(choose, fixed, message):
+    with pytest.raises(ConfigError, match=message):
+        choice_candidates(choose, fixed)
+
+
+def test_choose_needs_a_validation_split_and_refuses_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "bench"
+    with pytest.raises(ConfigError, match="--choose: chooses each method's setting on the validation split"):
+        benchmark_tasks(
+            "digits", "quick", out, ["scratch"], [*TINY_BENCHMARK, "data.val_size=0"], choose=["train.lr=0.1", "train.lr=0.01"]
+        )
+    command = ["benchmark", "digits", "--out", str(out), "--methods", "scratch", "--choose", "train.lr=0.1"]
+    assert main(command) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "transmem: error: --choose: needs two or more distinct values of one setting (section.key=value), got ['train.lr=0.1']"
+    ]
+    assert not out.exists()
+
+
+def test_a_chosen_benchmark_trains_every_setting_as_a_benchmark_of_its_own_and_reports_the_validation_choice(tmp_path):
+    out = tmp_path / "bench"
+    choose = ["train.lr=0.002", "train.lr=0.0005"]
+    options = {"overrides": TINY_BENCHMARK, "choose": choose}
+    results = run_benchmark("digits", "quick", out, ["scratch", "finetune_best"], progress=False, log=lambda *_: None, **options)
+    for candidate, lr in zip(choose, (0.002, 0.0005)):
+        for method in ("scratch", "finetune_best"):
+            assert load_config(out / candidate / "runs" / method / "seed0" / "config.toml").train.lr == lr
+        assert (out / candidate / "results.md").exists() and (out / candidate / "results.json").exists()
+    assert (out / "sources" / "digits1").is_dir() and not (out / choose[0] / "sources").exists()  # one zoo for both
+
+    # the choice, recomputed from each run's own val.csv (these runs keep their last weights)
+    final_val = {
+        (candidate, method): validation_curve(out / candidate / "runs" / method / "seed0")[-1][1]
+        for candidate in choose
+        for method in ("scratch", "finetune_best")
+    }
+    for method in ("scratch", "finetune_best"):
+        assert results["choice"]["validation"][method] == pytest.approx({c: final_val[c, method] for c in choose})
+        expected = min(choose, key=lambda c: final_val[c, method])
+        assert results["choice"]["chosen"][method] == expected
+        row = next(r for r in results["rows"] if r["method"] == method)
+        own = json.loads((out / expected / "results.json").read_text())["rows"]
+        assert row["chosen"] == expected and row["mse"] == next(r["mse"] for r in own if r["method"] == method)
+    text = (out / "results.md").read_text()
+    assert (
+        "chosen on the validation split (`--choose`)" in text
+        and "| method | `train.lr=0.002` | `train.lr=0.0005` | chosen |" in text
+    )
+    assert "--choose train.lr=0.002 --choose train.lr=0.0005" in text  # the Reproduce line
+
+    # resumed: nothing trains again; --status names every setting's runs
+    again = run_benchmark("digits", "quick", out, ["scratch", "finetune_best"], progress=False, log=lambda *_: None, **options)
+    assert again["choice"] == results["choice"] and again["train_seconds"] == results["train_seconds"]
+
+
+def test_status_lists_every_settings_runs(tmp_path, capsys):
+    out = tmp_path / "bench"
+    command = ["benchmark", "digits", "--out", str(out), "--methods", "scratch", "--status", "--seeds", "0"]
+    assert (
+        main(
+            [*command, *[w for v in TINY_BENCHMARK for w in ("--set", v)], "--choose", "train.lr=0.1", "--choose", "train.lr=0.2"]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].endswith("0 of 2 runs finished")
+    assert [line.split()[0] for line in lines[1:]] == ["train.lr=0.1:", "train.lr=0.2:"]
+    assert not out.exists()
