@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from tests.support import tiny_config
-from transmem.benchmark.run_logs import kept_iteration
+from transmem.benchmark.run_logs import kept_iteration, kept_validation_mse
 from transmem.config import ConfigError, TrainConfig
 from transmem.storage.checkpoints import CheckpointError, latest_good_checkpoint, list_checkpoints, load_checkpoint
 from transmem.storage.locks import FileLock, LockedError
@@ -460,6 +460,9 @@ def test_best_val_keeps_the_weights_of_the_lowest_validation_mse_and_resumes_to_
     final = load_model(tmp_path / "last").model.state_dict()
     assert all(torch.equal(final[k], last[k].cpu()) for k in final)
     assert kept_iteration(tmp_path / "last") == "" and kept_iteration(tmp_path / "nothing") == ""
+    # the validation MSE of the weights kept, what benchmark --choose chooses on: the best, or the last
+    assert kept_validation_mse(tmp_path / "run") == 3.0 and kept_validation_mse(tmp_path / "last") == 4.0
+    assert math.isnan(kept_validation_mse(tmp_path / "nothing"))
 
 
 def test_best_val_needs_a_validation_split_and_more_than_the_final_validation():
