@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.support import tiny_config
+from tests.support import csv_rows, tiny_config
 from transmem.benchmark.run_logs import kept_iteration, kept_validation_mse
 from transmem.config import ConfigError, TrainConfig
 from transmem.storage.checkpoints import CheckpointError, latest_good_checkpoint, list_checkpoints, load_checkpoint
@@ -460,8 +460,11 @@ def test_best_val_keeps_the_weights_of_the_lowest_validation_mse_and_resumes_to_
     final = load_model(tmp_path / "last").model.state_dict()
     assert all(torch.equal(final[k], last[k].cpu()) for k in final)
     assert kept_iteration(tmp_path / "last") == "" and kept_iteration(tmp_path / "nothing") == ""
-    # the validation MSE of the weights kept, what benchmark --choose chooses on: the best, or the last
-    assert kept_validation_mse(tmp_path / "run") == 3.0 and kept_validation_mse(tmp_path / "last") == 4.0
+    # the validation MSE of the weights kept, what benchmark --choose chooses on: the best (the
+    # scripted score best_val chose), or the last iteration's row of val.csv (real: it logs the real one)
+    assert kept_validation_mse(tmp_path / "run") == 3.0
+    last_row = csv_rows(tmp_path / "last" / "val.csv")[-1]
+    assert last_row["iteration"] == "6" and kept_validation_mse(tmp_path / "last") == float(last_row["mse"])
     assert math.isnan(kept_validation_mse(tmp_path / "nothing"))
 
 
