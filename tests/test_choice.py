@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -53,14 +54,41 @@ def test_each_method_keeps_the_setting_of_its_lowest_mean_validation_mse_never_t
     assert [run["from"] for run in per_run] == ["slow", "slow", "fast", "fast"]
 
 
+def test_a_value_whose_runs_have_no_validation_is_never_chosen():
+    scored = [_row("scratch", 0, 30.0, 1.0)]
+    unscored = [_row("scratch", 0, float("nan"), 0.1)]
+    by_candidate = {"train.lr=0.1": (unscored, [{}]), "train.lr=0.2": (scored, [{}])}
+    assert choose_on_validation(by_candidate)[2]["chosen"] == {"scratch": "train.lr=0.2"}
+    with pytest.raises(ValueError, match="--choose: no validation MSE for any value of scratch"):
+        choose_on_validation({"train.lr=0.1": (unscored, [{}]), "train.lr=0.2": (unscored, [{}])})
+
+
+def test_fusion_is_as_wide_as_the_sources_each_value_fuses():
+    *_, tasks, _ = benchmark_tasks(
+        "far", "quick", "/tmp/never-written", ["fusion"], TINY_BENCHMARK, choose=["transfer.fuse=2", "transfer.fuse=3"]
+    )
+    widths = {task.name: task.config.model.hidden for task in tasks if "fusion" in task.name}
+    assert widths == {"transfer.fuse=2: fusion seed 0": [16, 16], "transfer.fuse=3: fusion seed 0": [24, 24]}
+
+
 @pytest.mark.parametrize(
     ("choose", "fixed", "message"),
     [
-        (["train.lr=0.001"], [], "needs two or more distinct values of one setting"),
+        (["train.lr=0.001"], [], "--choose train.lr: needs two or more distinct values"),
         (["train.lr=0.001", "train.lr=0.001"], [], "needs two or more distinct values"),
-        (["train.lr=0.001", "train.seed=3"], [], "needs two or more distinct values of one setting"),
-        (["model.hidden=[8, 8]", "model.hidden=[16]"], [], "each value must be a plain number or word"),
-        (["train.lr=0.001", "train.lr=../x"], [], "each value must be a plain number or word"),
+        (["train.lr=0.001", "train.lr=1e-3"], [], "needs two or more distinct values"),  # one value spelt twice
+        (
+            ["train.lr=0.001", "train.grad_clip=3"],
+            [],
+            "--choose: every value must be of one setting, got train.lr, train.grad_clip",
+        ),
+        (["model.hidden=[8, 8]", "model.hidden=[16]"], [], "the value must be a plain number or word"),
+        (["train.lr=0.001", "train.lr=../x"], [], "--choose train.lr=../x: the value must be a plain number or word"),
+        (["Train.lr=0.1", "Train.lr=0.2"], [], "--choose Train.lr=0.1: expected section.key=value"),
+        (["train.lr=", "train.lr=1"], [], "--choose train.lr=: expected section.key=value"),
+        (["train.seed=1", "train.seed=2"], [], "--choose train.seed: not a setting to choose"),
+        (["data.train_size=50", "data.train_size=100"], [], "--choose data.train_size: not a setting to choose"),
+        (["transfer.method=tmu", "transfer.method=distill"], [], "not a setting to choose"),
         (["train.lr=0.001", "train.lr=0.01"], ["train.lr=0.1"], "--choose train.lr: also set by --set or --target-set"),
     ],
 )
@@ -78,7 +106,7 @@ def test_choose_needs_a_validation_split_and_refuses_before_anything_is_written(
     command = ["benchmark", "digits", "--out", str(out), "--methods", "scratch", "--choose", "train.lr=0.1"]
     assert main(command) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "transmem: error: --choose: needs two or more distinct values of one setting (section.key=value), got ['train.lr=0.1']"
+        "transmem: error: --choose train.lr: needs two or more distinct values, got train.lr=0.1"
     ]
     assert not out.exists()
 
@@ -107,16 +135,28 @@ def test_a_chosen_benchmark_trains_every_setting_as_a_benchmark_of_its_own_and_r
         row = next(r for r in results["rows"] if r["method"] == method)
         own = json.loads((out / expected / "results.json").read_text())["rows"]
         assert row["chosen"] == expected and row["mse"] == next(r["mse"] for r in own if r["method"] == method)
+    # time to quality against scratch at its own chosen value; training time of every value's runs
+    scratch_value = results["choice"]["chosen"]["scratch"]
+    scratch_final = validation_curve(out / scratch_value / "runs" / "scratch" / "seed0")[-1][1]
+    tuned = next(r for r in results["rows"] if r["method"] == "finetune_best")
+    curve = validation_curve(out / tuned["chosen"] / "runs" / "finetune_best" / "seed0")
+    reached = [float(iteration) for iteration, mse in curve if mse <= scratch_final]
+    assert tuned["iterations_to_scratch"] == reached[0] if reached else math.isnan(tuned["iterations_to_scratch"])
+    every = [r for c in choose for r in json.loads((out / c / "results.json").read_text())["rows"]]
+    assert results["train_seconds"]["targets"] == pytest.approx(sum(r["train_seconds"] for r in every), abs=0.2)
     text = (out / "results.md").read_text()
-    assert (
-        "chosen on the validation split (`--choose`)" in text
-        and "| method | `train.lr=0.002` | `train.lr=0.0005` | chosen |" in text
-    )
+    assert "chosen on the validation split (`--choose`)" in text
+    assert "| method | `train.lr=0.002` | `train.lr=0.0005` | chosen |" in text
     assert "--choose train.lr=0.002 --choose train.lr=0.0005" in text  # the Reproduce line
+    own = (out / choose[1] / "results.md").read_text()  # each value's: its benchmark on its own
+    assert f"--zoo {out / 'sources'}" in own and "--target-set train.lr=0.0005" in own and "--choose" not in own
 
-    # resumed: nothing trains again; --status names every setting's runs
+    # resumed: nothing trains again, the same choice
+    models = sorted(out.glob("*/runs/*/seed0/model.safetensors"))
+    written = [path.stat().st_mtime_ns for path in models]
     again = run_benchmark("digits", "quick", out, ["scratch", "finetune_best"], progress=False, log=lambda *_: None, **options)
-    assert again["choice"] == results["choice"] and again["train_seconds"] == results["train_seconds"]
+    assert len(models) == 4 and [path.stat().st_mtime_ns for path in models] == written
+    assert again["choice"] == results["choice"]
 
 
 def test_status_lists_every_settings_runs(tmp_path, capsys):

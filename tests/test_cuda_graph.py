@@ -61,10 +61,12 @@ def test_a_benchmark_refuses_a_graph_it_cannot_capture_before_any_run_trains(tmp
     out = tmp_path / "bench"
     command = ["benchmark", "digits", "--profile", "quick", "--out", str(out), "--zoo", "builtin"]
     graphed = ["--target-set", "train.cuda_graph=true"]
-    assert main([*command, "--methods", "scratch", *graphed, "--status"]) == 2  # on this CPU
+    assert main([*command, "--methods", "scratch", *graphed, "--estimate"]) == 2  # on this CPU
     assert capsys.readouterr().err.strip().splitlines() == [
         "transmem: error: train.cuda_graph: captures the training step in a CUDA graph and needs a CUDA device, not cpu"
     ]
+    assert main([*command, "--methods", "scratch", *graphed, "--status"]) == 0  # reading where runs stand is no training
+    assert capsys.readouterr().out.strip().endswith("not started")
     monkeypatch.setattr(planning, "resolve_device", lambda name: torch.device("cuda"))  # as on a GPU machine
     assert main([*command, "--methods", "scratch", "tmu", *graphed]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from tests.support import csv_rows, tiny_config
 from transmem.benchmark.run_logs import kept_iteration, kept_validation_mse
-from transmem.config import ConfigError, TrainConfig
+from transmem.config import ConfigError, TrainConfig, config_from_dict
 from transmem.storage.checkpoints import CheckpointError, latest_good_checkpoint, list_checkpoints, load_checkpoint
 from transmem.storage.locks import FileLock, LockedError
 from transmem.storage.model_file import load_model
@@ -478,6 +478,9 @@ def test_best_val_needs_a_validation_split_and_more_than_the_final_validation():
     with pytest.raises(ValueError, match="with val_every = 0 and val_start = false the only one is at the end"):
         tiny_config(train={"weights": "best_val", "val_every": 0})
     assert tiny_config(train={"weights": "best_val", "val_start": True}).train.weights == "best_val"  # two candidates
+    # a run saved before the check keeps loading (and resuming)
+    saved = config_from_dict(tiny_config().to_dict(), ["train.weights=best_val", "train.val_every=0"], stored=True)
+    assert saved.train.weights == "best_val"
 
 
 def test_val_start_makes_the_starting_weights_a_candidate_and_resumes_to_them(tmp_path, monkeypatch, sources):

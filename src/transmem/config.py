@@ -80,9 +80,15 @@ def config_from_dict(raw: dict, overrides: list[str] | None = None, *, stored: b
     raw = apply_overrides(raw, overrides or [])
     config = build_dataclass(RunConfig, raw)
     validate(config)
-    if not stored:  # runs saved before seeds were range-checked keep loading
+    if not stored:  # runs saved before these checks keep loading
         check_seed(config.data, "data")
         check_seed(config.train, "train")
+        train = config.train
+        if train.weights == "best_val" and not (train.val_every or train.val_start):
+            raise ConfigError(
+                "train.weights: 'best_val' chooses among validations, but with val_every = 0 and val_start = false "
+                "the only one is at the end (the last weights); set train.val_every"
+            )
     return config
 
 

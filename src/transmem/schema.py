@@ -144,11 +144,6 @@ class TrainConfig:
         _non_negative(self, "grad_clip", "lr_step", "val_every")
         if self.weights not in ("last", "best_val"):
             raise ConfigError(f"train.weights: expected 'last' or 'best_val', got {self.weights!r}")
-        if self.weights == "best_val" and not (self.val_every or self.val_start):
-            raise ConfigError(
-                "train.weights: 'best_val' chooses among validations, but with val_every = 0 and val_start = false "
-                "the only one is at the end (the last weights); set train.val_every"
-            )
         if self.precision not in ("float32", "bf16"):
             raise ConfigError(f"train.precision: expected 'float32' or 'bf16', got {self.precision!r}")
         if self.sampling == "reverse" and self.reverse_start > self.sampling_stop:

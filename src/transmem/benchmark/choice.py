@@ -19,7 +19,8 @@ def choose_on_validation(by_candidate: dict[str, tuple[list[dict], list[dict]]])
     Returns the chosen setting's rows (each naming it as ``chosen``) and runs of every method,
     in that order, and the choice: ``{"setting": "train.lr", "candidates": [...],
     "validation": {method: {setting: mean validation MSE}}, "chosen": {method: setting}}``.
-    Ties go to the setting given first."""
+    Ties go to the setting given first; a setting whose runs have no validation MSE (NaN) is
+    never chosen."""
     candidates = list(by_candidate)
     first_rows = by_candidate[candidates[0]][0]
     validation: dict[str, dict[str, float]] = {}
@@ -28,10 +29,12 @@ def choose_on_validation(by_candidate: dict[str, tuple[list[dict], list[dict]]])
         for candidate in candidates:
             values = [row["val_mse"] for row in by_candidate[candidate][0] if row["method"] == method]
             validation[method][candidate] = math.fsum(values) / len(values)
-    chosen = {
-        method: min(candidates, key=lambda c: means[c] if means[c] == means[c] else math.inf)
-        for method, means in validation.items()
-    }
+    chosen = {}
+    for method, means in validation.items():
+        scored = [c for c in candidates if not math.isnan(means[c])]  # NaN: a run without a final validation
+        if not scored:
+            raise ValueError(f"--choose: no validation MSE for any value of {method} (its runs logged no validation)")
+        chosen[method] = min(scored, key=means.get)
     rows, per_run = [], []
     for index, row in enumerate(first_rows):
         candidate = chosen[row["method"]]

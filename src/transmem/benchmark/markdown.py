@@ -101,7 +101,7 @@ def _choice_lines(choice: dict | None) -> list[str]:
     ]
     for method, means in choice["validation"].items():
         best = choice["chosen"][method]
-        cells = [f"**{means[c]:.1f}**" if c == best else f"{means[c]:.1f}" for c in candidates]
+        cells = [f"**{means[c]:.2f}**" if c == best else f"{means[c]:.2f}" for c in candidates]
         lines.append(f"| {method} | " + " | ".join(cells) + f" | `{best}` |")
     return [*lines, ""]
 

@@ -16,7 +16,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
 
 from transmem.benchmark.scheduler import Task
 from transmem.benchmark.suites import OPT_IN_METHODS, PROFILES, SCRATCH_METHODS, SUITES, WIDE_METHODS, Profile, Suite
-from transmem.config import ConfigError, RunConfig, config_from_dict, load_config
+from transmem.config import ConfigError, RunConfig, config_from_dict, load_config, parse_override
 from transmem.storage.run_folder import MEMORY_BANK_DIR
 from transmem.training.conflicts import config_differences
 from transmem.training.cuda_graph import check_graphable
@@ -108,19 +108,38 @@ def plan_runs(
     return plan
 
 
+#: What ``--choose`` may not try: the planner sets it per run (``train.seed``, the sources,
+#: the cache), it names the method, or it changes the data or the evaluation the values are
+#: compared on (``data.*``, ``eval.*``).
+NOT_CHOSEN = ("data.", "eval.", "train.seed", "transfer.method", "transfer.sources", "transfer.cache_dir")
+
+
 def choice_candidates(choose: list[str] | None, fixed: list[str]) -> list[str]:
     """The target settings ``--choose`` tries (``["train.lr=0.0001", ...]``), each also the name
-    of its folder; ``[""]`` (one plain benchmark) without ``--choose``. A ConfigError unless
-    there are at least two distinct values of one ``section.key`` that ``fixed`` (the
-    ``--set`` and ``--target-set`` settings) does not also set, each a plain folder name."""
+    of its folder; ``[""]`` (one plain benchmark) without ``--choose``. A ConfigError (one
+    line) unless they are two or more distinct values of one ``section.key`` that the
+    benchmark lets a user choose (:data:`NOT_CHOSEN`) and that ``fixed`` (the ``--set`` and
+    ``--target-set`` settings) does not also set, each value a plain folder name."""
     if not choose:
         return [""]
-    keys = {candidate.partition("=")[0] for candidate in choose}
-    if len(choose) < 2 or len(set(choose)) != len(choose) or len(keys) != 1:
-        raise ConfigError(f"--choose: needs two or more distinct values of one setting (section.key=value), got {choose}")
-    key = keys.pop()
-    if any(not re.fullmatch(r"[a-z_]+\.[a-z_]+=[A-Za-z0-9_.+-]+", candidate) for candidate in choose):
-        raise ConfigError(f"--choose: each value must be a plain number or word (it names the candidate's folder), got {choose}")
+    for candidate in choose:
+        key, _, value = candidate.partition("=")
+        if not re.fullmatch(r"[a-z_]+\.[a-z_]+", key) or not value:
+            raise ConfigError(f"--choose {candidate}: expected section.key=value")
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
+            raise ConfigError(f"--choose {candidate}: the value must be a plain number or word (it names the candidate's folder)")
+    keys = list(dict.fromkeys(candidate.partition("=")[0] for candidate in choose))
+    if len(keys) > 1:
+        raise ConfigError(f"--choose: every value must be of one setting, got {', '.join(keys)}")
+    key = keys[0]
+    if key.startswith(NOT_CHOSEN):
+        raise ConfigError(
+            f"--choose {key}: not a setting to choose (the benchmark sets seeds, sources and methods itself, "
+            "and the values are compared on one data split and evaluation)"
+        )
+    values = [parse_override(candidate)[1] for candidate in choose]
+    if len(choose) < 2 or len({repr(value) for value in values}) != len(values):
+        raise ConfigError(f"--choose {key}: needs two or more distinct values, got {', '.join(choose)}")
     if any(setting.partition("=")[0].strip() == key for setting in fixed):
         raise ConfigError(f"--choose {key}: also set by --set or --target-set; give its values to --choose only")
     return list(choose)
@@ -136,13 +155,16 @@ def benchmark_tasks(
     zoo: str | Path | None = None,
     target_overrides: list[str] | None = None,
     choose: list[str] | None = None,
+    check_devices: bool = True,
 ) -> tuple[Suite, Profile, Path, list[Task], list[dict]]:
     """The benchmark's runs as scheduler tasks (the sources they read first), with every config loaded and
     validated; also the suite, the profile (with ``seeds``), the absolute ``out`` and the
     target plan of :func:`plan_runs`, each entry naming its ``task`` and its ``candidate``
     (``--choose``: every target runs once per candidate setting, in ``out/<candidate>/``, a
     benchmark folder of its own, all reading the sources of ``out/sources`` or ``zoo``; ``""``
-    without). Writes nothing. Arguments as :func:`run_benchmark`."""
+    without). ``check_devices``: refuse runs whose ``train.cuda_graph`` this machine or their
+    method cannot capture (not for ``--status``, which only reads). Writes nothing.
+    Arguments as :func:`run_benchmark`."""
     if suite_name not in SUITES:
         raise ConfigError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
     if profile_name not in PROFILES:
@@ -179,17 +201,17 @@ def benchmark_tasks(
         for name, config in source_configs.items()
         if name in needed and name not in shipped
     ]
-    wide = _fused_hidden_override(suite, source_configs, [*(overrides or []), *(target_overrides or [])])
     for entry in plan:
-        if entry["method"] in WIDE_METHODS:
-            entry["overrides"].append(wide)
+        if entry["method"] in WIDE_METHODS:  # as wide as the sources it fuses (transfer.fuse may be the choice)
+            candidate = [entry["candidate"]] if entry["candidate"] else []
+            entry["overrides"].append(_fused_hidden_override(suite, source_configs, [*fixed, *candidate]))
         config = load_config(root / entry["config_file"], entry["overrides"])
         needs = tuple(f"source {name}" for name in entry["sources"] if name not in shipped)
         if entry["candidate"] and config.data.val_size == 0:
             raise ConfigError("--choose: chooses each method's setting on the validation split, which needs data.val_size > 0")
         tasks.append(Task(entry["task"], config, entry["run_dir"], needs, training_cost(config)))
     for task in tasks:  # refused now, not when the run's turn comes hours later
-        if task.config.train.cuda_graph:
+        if check_devices and task.config.train.cuda_graph:
             device = resolve_device(task.config.train.device)
             check_graphable(task.config, device, METHODS[task.config.transfer.method], distributed=False)
     return suite, profile, out, tasks, plan

@@ -40,12 +40,15 @@ def write_results(
     sources_seconds: float = 0.0,
     command: str | None = None,
     choice: dict | None = None,
+    trained_rows: list[dict] | None = None,
 ) -> dict:
     """Write results.csv, results.json, results.md and the pictures; return the results.
 
     ``command``: the command line that reruns the benchmark (results.md's "Reproduce"; default
     the suite and profile alone). ``choice``: the setting ``--choose`` chose per method
-    (:func:`~transmem.benchmark.choice.choose_on_validation`), whose rows ``rows`` are.
+    (:func:`~transmem.benchmark.choice.choose_on_validation`), whose rows ``rows`` are;
+    ``trained_rows``: the rows of every run trained for them (every value's), whose training
+    time is reported (default ``rows``).
 
     ``seconds``: this session's wall time (0 for a rerun that trained nothing);
     ``sources_seconds``: the sources' training time from their train.csv. The runs' training
@@ -66,7 +69,9 @@ def write_results(
         "command": command,
         "session_seconds": round(seconds, 1),
         "train_seconds": {
-            "targets": round(math.fsum(r["train_seconds"] for r in rows if r["train_seconds"] == r["train_seconds"]), 1),
+            "targets": round(
+                math.fsum(r["train_seconds"] for r in trained_rows or rows if r["train_seconds"] == r["train_seconds"]), 1
+            ),
             "sources": round(sources_seconds, 1),
         },
         "table": table,

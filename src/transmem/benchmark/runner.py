@@ -95,7 +95,7 @@ def run_benchmark(
     )
     command = benchmark_command(suite.name, profile_name, methods, overrides, seeds, zoo, target_overrides, jobs, choose)
 
-    def write(folder: Path, rows: list[dict], per_run: list[dict], choice: dict | None = None) -> dict:
+    def write(folder: Path, rows: list[dict], per_run: list[dict], command: str, **choice) -> dict:
         return write_results(
             suite,
             profile_name,
@@ -108,21 +108,26 @@ def run_benchmark(
             jobs,
             sources_seconds,
             command,
-            choice,
+            **choice,
         )
 
     if not choose:
         rows, per_run = result_rows(plan, metrics_by_task)
-        results = write(out, rows, per_run)
+        results = write(out, rows, per_run, command)
     else:
         by_candidate = {}
         for candidate in choose:
             rows, per_run = result_rows([e for e in plan if e["candidate"] == candidate], metrics_by_task)
+            # this value's benchmark on its own (its results.md's Reproduce line)
+            alone = [*(target_overrides or []), candidate]
+            own = benchmark_command(suite.name, profile_name, methods, overrides, seeds, zoo or out / "sources", alone, jobs)
             (out / candidate).mkdir(exist_ok=True)
-            write(out / candidate, rows, per_run)
+            write(out / candidate, rows, per_run, own)
             by_candidate[candidate] = (rows, per_run)
         rows, per_run, choice = choose_on_validation(by_candidate)
-        results = write(out, rows, per_run, choice)
+        add_time_to_quality(rows, per_run)  # against scratch at its own chosen value
+        every_run = [row for candidate_rows, _ in by_candidate.values() for row in candidate_rows]
+        results = write(out, rows, per_run, command, choice=choice, trained_rows=every_run)
     log(results["table"])
     log(f"wrote {out / 'results.md'}, " + ", ".join(["results.csv", "results.json", *results["pictures"]]))
     return results
@@ -131,7 +136,8 @@ def run_benchmark(
 def result_rows(plan: list[dict], metrics_by_task: dict) -> tuple[list[dict], list[dict]]:
     """``(rows, per_run)`` of the plan's finished runs: a row per run (its test metrics, the
     validation MSE of the weights it kept, training time, threads, the source it started
-    from, the iteration it kept, its time to scratch's quality) and the run with its metrics."""
+    from, the iteration it kept, its time to scratch's quality: :func:`add_time_to_quality`)
+    and the run with its metrics."""
     rows, per_run = [], []
     for entry in plan:
         metrics = metrics_by_task[entry["task"]]
@@ -144,16 +150,19 @@ def result_rows(plan: list[dict], metrics_by_task: dict) -> tuple[list[dict], li
         row["kept_iteration"] = kept_iteration(entry["run_dir"])  # train.weights = "best_val": a string, not a metric
         rows.append(row)
         per_run.append({**entry, "metrics": metrics, "run_dir": str(entry["run_dir"])})
+    add_time_to_quality(rows, per_run)
+    return rows, per_run
 
-    # Time to quality: when each run's validation MSE first reaches the final validation
-    # MSE of training from scratch with the same seed.
+
+def add_time_to_quality(rows: list[dict], per_run: list[dict]) -> None:
+    """Set each row's time to quality: the iterations and seconds until its run's validation
+    MSE first reaches the final validation MSE of the scratch run of the same seed among ``per_run``."""
     scratch_final = {
         r["seed"]: curve[-1][1] for r in per_run if r["method"] == "scratch" and (curve := validation_curve(Path(r["run_dir"])))
     }
     for row, run in zip(rows, per_run):
         target = scratch_final.get(row["seed"], float("nan"))
         row["iterations_to_scratch"], row["seconds_to_scratch"] = time_to_quality(Path(run["run_dir"]), target)
-    return rows, per_run
 
 
 def benchmark_command(

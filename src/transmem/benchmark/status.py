@@ -21,7 +21,7 @@ def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **opti
     process holds the run's lock. ``options`` as :func:`run_benchmark` (methods, overrides,
     seeds, zoo, target_overrides, choose).
     """
-    *_, tasks, _ = benchmark_tasks(suite_name, profile_name, out, **options)
+    *_, tasks, _ = benchmark_tasks(suite_name, profile_name, out, **options, check_devices=False)  # reads only
     rows = []
     for task in tasks:
         try:
