@@ -121,8 +121,8 @@ def measure_memory(spec: SpeedConfig, variant: str, folder: Path, steps: int, th
 def gpu_memory(spec: SpeedConfig, variant: str, folder: Path, steps: int, device: str) -> dict:
     """On a CUDA ``device``, in this process: the peak GPU memory torch allocates while
     ``variant`` is built and trains ``steps`` steps (``torch.cuda.max_memory_allocated``,
-    reset first, less what the process held before), and its growth over what was allocated once the variant was built (the
-    step's own activations, gradients and optimiser state)."""
+    reset first, less what the process held before), and its growth over what was allocated
+    once the variant was built (the step's own activations, gradients and optimiser state)."""
     import torch
 
     torch.cuda.synchronize(device)
