@@ -29,7 +29,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory):
     """The tiny source zoo of :data:`tests.support.SOURCE_SPECS`, by name."""
-    from transmem.training.loop import train
+    from transmem.run.lifecycle import train
 
     root = tmp_path_factory.mktemp("zoo")
     for name, sections in SOURCE_SPECS.items():

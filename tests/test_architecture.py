@@ -1,10 +1,11 @@
 """The package's imports point one way: no module imports, directly or through others, a
-module that imports it back.
+module that imports it back, and no subpackage (``transmem.training``, ``transmem.transfer``...)
+one that imports it back.
 
 The check reads every module of ``src/transmem`` with :mod:`ast` and counts every import
 statement, at the top of a module and inside functions alike (a lazy import inside a
 function is still a dependency). Run it by hand with ``python tests/test_architecture.py``:
-it prints each cycle, or nothing.
+it prints each cycle, between modules and between subpackages, or nothing.
 """
 
 from __future__ import annotations
@@ -103,6 +104,21 @@ def describe(graph: dict[str, set[str]], component: list[str]) -> str:
     return f"cycle of {len(component)} modules:\n" + "\n".join(edges)
 
 
+def package_of(module: str) -> str:
+    """The subpackage (or top-level module) ``module`` belongs to: ``transmem.training.loop`` ->
+    ``transmem.training``, ``transmem.cli`` -> itself; the package itself stays ``transmem``."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph with each module collapsed to its :func:`package_of` (imports inside one dropped)."""
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        home = package_of(module)
+        packages.setdefault(home, set()).update(package_of(target) for target in targets if package_of(target) != home)
+    return packages
+
+
 # ----------------------------------------------------------------------------- the checker's own tests
 
 
@@ -139,6 +155,49 @@ def test_checker_passes_a_layered_package(tmp_path):
     assert cycles(import_graph(root)) == []
 
 
+def test_checker_finds_cycles_between_packages_whose_modules_have_none(tmp_path):
+    root = _write(
+        tmp_path / PACKAGE,
+        {
+            "__init__.py": "",
+            "low/__init__.py": "",
+            "low/a.py": "",
+            "low/b.py": "from transmem.high.c import x\n",
+            "high/__init__.py": "",
+            "high/c.py": "def f():\n    from transmem.low import a\n",
+            "top.py": "from transmem.high import c\n",
+        },
+    )
+    graph = import_graph(root)
+    assert cycles(graph) == []
+    packages = package_graph(graph)
+    assert packages == {
+        "transmem": set(),
+        "transmem.low": {"transmem.high"},
+        "transmem.high": {"transmem.low"},
+        "transmem.top": {"transmem.high"},
+    }
+    assert cycles(packages) == [["transmem.high", "transmem.low"]]
+
+
+def test_checker_passes_layered_packages(tmp_path):
+    root = _write(
+        tmp_path / PACKAGE,
+        {
+            "__init__.py": "",
+            "low/__init__.py": "from .a import x\n",
+            "low/a.py": "from transmem.low.b import y\n",
+            "low/b.py": "",
+            "high/__init__.py": "",
+            "high/c.py": "from transmem.low.b import y\nfrom transmem.high import d\n",
+            "high/d.py": "",
+        },
+    )
+    packages = package_graph(import_graph(root))
+    assert packages == {"transmem": set(), "transmem.low": set(), "transmem.high": {"transmem.low"}}
+    assert cycles(packages) == []
+
+
 def test_no_import_cycles():
     graph = import_graph()
     assert len(graph) > 50  # the whole package was read
@@ -146,8 +205,15 @@ def test_no_import_cycles():
     assert not found, "\n".join(describe(graph, component) for component in found)
 
 
+def test_no_import_cycles_between_packages():
+    graph = package_graph(import_graph())
+    assert {"transmem.training", "transmem.transfer", "transmem.run"} <= graph.keys()
+    found = cycles(graph)
+    assert not found, "\n".join(describe(graph, component) for component in found)
+
+
 #: The floors of the package, lowest first: a module imports only modules of its own floor or
-#: below (README, "Code layout"). The most specific prefix of a module's name decides.
+#: below (docs/architecture.md). The most specific prefix of a module's name decides.
 FLOORS = {
     "transmem.errors": 0,
     "transmem.memory_errors": 0,
@@ -161,11 +227,11 @@ FLOORS = {
     "transmem.predictor": 5,
     "transmem.transfer": 6,
     "transmem.training": 7,
-    "transmem.transfer.ranking": 8,  # trains its probes through the training engine
-    "transmem.training.loop": 9,  # train(): the engine given the ranking
-    "transmem.benchmark": 10,
-    "transmem.cli": 11,
-    "transmem.__main__": 11,
+    "transmem.run": 8,  # a run's lifecycle: the folder, the source ranking, the loop, the saved model
+    "transmem.benchmark": 9,
+    "transmem.speed": 9,  # beside the benchmark; the benchmark's estimate imports it, never back
+    "transmem.cli": 10,
+    "transmem.__main__": 10,
     "transmem": 5,  # the package itself: __version__, and transmem.load (the predictor)
 }
 
@@ -239,8 +305,9 @@ def test_the_run_folder_file_names_are_spelled_in_one_module():
 
 
 if __name__ == "__main__":
-    graph = import_graph()
-    found = cycles(graph)
-    for component in found:
-        print(describe(graph, component))
+    found = 0
+    for graph in (import_graph(), package_graph(import_graph())):
+        for component in cycles(graph):
+            print(describe(graph, component))
+            found += 1
     sys.exit(1 if found else 0)

@@ -9,27 +9,37 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from tests.support import TINY_BENCHMARK
-from transmem.benchmark.planning import benchmark_tasks, plan_runs
-from transmem.benchmark.results import write_results
+from tests.support import TINY_BENCHMARK, tiny_request
+from transmem.benchmark.planning import plan_benchmark
+from transmem.benchmark.request import BenchmarkRequest
+from transmem.benchmark.results import ResultsContext, write_results
 from transmem.benchmark.runner import run_benchmark
 from transmem.benchmark.scheduler import threads_per_run
-from transmem.benchmark.suites import PROFILES, SUITES
+from transmem.benchmark.suites import PROFILES, load_suite
 from transmem.cli import main
+from transmem.run.lifecycle import train
 from transmem.storage.locks import FileLock, LockedError
-from transmem.training.loop import train
 
 TINY = TINY_BENCHMARK
+QUIET = lambda *_: None  # noqa: E731
+
+
+def plan(suite, profile="full", out="unused", methods=None, **options):
+    """The plan of a benchmark, its training FLOPs not counted (planning tests need none)."""
+    methods = tuple(methods) if methods else None
+    return plan_benchmark(BenchmarkRequest(suite, Path(out), profile, methods, **options), count_flops=False)
 
 
 @pytest.fixture(scope="module")
 def tiny_benchmark(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    results = run_benchmark("digits", "quick", out, progress=False, log=lambda *_: None, overrides=TINY)
+    results = run_benchmark(tiny_request(out), log=QUIET)
     return out, results
 
 
@@ -51,6 +61,11 @@ def test_every_method_runs_and_results_are_written(tiny_benchmark):
     ]  # scratch_wide is opt-in (--methods)
     for name in ("results.md", "results.csv", "results.json", "per_frame.png", "predictions.gif", "transfer_gates.png"):
         assert (out / name).stat().st_size > 0, name
+    assert (out / "comparison.csv").stat().st_size > 0
+    # every method the profile's iterations (--budget iterations), each with its training FLOPs
+    assert {row["iterations"] for row in results["rows"]} == {2} and all(row["train_flops"] > 0 for row in results["rows"])
+    assert [c["method"] for c in results["comparison"]] == [m for m in methods if m != "finetune_best"]
+    assert results["best"]["method"] in methods and (out / "best" / "MODEL_CARD.md").exists()
     table = (out / "results.md").read_text()
     assert all(method in table for method in methods) and "copy last frame" in table
     with open(out / "results.csv", newline="") as handle:
@@ -76,7 +91,7 @@ def test_every_method_runs_and_results_are_written(tiny_benchmark):
 def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_runs(tiny_benchmark):
     out, first = tiny_benchmark
     lines = []
-    again = run_benchmark("digits", "quick", out, progress=False, log=lines.append, overrides=TINY)
+    again = run_benchmark(tiny_request(out), log=lines.append)
     assert [line for line in lines if line.startswith("run ")][:2] == [
         "run 1 of 13: source digits1",
         "run 2 of 13: source digits2",
@@ -92,10 +107,8 @@ def test_a_rerun_that_trains_nothing_reports_the_runs_training_time_and_counts_r
 
 
 def test_the_lowdata_profile_is_full_with_100_sequences_and_best_validation_weights():
-    from transmem.benchmark.planning import benchmark_tasks
-
-    *_, low, _ = benchmark_tasks("digits", "lowdata", "unused", ["scratch", "finetune_best"])
-    *_, full, _ = benchmark_tasks("digits", "full", "unused", ["scratch", "finetune_best"])
+    low = plan("digits", "lowdata", methods=["scratch", "finetune_best"]).tasks
+    full = plan("digits", "full", methods=["scratch", "finetune_best"]).tasks
     for task in low:
         config = task.config
         if task.name.startswith("source"):  # the same sources as full: a zoo trained for full is reused
@@ -106,19 +119,30 @@ def test_the_lowdata_profile_is_full_with_100_sequences_and_best_validation_weig
 
 
 def test_the_reproduce_command_names_every_option_that_changes_the_runs():
-    from transmem.benchmark.runner import benchmark_command
+    from transmem.config import parse_setting
 
-    assert benchmark_command("far", "full") == "transmem benchmark far --profile full --out DIR"
-    command = benchmark_command(
-        "digits", "lowdata", ["scratch", "fusion"], ["data.frame_size=16"], [0, 1], "builtin", ["train.lr=0.01"], jobs=2
+    assert BenchmarkRequest("far", Path("x"), "full").command() == "transmem benchmark far --profile full --out DIR"
+    request = BenchmarkRequest(
+        "digits",
+        Path("x"),
+        "lowdata",
+        ("scratch", "fusion"),
+        (parse_setting("data.frame_size=16"),),
+        (parse_setting("train.lr=0.01"),),
+        seeds=(0, 1),
+        zoo="builtin",
+        jobs=2,
     )
-    assert command == (
+    assert request.command() == (
         "transmem benchmark digits --profile lowdata --out DIR --zoo builtin --methods scratch fusion --seeds 0 1 "
         "--set data.frame_size=16 --target-set train.lr=0.01 --jobs 2"
     )
-    assert benchmark_command("digits", "quick", overrides=['transfer.sources=["a b"]']).endswith(
-        """--set 'transfer.sources=["a b"]'"""
-    )
+    assert replace(request, budget="flops").command().endswith("--target-set train.lr=0.01 --budget flops --jobs 2")
+    quoted = BenchmarkRequest("digits", Path("x"), settings=(parse_setting('transfer.sources=["a b"]'),)).command()
+    assert quoted.endswith("""--set 'transfer.sources=["a b"]'""")
+    # every setting on the one line (results.md's Reproduce line), as the user would type it
+    wide = BenchmarkRequest("digits", Path("x"), settings=(parse_setting("model.hidden=[8, 8]"),)).command()
+    assert wide.endswith("--set 'model.hidden=[8, 8]'") and "\n" not in wide
 
 
 def test_time_left_is_estimated_from_the_work_trained_so_far(tmp_path):
@@ -160,7 +184,7 @@ def test_finished_runs_are_skipped_and_interrupted_runs_resume(tiny_benchmark):
     validation.write_text(validation.read_text().replace('"split": "test"', '"split": "val"'))
     of_a_checkpoint = out / "runs" / "finetune_digits2" / "seed0" / "metrics.json"
     of_a_checkpoint.write_text(of_a_checkpoint.read_text().replace('"finished": true', '"finished": false'))
-    run_benchmark("digits", "quick", out, progress=False, log=lambda *_: None, overrides=TINY)
+    run_benchmark(tiny_request(out), log=QUIET)
     assert finished.stat().st_mtime_ns == stamp
     for scores in (damaged, validation, of_a_checkpoint):
         metrics = json.loads(scores.read_text())
@@ -199,19 +223,21 @@ def test_table_marks_best_per_column_on_fake_runs(tmp_path):
                 "threads": "1",
             }
         )
-        per_run.append({"method": method, "seed": seed, "metrics": m, "run_dir": str(tmp_path)})
+        per_run.append(SimpleNamespace(method=method, seed=seed, metrics=m, run_dir=tmp_path))
     import transmem.benchmark.results as runner
+
+    def context(source_metrics, jobs=1):
+        command = BenchmarkRequest("digits", tmp_path, jobs=jobs).command()
+        return ResultsContext(load_suite("digits"), "quick", PROFILES["quick"], source_metrics, 1.0, jobs, 0.0, command)
 
     runner_pictures = runner._write_pictures
     runner._write_pictures = lambda *a, **k: ["per_frame.png", "validation.png"]  # pictures need real runs; tested above
     try:
-        write_results(SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {}, 1.0)
+        write_results(tmp_path, context({}), rows, per_run)
         assert "Sources on their own test sets: none (no chosen method reads a source)" in (tmp_path / "results.md").read_text()
         assert "Weights kept" not in (tmp_path / "results.md").read_text()  # no run kept its best-validation weights
         rows[0]["kept_iteration"] = "800"  # a train.weights = "best_val" run
-        results = write_results(
-            SUITES["digits"], "quick", PROFILES["quick"], tmp_path, rows, per_run, {"digits1": None}, 1.0, jobs=2
-        )
+        results = write_results(tmp_path, context({"digits1": None}, jobs=2), rows, per_run)
     finally:
         runner._write_pictures = runner_pictures
     page = (tmp_path / "results.md").read_text()
@@ -245,32 +271,37 @@ def test_threads_per_run_splits_this_process_threads():
 
 
 def test_plan_covers_every_seed_and_finetune_source(tmp_path):
-    plan = plan_runs(SUITES["far"], PROFILES["full"], tmp_path)
-    methods = {p["method"] for p in plan}
+    far = load_suite("far")
+    runs = plan("far", out=tmp_path).runs
+    methods = {r.method for r in runs}
     assert {"finetune_balls", "finetune_advection", "finetune_video", "tmu", "kflow", "scratch"} <= methods
-    # every method but "finetune" (one run per source) and the opt-in controls scratch_wide and fusion_random, 3 seeds
-    assert len(plan) == 3 * (len(SUITES["far"].methods) - 3 + len(SUITES["far"].sources))
+    # every default method (the opt-in controls scratch_wide and fusion_random are not) but "finetune",
+    # one run per source instead, 3 seeds
+    assert far.methods[:2] == ("scratch", "finetune") and not {"scratch_wide", "fusion_random"} & set(far.methods)
+    assert len(runs) == 3 * (len(far.methods) - 1 + len(far.sources)) == 36
     assert not methods & {"scratch_wide", "fusion_random"}
-    control = plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["scratch_wide", "fusion_random"])
-    assert [p["method"] for p in control] == ["scratch_wide", "fusion_random"] * 3
-    assert control[0]["sources"] == [] and control[1]["sources"] == list(SUITES["far"].sources)
+    control = plan("far", out=tmp_path, methods=["scratch_wide", "fusion_random"]).runs
+    assert [r.method for r in control] == ["scratch_wide", "fusion_random"] * 3
+    assert control[0].sources == [] and control[1].sources == list(far.sources)
     with pytest.raises(ValueError, match="unknown method"):
-        plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["nope"])
+        plan("far", out=tmp_path, methods=["nope"])
     # One finetune by its run name, in the suite's order whatever the order asked.
-    picked = plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["tmu", "finetune_advection"])
-    assert [p["method"] for p in picked] == ["finetune_advection", "tmu"] * 3
-    assert picked[0]["sources"] == ["advection"] and picked[0]["run_dir"] == tmp_path / "runs" / "finetune_advection" / "seed0"
+    picked = plan("far", out=tmp_path, methods=["tmu", "finetune_advection"]).runs
+    assert [r.method for r in picked] == ["finetune_advection", "tmu"] * 3
+    assert picked[0].sources == ["advection"] and picked[0].run_dir == tmp_path / "runs" / "finetune_advection" / "seed0"
+    assert picked[0].config.transfer.sources == [str(tmp_path / "sources" / "advection")] == picked[0].source_paths
     # Only the sources the chosen runs read are trained.
-    tasks = lambda methods: [t.name for t in benchmark_tasks("far", "full", tmp_path, methods)[3] if t.name.startswith("source")]  # noqa: E731
+    tasks = lambda methods: [t.name for t in plan("far", out=tmp_path, methods=methods).tasks if t.name.startswith("source")]  # noqa: E731
     assert tasks(["scratch"]) == [] and tasks(["finetune_video", "scratch"]) == ["source video"]
     assert tasks(None) == ["source balls", "source advection", "source video"]
     with pytest.raises(ValueError, match="unknown method.*finetune_mnist"):
-        plan_runs(SUITES["far"], PROFILES["full"], tmp_path, ["finetune_mnist"])
+        plan("far", out=tmp_path, methods=["finetune_mnist"])
 
 
 def test_cli_rejects_unknown_suite(capsys):
     assert main(["benchmark", "nope", "--out", "x"]) == 2
-    assert "unknown suite 'nope'" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["transmem: error: suite nope: neither a suite file nor a shipped suite (digits, far, video)"]
     assert main(["benchmark", "digits", "--out", "x", "--jobs", "0"]) == 2
     assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
 
@@ -291,15 +322,13 @@ def test_seeds_option_adds_seeds_to_a_finished_benchmark(tiny_benchmark):
     out, _ = tiny_benchmark
     scratch0 = out / "runs" / "scratch" / "seed0" / "model.safetensors"
     stamp = scratch0.stat().st_mtime_ns
-    results = run_benchmark(
-        "digits", "quick", out, ["scratch"], progress=False, log=lambda *_: None, overrides=TINY, seeds=[0, 1]
-    )
+    results = run_benchmark(tiny_request(out, ["scratch"], seeds=(0, 1)), log=QUIET)
     assert [(r["method"], r["seed"]) for r in results["rows"]] == [("scratch", 0), ("scratch", 1)]
     assert scratch0.stat().st_mtime_ns == stamp  # seed 0 reused, only seed 1 trained
     assert [(m["method"], m["n"]) for m in results["summary"]] == [("scratch", 2)]
     assert "2 seeds (0, 1)" in (out / "results.md").read_text()
     with pytest.raises(ValueError, match="distinct non-negative"):  # a ConfigError: one line from the CLI
-        run_benchmark("digits", "quick", out, ["scratch"], progress=False, log=lambda *_: None, overrides=TINY, seeds=[1, 1])
+        run_benchmark(tiny_request(out, ["scratch"], seeds=(1, 1)), log=QUIET)
 
 
 def test_environment_names_the_source_commit_from_any_folder(tmp_path, monkeypatch):
@@ -319,8 +348,8 @@ def test_zoo_is_shared_between_suites_and_a_conflicting_source_is_refused(tiny_b
     zoo = out / "sources"
     digits2 = zoo / "digits2" / "model.safetensors"
     stamp = digits2.stat().st_mtime_ns
-    plan = plan_runs(SUITES["video"], PROFILES["quick"], tmp_path, ["tmu"], zoo=zoo)
-    assert f'"{zoo / "digits2"}"' in plan[0]["overrides"][-1]  # the video suite's TMU reads the shared source
+    (tmu,) = plan("video", "quick", tmp_path, ["tmu"], zoo=str(zoo)).runs
+    assert str(zoo / "digits2") in tmu.config.transfer.sources  # the video suite's TMU reads the shared source
     # same name and config: reused as it is; another config under a taken name: refused, nothing written
     before = sorted(p.name for p in zoo.iterdir())
     code = main(
@@ -344,17 +373,8 @@ def test_zoo_is_shared_between_suites_and_a_conflicting_source_is_refused(tiny_b
 
 def test_target_overrides_leave_the_sources_alone(tiny_benchmark, tmp_path):
     out, _ = tiny_benchmark
-    results = run_benchmark(
-        "digits",
-        "quick",
-        tmp_path,
-        ["tmu"],
-        progress=False,
-        log=lambda *_: None,
-        overrides=TINY,
-        zoo=out / "sources",
-        target_overrides=["train.lr=0.002"],
-    )
+    request = tiny_request(tmp_path, ["tmu"], zoo=str(out / "sources"), target_settings=(("train.lr", 0.002),))
+    results = run_benchmark(request, log=QUIET)
     assert [r["method"] for r in results["rows"]] == ["tmu"]
     from transmem.config import load_config
 
@@ -366,7 +386,7 @@ def test_target_overrides_leave_the_sources_alone(tiny_benchmark, tmp_path):
 def test_a_benchmark_resumes_whatever_the_spelling_of_its_folder(tiny_benchmark, monkeypatch):
     out, _ = tiny_benchmark
     monkeypatch.chdir(out.parent)
-    results = run_benchmark("digits", "quick", out.name, ["tmu"], progress=False, log=lambda *_: None, overrides=TINY)
+    results = run_benchmark(tiny_request(out.name, ["tmu"]), log=QUIET)
     assert [r["method"] for r in results["rows"]] == ["tmu"]  # found finished, not refused as another config
 
 
@@ -374,15 +394,15 @@ def test_status_reports_each_run_without_writing(tiny_benchmark, tmp_path, capsy
     from transmem.benchmark.status import benchmark_status
 
     out, _ = tiny_benchmark
-    rows = benchmark_status("digits", "quick", out, overrides=TINY)
+    rows = benchmark_status(tiny_request(out))
     assert [r["state"] for r in rows] == ["finished"] * 13 and rows[0]["run"] == "source digits1"
     # a fresh benchmark: one source half trained, another process training it now
     fresh = tmp_path / "fresh"
-    (source,) = [t for t in benchmark_tasks("digits", "quick", fresh, overrides=TINY)[3] if t.name == "source digits1"]
+    (source,) = [t for t in plan_benchmark(tiny_request(fresh)).tasks if t.name == "source digits1"]
     long = replace(source.config, train=replace(source.config.train, iterations=4))
     train(long, source.run_dir, progress=False, stop_at=1)
     before = sorted(str(p) for p in fresh.rglob("*"))
-    rows = {r["run"]: r["state"] for r in benchmark_status("digits", "quick", fresh, overrides=TINY)}
+    rows = {r["run"]: r["state"] for r in benchmark_status(tiny_request(fresh))}
     assert rows["source digits1"] == "holds another config" and rows["source digits2"] == "not started"
     source.run_dir.joinpath("config.toml").write_text(source.config.to_toml())  # same config as the benchmark now
     holder = FileLock(source.run_dir / "train.lock")
@@ -406,9 +426,7 @@ def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tin
     lines: list[str] = []
 
     def parallel() -> dict:
-        return run_benchmark(
-            "digits", "quick", tmp_path / "parallel", ["scratch", "finetune", "tmu"], False, lines.append, TINY, jobs=2
-        )
+        return run_benchmark(tiny_request(tmp_path / "parallel", ["scratch", "finetune", "tmu"], jobs=2), log=lines.append)
 
     results = parallel()
     assert [r["method"] for r in results["rows"]] == ["scratch", "finetune_digits1", "finetune_digits2", "tmu"]
@@ -449,8 +467,8 @@ def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tin
 def test_a_failing_parallel_run_stops_the_benchmark_with_its_error(tmp_path):
     from tests.support import tiny_config
     from transmem.benchmark.scheduler import Task, run_tasks
-    from transmem.training.conflicts import RunConflictError
-    from transmem.training.loop import train
+    from transmem.run.conflicts import RunConflictError
+    from transmem.run.lifecycle import train
 
     train(tiny_config(train={"lr": 1e-2}), tmp_path / "taken", progress=False)
     tasks = [Task("good", tiny_config(), tmp_path / "good"), Task("taken", tiny_config(), tmp_path / "taken")]
@@ -564,10 +582,8 @@ def test_workers_start_needed_tasks_first_then_the_costliest(tmp_path):
 
 
 def test_training_cost_ranks_the_wide_and_source_reading_methods_first():
-    from transmem.benchmark.planning import benchmark_tasks
-
     methods = ["scratch", "tmu", "fusion", "finetune_best", "fusion_random"]
-    *_, tasks, _ = benchmark_tasks("digits", "quick", "unused", methods, zoo="builtin")
+    tasks = plan("digits", "quick", methods=methods, zoo="builtin").tasks
     cost = {t.name.split(" seed")[0]: t.cost for t in tasks}
     assert cost["fusion"] == cost["fusion_random"] > cost["tmu"] > cost["scratch"] == cost["finetune_best"]
     control = next(t.config for t in tasks if t.name.startswith("fusion_random"))

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tests.support import TINY_BENCHMARK, tiny_config
+from tests.support import TINY_SETTINGS, tiny_config, tiny_request
 from transmem.benchmark import zoo_build
-from transmem.benchmark.planning import configs_root
+from transmem.benchmark.planning import plan_benchmark
+from transmem.benchmark.request import BenchmarkRequest
 from transmem.benchmark.runner import run_benchmark
-from transmem.benchmark.suites import PROFILES
+from transmem.benchmark.suites import PROFILES, load_suite
 from transmem.cli import main
-from transmem.config import config_from_dict, load_config, tomllib
+from transmem.config import config_from_dict, config_with, parse_setting, read_config_file, tomllib
 from transmem.data import build_dataset
 from transmem.evaluation.evaluate import evaluate_model
 from transmem.storage.files import sha256_file
@@ -25,8 +27,6 @@ SHIPPED = {"digits1", "digits2", "balls", "advection", "bikes", "bunny", "carpho
 # Sources whose test MSE does not beat copying the last frame (README says so): the natural-video
 # clips barely move, so over 10 predicted frames copying the last one is hard to beat.
 WEAKER_THAN_COPYING = {"bikes", "bunny", "carphone"}
-
-TINY = TINY_BENCHMARK
 
 
 # ----------------------------------------------------------------------------- what ships
@@ -75,13 +75,11 @@ def tiny_builtin(tmp_path, monkeypatch):
     folder = tmp_path / "package" / "builtin_zoo"
     monkeypatch.setattr(builtin, "builtin_folder", lambda: folder)
     monkeypatch.setattr(zoo_build, "builtin_folder", lambda: folder)
-    root = configs_root()
 
     def config(name):
         suite, source = builtin.BUILTIN_SOURCES[name]
-        from transmem.benchmark.suites import SUITES
-
-        return load_config(root / SUITES[suite].sources[source], [*PROFILES["quick"].source_overrides, *TINY])
+        settings = {**PROFILES["quick"].source_settings, **dict(TINY_SETTINGS)}
+        return config_with(read_config_file(load_suite(suite).sources[source]), settings)
 
     monkeypatch.setattr(zoo_build, "builtin_config", config)
     return folder
@@ -136,9 +134,7 @@ def test_builtin_errors_are_one_line_exit_2(tiny_builtin, tmp_path, capsys, argv
 def test_benchmark_takes_matching_builtin_sources_and_trains_the_others(tiny_builtin, tmp_path):
     zoo_build.build_builtin_zoo(tmp_path / "build", ["digits1"], install=True, log=lambda *_: None)
     out = tmp_path / "bench"
-    results = run_benchmark(
-        "digits", "quick", out, ["finetune", "tmu"], progress=False, log=lambda *_: None, overrides=TINY, zoo="builtin"
-    )
+    results = run_benchmark(tiny_request(out, ["finetune", "tmu"], zoo="builtin"), log=lambda *_: None)
     assert not (out / "sources" / "digits1").exists() and (out / "sources" / "digits2" / "model.safetensors").exists()
     tmu = load_model(out / "runs" / "tmu" / "seed0").config
     assert tmu.transfer.sources == ["builtin:digits1", str(out / "sources" / "digits2")]
@@ -146,27 +142,22 @@ def test_benchmark_takes_matching_builtin_sources_and_trains_the_others(tiny_bui
 
     # another source config (here: more iterations) does not match: the benchmark trains its own
     other = tmp_path / "other"
-    run_benchmark(
-        "digits",
-        "quick",
-        other,
-        ["finetune_digits1"],
-        progress=False,
-        log=lambda *_: None,
-        overrides=[*TINY, "train.iterations=3"],
-        zoo="builtin",
-    )
+    run_benchmark(tiny_request(other, ["finetune_digits1"], settings=["train.iterations=3"], zoo="builtin"), log=lambda *_: None)
     assert (other / "sources" / "digits1" / "model.safetensors").exists()
 
 
 def test_a_suite_takes_a_builtin_of_the_same_name_built_for_another_suite_when_the_configs_agree():
-    from transmem.benchmark.planning import benchmark_tasks
+    def plan(*settings):
+        settings = tuple(map(parse_setting, settings))
+        request = BenchmarkRequest("video", Path("unused"), "full", ("fusion",), settings, zoo="builtin")
+        return plan_benchmark(request, count_flops=False)
 
     # the video suite's digits2 source is the digits suite's (same config file content)
-    *_, tasks, plan = benchmark_tasks("video", "full", "unused", ["fusion"], zoo="builtin")
-    assert not [t for t in tasks if t.name.startswith("source")]
-    assert plan[0]["source_paths"] == ["builtin:bunny", "builtin:carphone", "builtin:digits2"]
+    planned = plan()
+    assert not [t for t in planned.tasks if t.name.startswith("source")]
+    assert planned.runs[0].source_paths == ["builtin:bunny", "builtin:carphone", "builtin:digits2"]
+    assert planned.runs[0].config.transfer.sources == planned.runs[0].source_paths
     assert builtin.builtin_name("video", "digits2") == "digits2" and builtin.builtin_name("far", "video") == "bikes"
     # another config of the same name is not taken: the benchmark trains its own
-    *_, tasks, _ = benchmark_tasks("video", "full", "unused", ["fusion"], ["train.iterations=7"], zoo="builtin")
+    tasks = plan("train.iterations=7").tasks
     assert [t.name for t in tasks if t.name.startswith("source")] == ["source bunny", "source carphone", "source digits2"]

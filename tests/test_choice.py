@@ -7,13 +7,13 @@ import math
 
 import pytest
 
-from tests.support import TINY_BENCHMARK
+from tests.support import TINY_BENCHMARK, tiny_request
 from transmem.benchmark.choice import choose_on_validation
-from transmem.benchmark.planning import benchmark_tasks, choice_candidates
+from transmem.benchmark.planning import choice_candidates, plan_benchmark
 from transmem.benchmark.run_logs import validation_curve
 from transmem.benchmark.runner import run_benchmark
 from transmem.cli import main
-from transmem.config import ConfigError, load_config
+from transmem.config import ConfigError, load_config, parse_setting
 
 
 def _row(method, seed, val_mse, mse):
@@ -64,9 +64,8 @@ def test_a_value_whose_runs_have_no_validation_is_never_chosen():
 
 
 def test_fusion_is_as_wide_as_the_sources_each_value_fuses():
-    *_, tasks, _ = benchmark_tasks(
-        "far", "quick", "/tmp/never-written", ["fusion"], TINY_BENCHMARK, choose=["transfer.fuse=2", "transfer.fuse=3"]
-    )
+    request = tiny_request("/tmp/never-written", ["fusion"], suite="far", choose=("transfer.fuse=2", "transfer.fuse=3"))
+    tasks = plan_benchmark(request, count_flops=False).tasks
     widths = {task.name: task.config.model.hidden for task in tasks if "fusion" in task.name}
     assert widths == {"transfer.fuse=2: fusion seed 0": [16, 16], "transfer.fuse=3: fusion seed 0": [24, 24]}
 
@@ -94,15 +93,13 @@ def test_fusion_is_as_wide_as_the_sources_each_value_fuses():
 )
 def test_choose_refuses_what_is_not_one_setting_with_several_plain_values(choose, fixed, message):
     with pytest.raises(ConfigError, match=message):
-        choice_candidates(choose, fixed)
+        choice_candidates(tuple(choose), dict(parse_setting(text) for text in fixed))
 
 
 def test_choose_needs_a_validation_split_and_refuses_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "bench"
     with pytest.raises(ConfigError, match="--choose: chooses each method's setting on the validation split"):
-        benchmark_tasks(
-            "digits", "quick", out, ["scratch"], [*TINY_BENCHMARK, "data.val_size=0"], choose=["train.lr=0.1", "train.lr=0.01"]
-        )
+        plan_benchmark(tiny_request(out, ["scratch"], settings=["data.val_size=0"], choose=("train.lr=0.1", "train.lr=0.01")))
     command = ["benchmark", "digits", "--out", str(out), "--methods", "scratch", "--choose", "train.lr=0.1"]
     assert main(command) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
@@ -114,8 +111,8 @@ def test_choose_needs_a_validation_split_and_refuses_before_anything_is_written(
 def test_a_chosen_benchmark_trains_every_setting_as_a_benchmark_of_its_own_and_reports_the_validation_choice(tmp_path):
     out = tmp_path / "bench"
     choose = ["train.lr=0.002", "train.lr=0.0005"]
-    options = {"overrides": TINY_BENCHMARK, "choose": choose}
-    results = run_benchmark("digits", "quick", out, ["scratch", "finetune_best"], progress=False, log=lambda *_: None, **options)
+    request = tiny_request(out, ["scratch", "finetune_best"], choose=tuple(choose))
+    results = run_benchmark(request, log=lambda *_: None)
     for candidate, lr in zip(choose, (0.002, 0.0005)):
         for method in ("scratch", "finetune_best"):
             assert load_config(out / candidate / "runs" / method / "seed0" / "config.toml").train.lr == lr
@@ -154,7 +151,7 @@ def test_a_chosen_benchmark_trains_every_setting_as_a_benchmark_of_its_own_and_r
     # resumed: nothing trains again, the same choice
     models = sorted(out.glob("*/runs/*/seed0/model.safetensors"))
     written = [path.stat().st_mtime_ns for path in models]
-    again = run_benchmark("digits", "quick", out, ["scratch", "finetune_best"], progress=False, log=lambda *_: None, **options)
+    again = run_benchmark(request, log=lambda *_: None)
     assert len(models) == 4 and [path.stat().st_mtime_ns for path in models] == written
     assert again["choice"] == results["choice"]
 

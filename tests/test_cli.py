@@ -210,9 +210,9 @@ def test_every_expected_error_is_a_transmem_error_and_keeps_its_builtin_base():
     import transmem.errors as errors
     from transmem.config import ConfigError
     from transmem.data import DataError
+    from transmem.run.conflicts import RunConflictError
     from transmem.storage.checkpoints import CheckpointError
     from transmem.storage.locks import LockedError
-    from transmem.training.conflicts import RunConflictError
     from transmem.training.loop import TrainingDiverged
     from transmem.transfer.builtin import BuiltinZooError
     from transmem.transfer.memory_bank import MemoryBankError

@@ -248,9 +248,9 @@ def test_an_unfinished_source_run_is_refused_unless_its_checkpoint_is_named(tmp_
     "replacement", ["same architecture, other weights", "other architecture", "other architecture, old checkpoint"]
 )
 def test_a_resume_after_its_source_was_replaced_is_refused(tmp_path, sources, replacement, monkeypatch):
-    from transmem.training import engine
-    from transmem.training.conflicts import RunConflictError
-    from transmem.training.loop import train
+    from transmem.run import resume
+    from transmem.run.conflicts import RunConflictError
+    from transmem.run.lifecycle import train
 
     source = Path(shutil.copytree(sources / "hidden8", tmp_path / "source"))
     raw = tiny_raw(
@@ -263,13 +263,13 @@ def test_a_resume_after_its_source_was_replaced_is_refused(tmp_path, sources, re
     train(config_from_dict(tiny_raw(model=model, train={"iterations": 1, "seed": 7, "device": "cpu"})), source, progress=False)
     message = "source weights changed since ckpt-00000002.pt was written"
     if replacement.endswith("old checkpoint"):  # written before checkpoints recorded their sources
-        latest = engine.latest_good_checkpoint
+        latest = resume.latest_good_checkpoint
 
         def without_digests(*args, **kwargs):
             path, state = latest(*args, **kwargs)
             return path, {k: v for k, v in state.items() if k != "source_digests"}
 
-        monkeypatch.setattr(engine, "latest_good_checkpoint", without_digests)
+        monkeypatch.setattr(resume, "latest_good_checkpoint", without_digests)
         message = "ckpt-00000002.pt does not fit this run's model"
     with pytest.raises(RunConflictError, match=message):
         train(target, tmp_path / "target", progress=False)
@@ -280,7 +280,7 @@ def test_a_resume_after_its_source_was_replaced_is_refused(tmp_path, sources, re
 
 
 def test_a_finished_run_stays_finished_when_its_source_changes_later(tmp_path, sources):
-    from transmem.training.loop import train
+    from transmem.run.lifecycle import train
 
     source = Path(shutil.copytree(sources / "hidden8", tmp_path / "source"))
     target = config_from_dict(
@@ -377,8 +377,8 @@ def test_a_finished_run_whose_config_toml_was_edited_is_refused(workspace, capsy
 
 
 def test_an_unfinished_run_whose_config_toml_was_edited_is_refused_naming_the_keys(tmp_path):
-    from transmem.training.conflicts import RunConflictError
-    from transmem.training.loop import train
+    from transmem.run.conflicts import RunConflictError
+    from transmem.run.lifecycle import train
 
     raw = tiny_raw(train={"iterations": 4, "checkpoint_every": 2, "device": "cpu"})
     train(config_from_dict(raw), tmp_path / "run", progress=False, stop_at=2)

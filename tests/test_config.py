@@ -36,6 +36,15 @@ def test_defaults_are_valid():
             r"transfer\.distill_weight: must be > 0 for method 'distill'",
         ),
         ({"transfer": {"memory_merge": "max"}}, r"transfer\.memory_merge: expected one of sum, mean, residual, got 'max'"),
+        ({"model": {"norm": "layer"}}, r"model\.norm: expected one of none, group, release, got 'layer'"),
+        ({"model": {"norm": "release", "backbone": "predrnn"}}, r"model\.norm: 'release' is the authors' ConvLSTM TMU"),
+        ({"model": {"forget_bias": "one"}}, r"model\.forget_bias: expected a number"),
+        ({"train": {"reverse_input": True, "time_reversal": True}}, r"train\.reverse_input: already trains on every batch"),
+        ({"train": {"reverse_input": True, "cuda_graph": True}}, r"train\.cuda_graph: captures one optimiser step"),
+        (
+            {"train": {"reverse_input": True}, "transfer": {"method": "tmu", "sources": ["a"], "bank": "cached"}},
+            r"train\.reverse_input: the cached memory bank holds forward-time sequences",
+        ),
     ],
 )
 def test_bad_configs_fail_with_one_line_naming_the_key(raw, message):
@@ -129,9 +138,12 @@ def test_a_config_file_must_name_its_data_and_model(tmp_path, text, message):
 
 
 def test_every_shipped_config_loads():
-    from transmem.benchmark.planning import configs_root
+    from transmem.benchmark.suites import SUITE_FILE, configs_root, load_suite
 
     files = sorted(configs_root().glob("*/*.toml"))
     assert len(files) >= 20
     for path in files:
-        load_config(path)
+        if path.name == SUITE_FILE:  # a suite, not a run config
+            assert load_suite(path.parent.name).path == path
+        else:
+            load_config(path)

@@ -9,10 +9,10 @@ from tests.support import csv_rows, tiny_config, write_tiny_config
 from transmem.cli import main
 from transmem.config import ConfigError
 from transmem.errors import TrainingDiverged
+from transmem.run.lifecycle import train
 from transmem.storage.model_file import load_model
 from transmem.storage.run_folder import TRAIN_LOG
 from transmem.training.cuda_graph import WARMUP_STEPS, check_graphable
-from transmem.training.loop import train
 from transmem.transfer.methods import METHODS
 
 

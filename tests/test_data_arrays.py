@@ -252,7 +252,7 @@ def test_a_memory_mapped_float_file_gives_writable_tensors_without_a_warning(tmp
 
 def test_a_file_too_short_for_a_test_split_is_refused_before_training(tmp_path):
     from transmem.config import RunConfig
-    from transmem.training.loop import train
+    from transmem.run.lifecycle import train
 
     np.save(tmp_path / "two.npy", np.random.default_rng(3).random((2, 6, SIZE, SIZE), dtype=np.float32))
     run = RunConfig(data=config("array_file", tmp_path / "two.npy"))

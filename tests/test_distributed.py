@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from tests.support import tiny_raw, write_config
 from transmem.config import load_config
-from transmem.training.loop import train
+from transmem.run.lifecycle import train
 
 pytestmark = pytest.mark.slow
 

@@ -7,15 +7,15 @@ import torch
 
 from tests.support import tiny_raw
 from transmem.benchmark.estimate import check_profile_device, step_seconds
-from transmem.benchmark.planning import benchmark_tasks, plain_step_cost
+from transmem.benchmark.planning import plain_step_cost, plan_benchmark
+from transmem.benchmark.request import BenchmarkRequest
 from transmem.benchmark.suites import PROFILES
 from transmem.cli import main
-from transmem.config import ConfigError, config_from_dict, load_config
+from transmem.config import ConfigError, config_from_dict, load_config, parse_setting
 
 
 def paper_tasks(tmp_path, methods=("scratch", "tmu", "fusion")):
-    *_, tasks, _ = benchmark_tasks("digits", "paper", tmp_path / "bench", list(methods))
-    return tasks
+    return plan_benchmark(BenchmarkRequest("digits", tmp_path / "bench", "paper", tuple(methods)), count_flops=False).tasks
 
 
 def test_the_paper_profile_is_the_authors_protocol_for_every_run_of_digits(tmp_path):
@@ -29,7 +29,7 @@ def test_the_paper_profile_is_the_authors_protocol_for_every_run_of_digits(tmp_p
         assert (config.data.batch_size, config.data.train_size, config.train.lr) == (8, 0, 3e-4)
         assert config.train.iterations == 80_000 and config.train.sampling_stop * 80_000 == 50_000
     with pytest.raises(ConfigError, match="--profile paper: defined for suite\\(s\\) digits only, not far"):
-        benchmark_tasks("far", "paper", tmp_path / "far")
+        plan_benchmark(BenchmarkRequest("far", tmp_path / "far", "paper"), count_flops=False)
 
 
 def test_on_the_cpu_the_paper_profile_is_refused_with_the_time_it_would_take(tmp_path):
@@ -52,9 +52,9 @@ def test_on_the_cpu_the_paper_profile_is_refused_with_the_time_it_would_take(tmp
 
 def test_on_cuda_every_kind_of_step_is_timed_and_the_gpus_share_the_runs(tmp_path, monkeypatch):
     import transmem.benchmark.estimate as estimate
-    import transmem.training.engine as engine
+    import transmem.training.setup as setup
 
-    monkeypatch.setattr(engine, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(setup, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(estimate, "gpu_count", lambda: 2)
     tasks = paper_tasks(tmp_path, ["scratch", "tmu", "fusion"])
     timed = []
@@ -76,9 +76,9 @@ def test_on_cuda_runs_whose_steps_differ_are_timed_apart_and_the_step_is_the_run
     from dataclasses import replace
 
     import transmem.benchmark.estimate as estimate
-    import transmem.training.engine as engine
+    import transmem.training.setup as setup
 
-    monkeypatch.setattr(engine, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(setup, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(estimate, "gpu_count", lambda: 1)
     scratch = paper_tasks(tmp_path, ["scratch"])  # three seeds, one kind of step
     first = scratch[0].config
@@ -143,7 +143,9 @@ def test_every_method_of_the_paper_profile_trains_with_its_settings(tmp_path, mo
     monkeypatch.setattr(runner, "check_profile_device", lambda *args: "estimated training time: (not measured in the test)")
     tiny = [o for o in TINY_BENCHMARK if not o.startswith(("data.train_size", "model.hidden"))] + ["model.hidden=[8, 8, 8, 8]"]
     lines = []
-    results = run_benchmark("digits", "paper", tmp_path / "paper", progress=False, log=lines.append, overrides=tiny, seeds=[0])
+    settings = tuple(map(parse_setting, tiny))
+    request = BenchmarkRequest("digits", tmp_path / "paper", "paper", settings=settings, seeds=(0,), progress=False)
+    results = run_benchmark(request, log=lines.append)
     assert lines[1] == "estimated training time: (not measured in the test)"
     methods = [row["method"] for row in results["rows"]]
     assert "fusion" in methods and "tmu_rollout" in methods and len(methods) == 11  # the default methods

@@ -19,11 +19,10 @@ from transmem.cli import main
 from transmem.config import ConfigError
 from transmem.models import RecurrentPredictor, rollout_mask
 from transmem.models.fusion import block_indices, fuse_backbones, fused_hidden
+from transmem.run.lifecycle import rank_init_sources, train
 from transmem.storage.model_file import load_model
 from transmem.storage.run_folder import INIT_FILE
-from transmem.training.loop import train
 from transmem.transfer.methods import METHODS
-from transmem.transfer.ranking import rank_sources
 from transmem.transfer.zoo import SourceError, load_source
 
 
@@ -112,7 +111,7 @@ def test_a_fused_target_starts_as_the_best_ranked_source_and_records_its_blocks(
     config = fusion_config(paths, fuse=2, rank_probe=0, cache_dir=str(tmp_path / "cache"))
     method = METHODS["fusion"](config, tmp_path / "run", torch.device("cpu"))
     model = method.build_model()
-    record = method.initialize(model, rank_sources)
+    record = method.initialize(model, rank_init_sources(method))
     ranked = [row["path"] for row in record["ranking"]]
     assert record["fusion"] == ranked[:2] and record["head_weights"] == [1.0, 0.0]
     zero_shot = [row["zero_shot_mse"] for row in record["ranking"]]
@@ -134,7 +133,7 @@ def test_random_partners_keep_the_best_source_and_fill_the_other_block_with_a_se
         method = METHODS["fusion"](config, tmp_path / "run", torch.device("cpu"))
         model = method.build_model()
         state = torch.get_rng_state()
-        record = method.initialize(model, rank_sources)
+        record = method.initialize(model, rank_init_sources(method))
         assert torch.equal(torch.get_rng_state(), state)  # a random block does not move the global generator
         return model, record
 
@@ -164,7 +163,8 @@ def test_a_mean_head_over_every_source_needs_no_ranking(tmp_path):
     paths = [random_source(tmp_path, seed=seed) for seed in (0, 1)]
     method = METHODS["fusion"](fusion_config(paths, fusion_head="mean"), tmp_path / "run", torch.device("cpu"))
     model = method.build_model()
-    record = method.initialize(model, lambda *a, **k: pytest.fail("ranked"))
+    assert method.ranking_target() is None  # nothing to rank
+    record = method.initialize(model)
     assert record["fusion"] == [str(p) for p in paths] and record["head_weights"] == [0.5, 0.5]
     x = frames()
     mean = sum(load_source(p).model(x).predictions for p in paths) / 2

@@ -2,7 +2,7 @@
 inside a checkpoint write, found either by polling for the temporary file or by a
 deterministic fault injected into ``os.replace``/``Path.unlink`` of the child process) and
 rerun until it finishes ends with weights identical to an uninterrupted run, logs each
-iteration once and leaves no temporary file. The harness is in tests/support.py.
+iteration once and leaves no temporary file. The harness is in tests/processes.py.
 """
 
 from __future__ import annotations
@@ -12,21 +12,19 @@ import signal
 
 import pytest
 
-from tests.support import (
+from tests.processes import (
     RESUMED,
     assert_clean_finished_run,
     checkpoint_after,
-    csv_rows,
     finish,
     good_iteration,
-    kill_raw,
     start,
     temporaries,
     temporary_checkpoint_after,
     train_command,
     wait_then_kill,
-    write_config,
 )
+from tests.support import csv_rows, kill_raw, write_config
 
 
 @pytest.mark.slow

@@ -1,8 +1,11 @@
-"""Tests of transmem.evaluation.metrics: hand-computed values, SSIM reference, accumulation."""
+"""Tests of transmem.evaluation.metrics and .gate_means: hand-computed values, SSIM reference,
+accumulation and merging."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,8 +14,9 @@ import torchmetrics
 from skimage.metrics import structural_similarity
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from transmem.evaluation.gate_means import TransferGateMeans
 from transmem.evaluation.metrics import (
-    FRAME_METRIC_NAMES,
+    METRIC_NAMES,
     PSNR_CAP_DB,
     FrameMetrics,
     copy_last_frame_baseline,
@@ -57,7 +61,7 @@ def test_constant_frames_match_hand_computed_values():
         expected_ssim = (2 * x * y + C1) / (x * x + y * y + C1)
         assert result["ssim"]["per_frame"][t] == pytest.approx(expected_ssim, rel=1e-5)
     assert result["count"] == 3
-    for name in FRAME_METRIC_NAMES:
+    for name in METRIC_NAMES:
         per_frame = result[name]["per_frame"]
         assert len(per_frame) == 4
         assert result[name]["mean"] == pytest.approx(sum(per_frame) / 4, rel=1e-12)
@@ -111,10 +115,92 @@ def test_batch_splitting_does_not_change_results(split):
     pieces.update(pred[split:], truth[split:])
     parts = pieces.compute()
     assert parts["count"] == whole["count"] == 6
-    for name in FRAME_METRIC_NAMES:
+    for name in METRIC_NAMES:
         for got, expected in zip(parts[name]["per_frame"], whole[name]["per_frame"]):
             assert math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12), name
         assert math.isclose(parts[name]["mean"], whole[name]["mean"], rel_tol=1e-9, abs_tol=1e-12)
+
+
+def random_batches(sizes: list[int], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(pred, truth)`` batches of ``(size, 3, 2, 16, 16)`` float32, truth in [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for size in sizes:
+        truth = torch.rand(size, 3, 2, 16, 16, generator=generator)
+        batches.append((truth + 0.2 * torch.randn(size, 3, 2, 16, 16, generator=generator), truth))
+    return batches
+
+
+def accumulated(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> FrameMetrics:
+    metrics = FrameMetrics(horizon=3)
+    for pred, truth in batches:
+        metrics.update(pred, truth)
+    return metrics
+
+
+def test_merge_equals_one_accumulator_over_all_batches():
+    batches = random_batches([2, 3, 1], seed=7)
+    left, right = accumulated(batches[:2]), accumulated(batches[2:])
+    merged = left.merge(right)
+    assert merged.compute() == accumulated(batches).compute()  # exactly: the same sums in the same order
+    assert (left.count, right.count, merged.count) == (5, 1, 6)  # neither part changed
+    concatenated = accumulated([(torch.cat([p for p, _ in batches]), torch.cat([t for _, t in batches]))]).compute()
+    for name in METRIC_NAMES:
+        assert merged.compute()[name]["per_frame"] == pytest.approx(concatenated[name]["per_frame"], rel=1e-12, abs=1e-12)
+    assert FrameMetrics(horizon=3).merge(right).compute() == right.compute()
+    assert right.merge(FrameMetrics(horizon=3)).compute() == right.compute()
+    with pytest.raises(ValueError, match="horizon"):
+        left.merge(FrameMetrics(horizon=2))
+    other_size = FrameMetrics(horizon=3)
+    other_size.update(torch.rand(1, 3, 2, 8, 8), torch.rand(1, 3, 2, 8, 8))
+    with pytest.raises(ValueError, match="shape"):
+        left.merge(other_size)
+
+
+def gate_batches(sizes: list[int], seed: int) -> list[dict[int, torch.Tensor]]:
+    """Rollout gate means of two TMU layers: layer -> ``(size, 5 steps, 2 sources)`` in [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    return [{layer: torch.rand(size, 5, 2, generator=generator) for layer in (0, 2)} for size in sizes]
+
+
+def gates_accumulated(batches: list[dict[int, torch.Tensor]]) -> TransferGateMeans:
+    gates = TransferGateMeans()
+    for batch in batches:
+        gates.update(batch)
+    return gates
+
+
+def test_gate_means_merge_equals_one_accumulator_over_all_batches():
+    batches = gate_batches([2, 3, 1], seed=8)
+    left, right = gates_accumulated(batches[:2]), gates_accumulated(batches[2:])
+    merged = left.merge(right)
+    whole = gates_accumulated(batches)
+    assert merged.compute() == whole.compute() and merged.count == whole.count == 6
+    assert (left.count, right.count) == (5, 1)
+    concatenated = gates_accumulated([{layer: torch.cat([b[layer] for b in batches]) for layer in (0, 2)}]).compute()
+    assert list(merged.compute()) == ["0", "2"]
+    for layer, per_source in merged.compute().items():
+        assert len(per_source) == 2 and len(per_source[0]) == 5  # [[mean per step] per source]
+        # each batch is summed in the gates' float32: other batches, other rounding
+        assert np.allclose(per_source, concatenated[layer], rtol=1e-6, atol=0)
+    expected = torch.cat([b[0] for b in batches]).double().mean(dim=0).T
+    assert np.allclose(merged.compute()["0"], expected.numpy(), rtol=1e-6, atol=0)
+    assert TransferGateMeans().merge(right).compute() == right.compute()
+    with pytest.raises(ValueError, match="layers"):
+        left.merge(gates_accumulated([{1: torch.rand(1, 5, 2)}]))
+
+
+def test_gate_means_of_a_model_without_gates_are_empty():
+    gates = TransferGateMeans()
+    gates.update({})
+    assert gates.compute() == {} and gates.count == 0
+    assert gates.merge(TransferGateMeans()).compute() == {}
+
+
+def test_importing_evaluation_does_not_import_matplotlib():
+    """matplotlib (slow to import) is loaded only by the modules that draw a picture."""
+    code = "import transmem, transmem.evaluation, transmem.evaluation.metrics, sys; assert 'matplotlib' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_reset_forgets_batches():
@@ -133,7 +219,7 @@ def test_float32_compute_dtype_gives_close_results():
     precise = scores(pred, truth)
     fast = FrameMetrics(horizon=2, compute_dtype=torch.float32)
     fast.update(pred, truth)
-    for name in FRAME_METRIC_NAMES:
+    for name in METRIC_NAMES:
         assert fast.compute()[name]["mean"] == pytest.approx(precise[name]["mean"], rel=1e-5, abs=1e-5)
 
 
@@ -322,6 +408,6 @@ def test_cuda_matches_cpu():
     pred = torch.rand(2, 2, 1, 16, 16, generator=generator)
     on_cpu = scores(pred, truth)
     on_gpu = scores(pred.cuda(), truth.cuda())
-    for name in FRAME_METRIC_NAMES:
+    for name in METRIC_NAMES:
         assert on_gpu[name]["per_frame"] == pytest.approx(on_cpu[name]["per_frame"], rel=1e-9)
     assert np.isfinite(on_gpu["psnr"]["mean"])

@@ -40,6 +40,31 @@ def test_backbone_shapes_and_state_exposure(backbone, norm):
     assert torch.allclose(rollout.inputs[:, 3:], rollout.predictions[:, 2:5])
 
 
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_rollout_records_optional_outputs_only_when_asked(backbone):
+    torch.manual_seed(0)
+    layout = {1: {"source_channels": [8, 4], "source_sizes": [None, [8, 8]]}, 2: {"source_channels": [8], "use_gates": False}}
+    model = RecurrentPredictor(backbone, 1, [8, 8, 8], 3, 4, transfer_layout=layout)
+    frames, mask = _frames(steps=6), rollout_mask(2, 6, 3)
+    bare = model(frames, mask)
+    assert bare.inputs is None and bare.memories == {} and bare.hiddens == {} and bare.decoupling == []
+    # always returned: D_t of every TMU / distill layer, gate means where the layer has gates
+    assert {layer: d.shape for layer, d in bare.distilled.items()} == {1: (2, 5, 2, 8, 4, 4), 2: (2, 5, 1, 8, 4, 4)}
+    assert {layer: g.shape for layer, g in bare.gate_means.items()} == {1: (2, 5, 2)}
+    full = model(frames, mask, record_layers=[2, 0], return_inputs=True, collect_decoupling=model.uses_decoupling)
+    assert torch.equal(full.predictions, bare.predictions)  # recording changes nothing
+    assert list(full.memories) == list(full.hiddens) == [2, 0]  # in the caller's order
+    assert all(v.shape == (2, 5, 8, 4, 4) for v in [*full.memories.values(), *full.hiddens.values()])
+    assert full.inputs.shape == (2, 5, 1, 16, 16)
+    if model.uses_decoupling:  # one pair per step and layer, (B, hidden, h * w)
+        assert len(full.decoupling) == 5 * 3 and all(dc.shape == dm.shape == (2, 8, 16) for dc, dm in full.decoupling)
+    else:
+        assert full.decoupling == []
+    # the recorded top hidden state is what the output head reads
+    top = model.output(full.hiddens[2].flatten(0, 1)).unflatten(0, (2, 5))
+    assert torch.allclose(unpatchify(top, 4), full.predictions, atol=1e-6)
+
+
 def test_any_frame_size_divisible_by_patch_works_and_others_fail():
     model = RecurrentPredictor("predrnn", 1, [8], 3, 4, "group")
     assert model(torch.rand(1, 4, 1, 24, 40)).predictions.shape == (1, 3, 1, 24, 40)
@@ -187,6 +212,78 @@ def test_tmu_step_matches_independent_implementation(num_sources):
         assert torch.allclose(out.distilled[:, n], expected_d[n], atol=1e-6)
     gate_groups = cell.gate_conv(torch.cat([x, h], 1))[:, 4 * hidden :].view(2, num_sources, hidden, 7, 7)
     assert torch.allclose(out.gate_means, torch.sigmoid(gate_groups).mean(dim=(2, 3, 4)), atol=1e-6)
+
+
+def test_release_norm_tmu_cell_follows_the_released_equations():
+    """norm = "release", no forget bias: LayerNorm over (6C, h, w) on the biased gate convolution,
+    each distiller a bias-free 1x1 convolution and LayerNorm over (C, h, w), per-element affine."""
+    torch.manual_seed(0)
+    hidden, size = 4, (5, 5)
+    unit = TransferableMemory(hidden, [hidden, hidden], distiller_norm="layer", size=size)
+    cell = ConvLSTMCell(3, hidden, 3, "release", unit, forget_bias=0.0, size=size)
+    norms = [m for m in cell.modules() if isinstance(m, torch.nn.LayerNorm)]
+    for norm in norms:  # per-element affine weights, not one per channel
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.5, 0.5)
+    x, h, c = torch.randn(2, 3, *size), torch.randn(2, hidden, *size), torch.randn(2, hidden, *size)
+    out = cell(x, h, c)
+    conv, norm = cell.gate_conv
+    assert conv.bias is not None and [tuple(n.normalized_shape) for n in norms] == [(hidden, *size)] * 2 + [(6 * hidden, *size)]
+    gates = F.layer_norm(
+        F.conv2d(torch.cat([x, h], 1), conv.weight, conv.bias, padding=1), norm.normalized_shape, norm.weight, norm.bias
+    )
+    i, f, g, o, *transfer = torch.sigmoid(gates).split(hidden, dim=1)
+    candidate = f * c + i * torch.tanh(gates[:, 2 * hidden : 3 * hidden])
+    memory = candidate.clone()
+    for n, gate in enumerate(transfer):
+        distiller_conv, distiller_norm = unit.distillers[n]
+        assert distiller_conv.bias is None
+        d = F.layer_norm(F.conv2d(candidate, distiller_conv.weight), (hidden, *size), distiller_norm.weight, distiller_norm.bias)
+        assert torch.allclose(out.distilled[:, n], d, atol=1e-5)
+        memory = memory + gate * d + (1 - gate) * candidate
+    assert torch.allclose(out.hidden, o * torch.tanh(candidate), atol=1e-5)
+    assert torch.allclose(out.memory, memory, atol=1e-5)
+
+
+def test_release_norm_normalises_the_tmu_layer_only_and_ties_the_frame_size():
+    from transmem.errors import DataError
+
+    torch.manual_seed(0)
+    layout = {0: {"source_channels": [8, 8]}}
+    model = RecurrentPredictor("convlstm", 1, [8, 8], 3, 4, "release", layout, forget_bias=0.0, frame_size=16)
+    assert isinstance(model.cells[1].gate_conv, torch.nn.Conv2d) and model.cells[1].gate_conv.bias is not None
+    assert model.frame_size == 16 and model(_frames()).predictions.shape == (2, 5, 1, 16, 16)
+    with pytest.raises(
+        DataError, match="32x32 pixels: this model \\(model.norm = 'release'\\) has LayerNorm weights for 16x16 frames only"
+    ):
+        model(_frames(size=32))
+    # without a TMU layer, "release" is "none": plain biased ConvLSTM cells, any frame size
+    plain = RecurrentPredictor("convlstm", 1, [8, 8], 3, 4, "release")
+    none = RecurrentPredictor("convlstm", 1, [8, 8], 3, 4, "none")
+    none.load_state_dict(plain.state_dict())
+    assert plain.frame_size is None and torch.equal(none(_frames(size=32)).predictions, plain(_frames(size=32)).predictions)
+    with pytest.raises(ValueError, match="ties the weights to one frame size"):
+        RecurrentPredictor("convlstm", 1, [8], 3, 4, "release", layout)
+    with pytest.raises(ValueError, match="ConvLSTM TMU"):
+        RecurrentPredictor("predrnn", 1, [8], 3, 4, "release", frame_size=16)
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_forget_bias_is_added_to_every_forget_gate(backbone):
+    """A model with forget_bias 0 and its forget-gate biases raised by 1 is the default model."""
+    torch.manual_seed(0)
+    default = RecurrentPredictor(backbone, 1, [8, 8], 3, 4)
+    shifted = RecurrentPredictor(backbone, 1, [8, 8], 3, 4, forget_bias=0.0)
+    shifted.load_state_dict(default.state_dict())
+    frames, mask = _frames(), rollout_mask(2, 6, 3)
+    decouple = default.uses_decoupling
+    assert not torch.allclose(default(frames, mask, collect_decoupling=decouple).predictions, shifted(frames, mask).predictions)
+    with torch.no_grad():
+        for cell in shifted.cells:
+            bias = cell.gate_conv.bias if backbone == "convlstm" else cell.conv_x.bias
+            for group in (1,) if backbone == "convlstm" else (1, 4):  # f (ConvLSTM); f and f' (ST-LSTM)
+                bias[group * 8 : (group + 1) * 8] += FORGET_BIAS
+    assert torch.allclose(default(frames, mask).predictions, shifted(frames, mask).predictions, atol=1e-6)
 
 
 def test_tmu_gate_extremes_follow_the_equations():

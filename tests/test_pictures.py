@@ -1,4 +1,5 @@
-"""Tests of transmem.evaluation.animations and .plots: files are written and read back with the right sizes."""
+"""Tests of transmem.evaluation.grid, .animations and .plots: layouts, and files written and read
+back with the right sizes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from transmem.evaluation.animations import frame_phases, save_gif, save_gif_grid, save_strip_png
+from transmem.evaluation.grid import on_time_axis, paint_grid
 from transmem.evaluation.plots import layer_name, plot_per_frame, plot_transfer_gates
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -209,3 +211,26 @@ def test_strip_png_puts_the_future_after_the_input(tmp_path):
     assert assert_png(path).shape[1] > assert_png(plain).shape[1]  # 5 columns, not 3
     with pytest.raises(ValueError, match="non-negative"):
         save_strip_png(path, rows, start={"truth": -1})
+
+
+# ----------------------------------------------------------------------------- the grid painter
+
+
+def test_paint_grid_lays_out_cells_with_gaps_and_blanks():
+    image = np.zeros((2, 3, 1), dtype=np.float32)  # (height, width, channels)
+    canvas = paint_grid([[image, None], [image]], gap=1, gap_value=1.0, blank_value=0.5)
+    assert canvas.shape == (2 * 2 + 1, 2 * 3 + 1, 1) and canvas.dtype == np.float32
+    assert (canvas[:2, :3] == 0).all() and (canvas[3:, :3] == 0).all()  # the two images
+    assert (canvas[:2, 4:] == 0.5).all() and (canvas[3:, 4:] == 0.5).all()  # None and the short row's end
+    assert (canvas[2] == 1).all() and (canvas[:, 3] == 1).all()  # the gaps
+    video = np.ones((4, 2, 3, 3))  # (time, height, width, channels): a sequence of grids
+    assert paint_grid([[video, video]], gap=2).shape == (4, 2, 3 + 2 + 3, 3)
+    with pytest.raises(ValueError, match="one shape"):
+        paint_grid([[image, video]], gap=1)
+
+
+def test_on_time_axis_holds_or_blanks_around_the_frames():
+    frames = np.arange(2, dtype=np.float64).reshape(2, 1, 1, 1) + 1  # frames 1 and 2
+    held = on_time_axis(frames, steps=5, start=1, pad="hold", blank_value=0.0)
+    assert held.ravel().tolist() == [0, 1, 2, 2, 2]
+    assert on_time_axis(frames, steps=5, start=1, pad="blank", blank_value=0.0).ravel().tolist() == [0, 1, 2, 0, 0]

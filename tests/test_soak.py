@@ -9,20 +9,18 @@ import signal
 
 import pytest
 
-from tests.support import (
+from tests.processes import (
     RESUMED,
     assert_clean_finished_run,
     checkpoint_after,
-    csv_rows,
     finish,
     good_iteration,
-    kill_raw,
     start,
     temporary_checkpoint_after,
     train_command,
     wait_then_kill,
-    write_config,
 )
+from tests.support import csv_rows, kill_raw, write_config
 
 
 @pytest.mark.soak

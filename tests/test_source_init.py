@@ -20,15 +20,16 @@ from tests.support import target_config, tiny_config
 from transmem.cli import main
 from transmem.config import ConfigError
 from transmem.data import build_dataset
+from transmem.data.batch import TrainingBatch
 from transmem.models import build_predictor
+from transmem.run import ranking
+from transmem.run.lifecycle import rank_init_sources, train
+from transmem.run.ranking import rank_sources
 from transmem.storage.model_file import load_model, save_model
 from transmem.storage.run_folder import INIT_FILE
-from transmem.training import engine
-from transmem.training.loop import train
-from transmem.transfer import ranking
-from transmem.transfer.memory_bank import RolloutMemoryBank, TrainingBatch
+from transmem.training import setup
+from transmem.transfer.memory_bank import RolloutMemoryBank
 from transmem.transfer.methods import METHODS, distillation_loss
-from transmem.transfer.ranking import rank_sources
 from transmem.transfer.zoo import SourceError, load_source
 
 
@@ -68,7 +69,7 @@ def test_a_source_initialised_target_starts_as_its_source(tmp_path, backbone, no
     target = METHODS[method](config, tmp_path / "run", torch.device("cpu"))
     torch.manual_seed(5)
     model = target.build_model()
-    record = target.initialize(model, rank_sources)
+    record = target.initialize(model, rank_init_sources(target))
     assert record["source"] == str(paths[1]) and record["ranking"] is None
     source = load_source(paths[1]).model
     x = frames()
@@ -91,7 +92,7 @@ def test_sum_and_mean_merges_do_not_start_as_the_source(tmp_path, merge):
     config = target_config(paths, model={"hidden": [8, 8]}, memory_merge=merge, init_from=paths[0].stem)
     target = METHODS["tmu"](config, tmp_path / "run", torch.device("cpu"))
     model = target.build_model()
-    target.initialize(model, rank_sources)
+    target.initialize(model, rank_init_sources(target))
     x = frames()
     gap = (model.predict(x[:, :3], 3) - load_source(paths[0]).model.predict(x[:, :3], 3)).abs().max()
     assert gap > 1e-3
@@ -218,7 +219,7 @@ def _spy_splits(monkeypatch) -> list[str]:
         splits.append(split)
         return real(config, split)
 
-    for module in (ranking, engine):
+    for module in (ranking, setup):
         monkeypatch.setattr(module, "build_dataset", spy)
     return splits
 

@@ -94,7 +94,7 @@ def test_a_nested_training_follows_the_outer_share_and_registers_once(registry, 
 
 def test_train_run_logs_the_shared_thread_count(registry, other_training, tmp_path):
     from tests.support import tiny_config
-    from transmem.training.loop import train
+    from transmem.run.lifecycle import train
 
     train(tiny_config(["train.iterations=2"]), tmp_path / "run", progress=False)
     logged = (tmp_path / "run" / "train.csv").read_text().splitlines()

@@ -14,11 +14,12 @@ from safetensors import safe_open
 from tests.support import csv_rows, tiny_config
 from transmem.benchmark.run_logs import kept_iteration, kept_validation_mse
 from transmem.config import ConfigError, TrainConfig, config_from_dict
+from transmem.errors import TrainingDiverged
+from transmem.run.conflicts import RunConflictError
+from transmem.run.lifecycle import train
 from transmem.storage.checkpoints import CheckpointError, latest_good_checkpoint, list_checkpoints, load_checkpoint
 from transmem.storage.locks import FileLock, LockedError
 from transmem.storage.model_file import load_model
-from transmem.training.conflicts import RunConflictError
-from transmem.training.loop import TrainingDiverged, train
 from transmem.training.sampling import batch_indices, sampling_probabilities, teacher_mask
 
 
@@ -190,7 +191,7 @@ def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path, content):
 
 
 def test_divergence_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    import transmem.training.engine as loop
+    import transmem.training.loop as loop
 
     calls = []
     original = loop._load_batch
@@ -281,21 +282,21 @@ def test_channels_last_training_matches_the_default_layout_and_resumes_exactly(t
 
 
 def test_a_run_killed_between_validation_and_checkpoint_logs_every_validation(tmp_path, monkeypatch):
-    import transmem.training.engine as loop
+    import transmem.training.loop as loop
 
     config = tiny_config(
         data={"train_size": 8, "val_size": 2}, train={"iterations": 6, "checkpoint_every": 2, "val_every": 2, "log_every": 1}
     )
-    validate, calls = loop._validate, []
+    validate, calls = loop._record_validation, []
 
-    def killed_after_validating_at_4(model, dataset, config, run_dir, iteration, device):
-        result = validate(model, dataset, config, run_dir, iteration, device)
+    def killed_after_validating_at_4(state, recorder, iteration):
+        result = validate(state, recorder, iteration)  # scored and logged
         calls.append(iteration)
         if iteration == 4 and calls.count(4) == 1:
             raise KeyboardInterrupt  # the kill lands before checkpoint 4 is written
         return result
 
-    monkeypatch.setattr(loop, "_validate", killed_after_validating_at_4)
+    monkeypatch.setattr(loop, "_record_validation", killed_after_validating_at_4)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "run", progress=False)
     assert [int(n.stem.split("-")[1]) for n in list_checkpoints(tmp_path / "run" / "checkpoints")] == [2]
@@ -336,11 +337,11 @@ def test_a_run_folder_being_trained_is_refused_without_a_write(tmp_path):
 
 
 def test_a_run_trained_by_another_process_while_this_one_starts_is_refused(tmp_path, monkeypatch):
-    import transmem.training.engine as loop
+    import transmem.run.resume as resume
 
     config = tiny_config()
     train(config, tmp_path / "run", progress=False, stop_at=3)
-    original, calls = loop.latest_good_checkpoint, []
+    original, calls = resume.latest_good_checkpoint, []
 
     def read_then_other_process_saves(*args, **kwargs):
         found = original(*args, **kwargs)  # this process read checkpoint 3 ...
@@ -349,7 +350,7 @@ def test_a_run_trained_by_another_process_while_this_one_starts_is_refused(tmp_p
             train(config, tmp_path / "run", progress=False, stop_at=4)  # ... then another one went on
         return found
 
-    monkeypatch.setattr(loop, "latest_good_checkpoint", read_then_other_process_saves)
+    monkeypatch.setattr(resume, "latest_good_checkpoint", read_then_other_process_saves)
     with pytest.raises(LockedError, match="another process trained this run while this one started"):
         train(config, tmp_path / "run", progress=False)
     monkeypatch.undo()
@@ -423,15 +424,15 @@ def test_training_with_progress_into_a_log_writes_no_carriage_returns(tmp_path, 
 
 def _scripted_validation(monkeypatch, scores: dict[int, float]):
     """Validation MSE by iteration from ``scores`` (the real validation still runs and logs)."""
-    import transmem.training.engine as engine
+    import transmem.training.loop as loop
 
-    real = engine._validate
+    real = loop._record_validation
 
-    def validate(model, dataset, config, run_dir, iteration, device):
-        means = real(model, dataset, config, run_dir, iteration, device)
+    def validate(state, recorder, iteration):
+        means = real(state, recorder, iteration)
         return {**means, "mse": scores[iteration]}
 
-    monkeypatch.setattr(engine, "_validate", validate)
+    monkeypatch.setattr(loop, "_record_validation", validate)
 
 
 def test_best_val_keeps_the_weights_of_the_lowest_validation_mse_and_resumes_to_them(tmp_path, monkeypatch):

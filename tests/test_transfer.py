@@ -21,17 +21,16 @@ from PIL import Image
 from tests.support import STEPS, TARGET_DATA, target_config, tiny_config
 from transmem.cli import main
 from transmem.config import ConfigError
-from transmem.data import build_dataset
+from transmem.data import TrainingBatch, build_dataset
 from transmem.models import build_predictor, rollout_mask
 from transmem.predictor import load
+from transmem.run.lifecycle import train
 from transmem.storage.locks import FileLock
 from transmem.storage.model_file import load_model, save_model
-from transmem.training.loop import train
 from transmem.transfer import (
     CachedMemoryBank,
     LiveMemoryBank,
     SourceError,
-    TrainingBatch,
     distillation_loss,
     load_source,
     load_zoo,

@@ -14,7 +14,8 @@ Expected failures (bad config, bad data, unusable checkpoints or sources, a run 
 holding another run, a path that cannot be read or written) print one line
 ``transmem: error: ...`` and exit with status 2; nothing is written or deleted. A diverged
 run exits with 3, running out of memory with 4, Ctrl-C with 130 (rerunning the same command
-resumes).
+resumes). A stdout closed by its reader (``transmem zoo list DIR | head -1``) ends the output
+quietly with status 141, as a Unix tool killed by SIGPIPE does.
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transmem.errors import ConfigError  # the CLI loads no torch before it must (transmem --help)
+
+if TYPE_CHECKING:
+    from transmem.benchmark.request import BenchmarkRequest
+    from transmem.speed.request import SpeedRequest
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_OUT_OF_MEMORY = 4
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what the shell reports for a Unix tool whose reader went away
 
 
 def _one_line(error: BaseException, limit: int = 1000) -> str:
@@ -49,6 +56,7 @@ def _os_error_message(error: OSError) -> str:
         errno.EISDIR: "is a folder, not a file",
         errno.EEXIST: "already exists and is not a folder",
         errno.ENOENT: "no such file or folder",
+        errno.ENOSPC: "no space left on device; free some space and rerun the same command (a run resumes from its last checkpoint)",
     }
     if error.errno in reasons:
         return f"{where}: {reasons[error.errno]}"
@@ -161,8 +169,8 @@ def _parser() -> argparse.ArgumentParser:
     data_commands.add_parser("list", help="list the registered datasets")
 
     bench = commands.add_parser("benchmark", help="run (or resume) a transfer benchmark suite")
-    bench.add_argument("suite", help="digits | far | video")
-    bench.add_argument("--profile", default="quick", help="quick | full")
+    bench.add_argument("suite", help="a suite file (TOML: target, sources, methods) or a shipped suite: digits | far | video")
+    bench.add_argument("--profile", default="quick", help="quick | full | lowdata | paper")
     bench.add_argument("--out", required=True, help="benchmark folder (resumed if it exists)")
     bench.add_argument("--methods", nargs="*", help="only these methods (default: all of the suite)")
     bench.add_argument(
@@ -197,6 +205,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="train N runs at once in worker processes, each with 1/N of torch's threads (default 1)",
     )
+    bench.add_argument(
+        "--budget",
+        default="iterations",
+        choices=["iterations", "flops"],
+        help="what every method gets the same of: the profile's iterations (default), or the training FLOPs of the "
+        "costliest method in them (cheaper methods train longer)",
+    )
     look = bench.add_mutually_exclusive_group()  # each answers instead of training
     look.add_argument("--status", action="store_true", help="show where each run stands; train nothing")
     look.add_argument(
@@ -209,9 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     speed = commands.add_parser(
         "speed", help="measure training and inference speed, memory and efficiency, with the targets' ratios"
     )
-    from transmem.benchmark.speed import add_arguments as speed_arguments
-
-    speed_arguments(speed)
+    _speed_arguments(speed)
 
     zoo = commands.add_parser("zoo", help="source zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
@@ -246,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args) -> int:
     from transmem.config import load_config
-    from transmem.training.loop import train
+    from transmem.run.lifecycle import train
 
     config = load_config(args.config, args.overrides)
     _check_out(args.out, folder=True)
@@ -334,7 +347,7 @@ def _predict(args) -> int:
     frames = read_frames_file(args.input)
     truth = read_frames_file(args.truth) if args.truth else None
     frames, truth = match_frames(frames, truth, data, args.input, args.truth)
-    for line in input_warnings(frames, data, predictor.model.patch, args.input):
+    for line in input_warnings(frames, data, predictor.model.patch, args.input, predictor.model.frame_size):
         print(f"transmem: warning: {line}", file=sys.stderr)
     horizon = args.horizon or (truth.shape[1] if truth is not None else data.total_len - data.input_len)
     prediction = predictor.predict(frames, horizon)
@@ -394,8 +407,8 @@ def _zoo_rank(args) -> int:
     import json
 
     from transmem.config import load_config
+    from transmem.run.ranking import format_ranking, rank_sources
     from transmem.storage.files import atomic_write_text
-    from transmem.transfer.ranking import format_ranking, rank_sources
     from transmem.transfer.zoo import SourceError, load_zoo
 
     if not args.sources:
@@ -414,59 +427,126 @@ def _zoo_rank(args) -> int:
     return 0
 
 
+def _benchmark_request(args) -> BenchmarkRequest:
+    from transmem.benchmark.request import BenchmarkRequest
+    from transmem.config import parse_setting
+
+    _check_out(args.out, folder=True)
+    if args.zoo and args.zoo != "builtin":
+        _check_out(args.zoo, folder=True, option="--zoo")
+    return BenchmarkRequest(
+        suite=args.suite,
+        out=Path(args.out),
+        profile=args.profile,
+        methods=tuple(args.methods) if args.methods else None,
+        settings=tuple(parse_setting(text) for text in args.overrides),
+        target_settings=tuple(parse_setting(text) for text in args.target_overrides),
+        seeds=tuple(args.seeds) if args.seeds is not None else None,
+        zoo=args.zoo,
+        jobs=args.jobs,
+        choose=tuple(args.choose or ()),
+        budget=args.budget,
+        progress=not args.no_progress,
+    )
+
+
 def _benchmark(args) -> int:
     from transmem.benchmark.runner import run_benchmark
-    from transmem.benchmark.status import benchmark_status
-    from transmem.benchmark.suites import PROFILES, SUITES
 
-    if args.suite not in SUITES:
-        raise ConfigError(f"benchmark: unknown suite {args.suite!r}; known: {', '.join(SUITES)}")
-    if args.profile not in PROFILES:
-        raise ConfigError(f"benchmark: unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
-    if args.jobs < 1:
-        raise ConfigError(f"benchmark: --jobs must be at least 1, got {args.jobs}")
-    _check_out(args.out, folder=True)
-    if args.zoo:
-        _check_out(args.zoo, folder=True, option="--zoo")
+    request = _benchmark_request(args)
     if args.status:
-        options = {"methods": args.methods, "overrides": args.overrides, "seeds": args.seeds, "zoo": args.zoo}
-        options.update(target_overrides=args.target_overrides, choose=args.choose)
-        rows = benchmark_status(args.suite, args.profile, args.out, **options)
-        done = sum(row["state"] == "finished" for row in rows)
-        print(f"benchmark {args.suite} ({args.profile}) in {args.out}: {done} of {len(rows)} runs finished")
-        width = max(len(row["run"]) for row in rows)
-        for row in rows:
-            print(f"  {row['run']:<{width}}  {row['state']}")
-        return 0
+        return _benchmark_status(request)
     if args.estimate:
         from transmem.benchmark.estimate import estimate_training
-        from transmem.benchmark.planning import benchmark_tasks
+        from transmem.benchmark.planning import plan_benchmark
 
-        options = (args.methods, args.overrides, args.seeds, args.zoo, args.target_overrides, args.choose)
-        *_, tasks, _ = benchmark_tasks(args.suite, args.profile, args.out, *options)
-        estimate = estimate_training(tasks, args.jobs)
+        estimate = estimate_training(plan_benchmark(request).tasks, args.jobs)
         print(estimate.line() if estimate else f"benchmark {args.suite} ({args.profile}) in {args.out}: nothing left to train")
         return 0
-    run_benchmark(
-        args.suite,
-        args.profile,
-        args.out,
-        args.methods,
-        progress=not args.no_progress,
-        overrides=args.overrides,
-        seeds=args.seeds,
-        zoo=args.zoo,
-        target_overrides=args.target_overrides,
-        jobs=args.jobs,
-        choose=args.choose,
-    )
+    run_benchmark(request)
     return 0
 
 
-def _speed(args) -> int:
-    from transmem.benchmark.speed import measure_speed
+def _benchmark_status(request) -> int:
+    from transmem.benchmark.status import benchmark_status
 
-    return measure_speed(args)
+    rows = benchmark_status(request)
+    done = sum(row["state"] == "finished" for row in rows)
+    print(f"benchmark {request.suite} ({request.profile}) in {request.out}: {done} of {len(rows)} runs finished")
+    width = max(len(row["run"]) for row in rows)
+    for row in rows:
+        print(f"  {row['run']:<{width}}  {row['state']}")
+    return 0
+
+
+def _speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``transmem speed``: the fields of :class:`~transmem.speed.request.SpeedRequest`."""
+    parser.add_argument(
+        "--device", default="auto", help="where to measure: auto (CUDA when available), cpu, cuda or cuda:N (default auto)"
+    )
+    parser.add_argument("--config", default="both", choices=["small", "paper", "both"], help="configuration(s) to measure")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 10, --quick 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (default 2, --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="few repeats: a rough table in a short time")
+    parser.add_argument(
+        "--precision", default="float32", choices=["float32", "bf16"], help="also time the step under bf16 autocast"
+    )
+    parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
+    parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="also time the plain step captured in a CUDA graph (train.cuda_graph; CUDA only)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="also time the step with channels-last weights and states (train.channels_last)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument(
+        "--memory-steps", type=int, default=None, help="training steps per peak-memory process (default 3, --quick 2)"
+    )
+    parser.add_argument("--json", help="also write every measurement to this JSON file")
+    parser.add_argument("--workdir", help="folder for the sources and the cached bank (default: a temporary folder)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 if a target fails")
+    parser.add_argument(
+        "--shared-machine",
+        action="store_true",
+        help="only measure two trainings side by side against one alone, per OpenMP wait policy (see speed/sharing.py)",
+    )
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: a tiny configuration
+
+
+def _speed_request(args: argparse.Namespace) -> SpeedRequest:
+    """``transmem speed``'s options as a checked :class:`~transmem.speed.request.SpeedRequest`."""
+    from transmem.speed.request import SpeedRequest  # loads torch: not before the command runs
+
+    return SpeedRequest(
+        device=args.device,
+        config=args.config,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        quick=args.quick,
+        precision=args.precision,
+        compile_model=args.compile,
+        cuda_graph=args.cuda_graph,
+        channels_last=args.channels_last,
+        threads=args.threads,
+        memory=not args.no_memory,
+        memory_steps=args.memory_steps,
+        json_path=Path(args.json) if args.json else None,
+        workdir=Path(args.workdir) if args.workdir else None,
+        strict=args.strict,
+        shared_machine=args.shared_machine,
+        tiny=args.tiny,
+    )
+
+
+def _speed(args) -> int:
+    from transmem.speed.measure import measure_speed
+
+    return measure_speed(_speed_request(args))
 
 
 COMMANDS = {
@@ -481,13 +561,30 @@ COMMANDS = {
 }
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit writes nowhere instead
+    of failing again on the closed pipe (Python's documented recipe for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by an object without a file descriptor
+        pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     from transmem.errors import EXPECTED_ERRORS, TrainingDiverged
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed stdout shows here, not at exit as an "Exception ignored" traceback
+        return status
+    except BrokenPipeError:  # stdout closed by its reader (`transmem zoo list DIR | head -1`): stop quietly
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except TrainingDiverged as error:
         print(f"transmem: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_DIVERGED

@@ -25,6 +25,7 @@ from transmem.schema import (  # noqa: F401 - re-exported: the configuration's p
     MAX_SEED,
     MEMORY_MERGES,
     METHOD_NAMES,
+    NORMS,
     REQUIRED_SECTIONS,
     RETIRED_KEYS,
     ConfigError,
@@ -35,10 +36,13 @@ from transmem.schema import (  # noqa: F401 - re-exported: the configuration's p
     TrainConfig,
     TransferConfig,
     apply_overrides,
+    apply_settings,
     build_dataclass,
     check_seed,
     deep_copy,
+    format_setting,
     parse_override,
+    parse_setting,
     tomllib,
 )
 
@@ -60,6 +64,10 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"transfer.layers: layer {layer} does not exist (model has {len(config.model.hidden)} layers)")
     if config.train.time_reversal and config.transfer.method in ("tmu", "distill") and config.transfer.bank == "cached":
         raise ConfigError("train.time_reversal: the cached memory bank holds forward-time sequences; use transfer.bank = 'live'")
+    if config.train.reverse_input and config.transfer.method in ("tmu", "distill") and config.transfer.bank == "cached":
+        raise ConfigError(
+            "train.reverse_input: the cached memory bank holds forward-time sequences; use transfer.bank = 'live' or 'rollout'"
+        )
     if config.train.weights == "best_val" and config.data.val_size == 0:
         raise ConfigError("train.weights: 'best_val' chooses on the validation split, which needs data.val_size > 0")
     if config.train.val_start and config.data.val_size == 0:
@@ -92,13 +100,9 @@ def config_from_dict(raw: dict, overrides: list[str] | None = None, *, stored: b
     return config
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, *, stored: bool = False) -> RunConfig:
-    """Read, override, type-check and validate a TOML run configuration.
-
-    ``stored=True`` for a configuration transmem saved itself (see :data:`RETIRED_KEYS`).
-    A user's file must name at least its :data:`REQUIRED_SECTIONS`: an empty file would
-    otherwise train the built-in defaults.
-    """
+def read_config_file(path: str | Path, *, stored: bool = False) -> dict:
+    """The raw dict of a TOML run configuration (checked for its required sections, not
+    built: see :func:`load_config`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: " + ("a folder, not a config file" if path.is_dir() else "config file not found"))
@@ -114,6 +118,22 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, stored:
             + '; a config file names at least its [data] and [model] sections (e.g. [data] name = "moving_digits" and '
             "[model] hidden = [32, 32]; see the shipped configs in configs/)"
         )
+    return raw
+
+
+def config_with(raw: dict, settings: dict) -> RunConfig:
+    """Build and validate the config of ``raw`` with typed ``settings`` (``{"train.lr": 1e-3}``)."""
+    return config_from_dict(apply_settings(deep_copy(raw), settings))
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, *, stored: bool = False) -> RunConfig:
+    """Read, override, type-check and validate a TOML run configuration.
+
+    ``stored=True`` for a configuration transmem saved itself (see :data:`RETIRED_KEYS`).
+    A user's file must name at least its :data:`REQUIRED_SECTIONS`: an empty file would
+    otherwise train the built-in defaults.
+    """
+    raw = read_config_file(path, stored=stored)
     return config_from_dict(raw, overrides, stored=stored)
 
 

@@ -46,6 +46,15 @@ class LockedError(TransmemError, RuntimeError):
     """Another process holds the lock."""
 
 
+class DiskFullError(TransmemError, OSError):
+    """A write found no space left on its disk (ENOSPC, or a quota). The message names the file
+    and the bytes it needed; the writer left no partial file (built by
+    :func:`transmem.storage.files.disk_full_error`, which also sets ``errno`` and ``filename``)."""
+
+    def __str__(self) -> str:  # the message alone, not OSError's "[Errno 28] ...: 'path'"
+        return str(self.args[0]) if self.args else "no space left on device"
+
+
 class TrainingDiverged(TransmemError, RuntimeError):
     """The loss became NaN or inf; the run folder keeps its last good checkpoint (exit status 3)."""
 

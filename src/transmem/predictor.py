@@ -58,15 +58,20 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
     return Predictor(load_model(path, device))
 
 
-def input_warnings(frames: Tensor, data, patch: int, source: str) -> list[str]:
+def input_warnings(frames: Tensor, data, patch: int, source: str, tied_size: int | None = None) -> list[str]:
     """One line per way ``frames`` (B, T, C, H, W) differ from what the model was trained on
-    and it can still run; a frame size the model cannot take raises DataError."""
+    and it can still run; a frame size the model cannot take raises DataError (``tied_size``:
+    the only frame side a ``model.norm = "release"`` model takes, its ``frame_size``)."""
     from transmem.data import DataError
 
     height, width = frames.shape[-2:]
     if height % patch or width % patch:
         raise DataError(
             f"{source}: frames of {height}x{width} pixels cannot be read by the model (its patch size {patch} must divide both sides)"
+        )
+    if tied_size is not None and (height, width) != (tied_size, tied_size):
+        raise DataError(
+            f"{source}: frames of {height}x{width} pixels; the model (model.norm = 'release') takes {tied_size}x{tied_size} frames only"
         )
     lines = []
     if frames.shape[1] != data.input_len:

@@ -62,6 +62,10 @@ class DataConfig:
             raise ConfigError("data.test_size: must be at least 1")
 
 
+#: model.norm: how the cells normalise their convolutions (see :class:`ModelConfig`).
+NORMS = ("none", "group", "release")
+
+
 @dataclass
 class ModelConfig:
     """The predictive backbone (see :data:`transmem.models.BACKBONES`)."""
@@ -70,7 +74,18 @@ class ModelConfig:
     hidden: list = field(default_factory=lambda: [32, 32])  # channels of each layer
     kernel: int = 3
     patch: int = 4  # space-to-depth patch size
-    norm: str = "none"  # none | group (GroupNorm(1, C): not tied to a frame size)
+    # none: biased convolutions, no normalisation | group: GroupNorm(1, C) after every
+    # convolution (not tied to a frame size) | release: the authors' release, ConvLSTM only:
+    # a TMU layer's gate convolution (with bias) and each distiller's 1x1 convolution are
+    # followed by LayerNorm over (C, h, w) with per-element affine weights, the other layers
+    # are biased convolutions without normalisation. A model with a TMU layer is then tied to
+    # data.frame_size: it refuses frames of any other size (training, evaluation, prediction).
+    norm: str = "none"
+    # added to the forget gate's pre-activation, f = sigmoid(z_f + forget_bias): 1.0 as in
+    # PredRNN; the release adds none (0.0). Where the gate has a learned bias, as in every
+    # shipped architecture, it only shifts where that bias starts: a fresh model's forget
+    # gates start more open with 1.0.
+    forget_bias: float = 1.0
     decouple_weight: float = 0.01  # PredRNN-V2 memory-decoupling loss weight
 
     def validate(self) -> None:
@@ -84,8 +99,12 @@ class ModelConfig:
         _positive(self, "kernel", "patch")
         if self.kernel % 2 == 0:
             raise ConfigError(f"model.kernel: must be odd to keep the frame size, got {self.kernel}")
-        if self.norm not in ("none", "group"):
-            raise ConfigError(f"model.norm: expected 'none' or 'group', got {self.norm!r}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"model.norm: expected one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.norm == "release" and self.backbone != "convlstm":
+            raise ConfigError(
+                f"model.norm: 'release' is the authors' ConvLSTM TMU; it needs backbone = 'convlstm', not {self.backbone!r}"
+            )
         if self.decouple_weight < 0:
             raise ConfigError("model.decouple_weight: must be >= 0")
 
@@ -103,6 +122,11 @@ class TrainConfig:
     sampling_stop: float = 0.5  # fraction of iterations after which eta = 0 (standard and reverse)
     reverse_start: float = 0.25  # reverse sampling: fraction where the input-part ratio starts rising
     time_reversal: bool = False  # augment by playing sequences backwards with probability 1/2
+    # the release's --reverse_input 1: every iteration makes a second optimiser step on the
+    # same batch played backwards in time, with the same scheduled-sampling mask (two updates,
+    # each source rolled out again on the reversed frames); still one iteration for the
+    # schedules, logs and checkpoints, whose logged loss terms are the means of the two steps
+    reverse_input: bool = False
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = 50
@@ -148,6 +172,12 @@ class TrainConfig:
             raise ConfigError(f"train.precision: expected 'float32' or 'bf16', got {self.precision!r}")
         if self.sampling == "reverse" and self.reverse_start > self.sampling_stop:
             raise ConfigError("train.reverse_start: must not exceed train.sampling_stop")
+        if self.reverse_input and self.time_reversal:
+            raise ConfigError(
+                "train.reverse_input: already trains on every batch in both directions; set train.time_reversal = false"
+            )
+        if self.cuda_graph and self.reverse_input:
+            raise ConfigError("train.cuda_graph: captures one optimiser step per iteration; use it without train.reverse_input")
         if self.cuda_graph and self.compile:
             raise ConfigError("train.cuda_graph: replays the eager step's kernels; use it without train.compile")
         if self.cuda_graph and self.lr_schedule != "none":
@@ -402,16 +432,45 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    for text in overrides:
-        path, value = parse_override(text)
+    """Apply ``section.key=value`` strings (``--set``) to a raw config dict, in order."""
+    return apply_settings(raw, dict(parse_setting(text) for text in overrides))
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``"train.lr=1e-3"`` -> ``("train.lr", 0.001)``: a ``--set`` string as a typed setting."""
+    path, value = parse_override(text)
+    return ".".join(path), value
+
+
+def apply_settings(raw: dict, settings: dict[str, Any]) -> dict:
+    """Set each ``"section.key": value`` of ``settings`` in the raw config dict ``raw`` (in place;
+    returned). Values are typed already: they are checked when the config is built."""
+    for key, value in settings.items():
+        path = key.split(".")
         node = raw
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {text}: {part} is not a table")
+                raise ConfigError(f"--set {key}: {part} is not a table")
             node = child
         node[path[-1]] = value
     return raw
+
+
+def format_setting(key: str, value: Any) -> str:
+    """The ``--set`` string of a typed setting: the inverse of :func:`parse_setting`, on one
+    line (``model.hidden=[8, 8]``: tomli_w alone writes an array over several lines)."""
+    return f"{key}={_inline_toml(value)}"
+
+
+def _inline_toml(value: Any) -> str:
+    """``value`` as a one-line TOML value (arrays and tables inline)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_inline_toml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        keys = {key: tomli_w.dumps({key: 0}).strip()[: -len(" = 0")] for key in value}
+        return "{" + ", ".join(f"{keys[key]} = {_inline_toml(item)}" for key, item in value.items()) + "}"
+    return tomli_w.dumps({"v": value}).strip()[len("v = ") :]
 
 
 #: Keys that earlier versions wrote into saved configs and that no longer exist. They had

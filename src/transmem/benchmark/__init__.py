@@ -1,11 +1,9 @@
-"""Benchmarks: the transfer benchmark and ``transmem speed``.
+"""The transfer benchmark (``transmem benchmark``).
 
 - :mod:`~transmem.benchmark.suites` and :mod:`~transmem.benchmark.runner`: suites of sources
-  and target methods, run with one budget (``transmem benchmark``).
-- :mod:`~transmem.benchmark.speed` (with ``speed_config``, ``flops``, ``workload`` and
-  ``peak_memory``): training-step and inference speed, memory and efficiency
-  (``transmem speed``).
+  and target methods, run with one budget.
+- :mod:`~transmem.benchmark.estimate`: how long the training left will take, its steps timed
+  with :mod:`transmem.speed`'s workloads (``transmem speed`` is a package of its own).
 
-Nothing is imported here, so that ``transmem speed``'s parser and its peak-memory processes
-do not load the runner (torch, matplotlib) before they need it.
+Nothing is imported here, so that importing one module loads only what it needs.
 """

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 
 from transmem.benchmark.planning import plain_step_cost
 from transmem.benchmark.scheduler import Task, gpu_count, remaining_iterations, remaining_work
-from transmem.benchmark.speed_config import SpeedConfig
 from transmem.benchmark.suites import Profile
 from transmem.config import ConfigError, RunConfig
 from transmem.progress import format_seconds
+from transmem.speed.configs import SpeedConfig
 from transmem.transfer.methods import METHODS
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 def step_spec(config: RunConfig) -> SpeedConfig:
-    """The shapes and settings of ``config``'s training step, as :mod:`~transmem.benchmark.workload` builds it."""
+    """The shapes and settings of ``config``'s training step, as :mod:`~transmem.speed.workload` builds it."""
     data, model = config.data, config.model
     return SpeedConfig(
         "estimate",
@@ -67,8 +67,8 @@ def step_seconds(config: RunConfig, device: str, variant: str = "plain", steps: 
     the CPU, where the paper's step takes seconds). Writes nothing but a temporary folder."""
     import torch
 
-    from transmem.benchmark.timing import measure_interleaved, synchronizer
-    from transmem.benchmark.workload import build_workload
+    from transmem.speed.timing import measure_interleaved, synchronizer
+    from transmem.speed.workload import build_workload
     from transmem.training.cuda_graph import WARMUP_STEPS
 
     on_cuda = device.startswith("cuda")
@@ -123,7 +123,7 @@ def estimate_training(tasks: list[Task], jobs: int, measure=None) -> Estimate | 
     """The training time of what is left of ``tasks`` with ``jobs`` workers, from steps timed
     now (``measure(config, device, variant)``, module docstring) on the device their runs
     resolve to (default :func:`step_seconds`); None when nothing is left to train (nothing is measured)."""
-    from transmem.training.engine import resolve_device
+    from transmem.training.setup import resolve_device
 
     measure = measure or step_seconds
     iterations = {task.name: remaining_iterations(task) for task in tasks}
@@ -144,7 +144,7 @@ def estimate_training(tasks: list[Task], jobs: int, measure=None) -> Estimate | 
             if key not in kinds:
                 kinds[key] = (name, measure(task.config, str(device), variant), 0)
             name, step, n = kinds[key]
-            kinds[key] = (name, step, n + iterations[task.name])
+            kinds[key] = (name, step, n + iterations[task.name] * (2 if train.reverse_input else 1))  # steps per iteration
         seconds = sum(step * n for _, step, n in kinds.values()) / at_once
         steps = ", ".join(f"{name} {step * 1e3:.0f} ms" for name, step, _ in kinds.values())
         return Estimate(seconds, device, f"{runs}, steps measured just now on {device}: {steps}; {at_once} at once")

@@ -33,12 +33,13 @@ def results_markdown(suite: Suite, profile_name: str, profile: Profile, results:
         "",
         suite.description + ".",
         "",
-        f"Profile: {_seeds_text(profile.seeds)}; {profile.notes}. Every method has the same budget; "
-        "mean ± std over seeds; best per column in bold.",
+        f"Profile: {_seeds_text(profile.seeds)}; {profile.notes}. {_budget_text(results)} "
+        "Mean ± std over seeds; best per column in bold.",
         "MSE and MAE are summed over a frame's pixels, averaged over test sequences and over the predicted frames.",
         "",
         results["table"],
         "",
+        *_comparison_lines(results),
         *_choice_lines(results.get("choice")),
         "Training wall time per run (s): "
         + ", ".join(
@@ -83,6 +84,31 @@ def results_markdown(suite: Suite, profile_name: str, profile: Profile, results:
     for name in results.get("pictures") or []:
         lines += [f"![{captions[name]}]({name})", ""]
     return "\n".join(lines)
+
+
+def _budget_text(results: dict) -> str:
+    """What every method got the same of, and each run's iterations and training FLOPs."""
+    rows = (
+        [r for r in results["rows"] if r["seed"] == results["rows"][0]["seed"] and "train_flops" in r] if results["rows"] else []
+    )
+    runs = ", ".join(f"{r['method']} {r['iterations']} it / {r['train_flops']:.3g} FLOPs" for r in rows)
+    runs = f" ({runs})" if runs else ""
+    if results.get("budget") == "flops":
+        return f"Budget `flops`: every method the training FLOPs of the costliest in the profile's iterations{runs}."
+    return f"Budget `iterations`: every method the profile's iterations{runs}."
+
+
+def _comparison_lines(results: dict) -> list[str]:
+    """Each method against the reference: difference in mean test MSE, Welch's 95% interval, p."""
+    if not results.get("comparison_table"):
+        return []
+    return [
+        "Each method against the reference (Welch's t-test over seeds; a method beats it only where the whole "
+        "interval is below 0):",
+        "",
+        results["comparison_table"],
+        "",
+    ]
 
 
 def _choice_lines(choice: dict | None) -> list[str]:

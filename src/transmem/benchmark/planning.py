@@ -1,111 +1,310 @@
-"""Planning a benchmark: which runs a suite and profile make (methods, seeds, sources, the
-builtin zoo), as :class:`~transmem.benchmark.scheduler.Task` objects with their configs."""
+"""Planning a benchmark: every run a request makes (sources, methods, seeds, ``--choose``
+values), each with its typed config, all checked before anything is written.
+
+The plan is a list of :class:`~transmem.benchmark.scheduler.Task` (sources first) and one
+:class:`TargetRun` per target run. Each target config is the suite's target config with its
+``[transfer]`` section replaced by the method's (``configs/methods.toml``), then the
+profile's, the method's own (its ``target`` table), the user's and the planner's settings
+(seed, sources, bank folder, width).
+"""
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import replace
-from importlib.resources import files
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
-    import tomli as tomllib
-
+from transmem.benchmark.budget import RunFlops, equal_flops_iterations, run_flops, with_iterations
+from transmem.benchmark.request import BenchmarkRequest
 from transmem.benchmark.scheduler import Task
-from transmem.benchmark.suites import OPT_IN_METHODS, PROFILES, SCRATCH_METHODS, SUITES, WIDE_METHODS, Profile, Suite
-from transmem.config import ConfigError, RunConfig, config_from_dict, load_config, parse_override
-from transmem.storage.run_folder import MEMORY_BANK_DIR
-from transmem.training.conflicts import config_differences
+from transmem.benchmark.suites import PROFILES, MethodSpec, Profile, Suite, benchmark_methods, load_suite
+from transmem.config import (
+    ConfigError,
+    RunConfig,
+    config_from_dict,
+    config_with,
+    deep_copy,
+    parse_setting,
+    read_config_file,
+    tomllib,
+)
+from transmem.run.conflicts import config_differences
+from transmem.storage.model_file import stored_model_config
+from transmem.storage.run_folder import MEMORY_BANK_DIR, MODEL_FILE
 from transmem.training.cuda_graph import check_graphable
-from transmem.training.engine import resolve_device
-from transmem.transfer.builtin import PREFIX, builtin_index, builtin_name
+from transmem.training.setup import resolve_device
+from transmem.transfer.builtin import PREFIX, builtin_index
 from transmem.transfer.methods import METHODS
 
-BUILTIN_ZOO = "builtin"  # --zoo builtin: the sources that ship with transmem, where they match the profile
+
+@dataclass
+class TargetRun:
+    """One target run of the plan."""
+
+    method: str  # the method's name in the tables (finetune_<source> for per-source methods)
+    seed: int
+    candidate: str  # the --choose value it trains with ("" without --choose)
+    task: str  # its task's name
+    run_dir: Path
+    sources: list[str]  # the suite's names of the sources it reads
+    source_paths: list[str]
+    config: RunConfig
+    flops: RunFlops | None = None
+    metrics: dict | None = None  # its test metrics, once evaluated
+
+    @property
+    def train_flops(self) -> float:
+        return self.flops.total(self.config.train.iterations) if self.flops else float("nan")
 
 
-def configs_root() -> Path:
-    return Path(str(files("transmem") / "configs"))
+@dataclass
+class Plan:
+    request: BenchmarkRequest
+    suite: Suite
+    profile: Profile
+    out: Path  # absolute
+    tasks: list[Task]
+    runs: list[TargetRun]
+    source_paths: dict[str, str]  # every source the runs read: run folder, model file or builtin:NAME
+    budget_flops: float | None = None  # --budget flops: every run's training FLOPs
 
 
-def zoo_folder(out: Path, zoo: str | Path | None = None) -> Path:
-    """The folder of the source runs: ``zoo`` if given (made absolute), else ``out/sources``
-    (also for ``--zoo builtin``: the sources the builtin zoo lacks are trained there)."""
-    return Path(zoo).resolve() if zoo is not None and str(zoo) != BUILTIN_ZOO else Path(out) / "sources"
+def plan_benchmark(request: BenchmarkRequest, check_devices: bool = True, count_flops: bool = True) -> Plan:
+    """Every run of ``request``, its config loaded and checked. Writes nothing.
 
-
-def builtin_match(suite: Suite, name: str, config: RunConfig) -> str | None:
-    """``builtin:NAME`` if the builtin zoo ships the suite's source ``name`` trained with
-    exactly ``config``, else None (the benchmark then trains its own)."""
-    builtin = builtin_name(suite.name, name)
-    entry = builtin_index().get(builtin) if builtin else None
-    if entry is None:
-        return None
-    stored = config_from_dict(tomllib.loads(entry["config"]), stored=True)
-    return f"{PREFIX}{builtin}" if not config_differences(stored, config) else None
-
-
-def plan_runs(
-    suite: Suite,
-    profile: Profile,
-    out: Path,
-    methods: list[str] | None = None,
-    overrides: list[str] | None = None,
-    zoo: Path | None = None,
-    source_paths: dict[str, str] | None = None,
-) -> list[dict]:
-    """Every target run of the benchmark: ``{"method", "seed", "config_file", "overrides", "run_dir", "sources"}``.
-
-    ``sources`` names the suite's sources the run reads (none for scratch). ``methods`` picks
-    among the suite's methods (``finetune`` is one run per source) and ``finetune_<source>``
-    names (default: every method but the opt-in controls, :data:`OPT_IN_METHODS`); runs come in
-    the suite's order.
-
-    Sources are the run folders ``<zoo>/<name>`` (default zoo: ``out/sources``), or the
-    paths ``source_paths`` gives (``builtin:NAME``).
+    ``check_devices``: refuse runs whose ``train.cuda_graph`` this machine or their method
+    cannot capture (not for ``--status``, which only reads). ``count_flops``: count each
+    run's training FLOPs (:mod:`~transmem.benchmark.budget`; always under ``--budget flops``).
     """
-    finetunes = [f"finetune_{name}" for name in suite.sources]
-    chosen = set(methods or [m for m in suite.methods if m not in OPT_IN_METHODS])
-    unknown = sorted(chosen - set(suite.methods) - set(finetunes))
-    if unknown:
-        raise ConfigError(f"unknown method(s) {unknown}; suite {suite.name} has {[*suite.methods, *finetunes]}")
-    source_dirs = {name: (source_paths or {}).get(name) or zoo_folder(out, zoo) / name for name in suite.sources}
-    all_sources = "[" + ", ".join(json.dumps(str(p)) for p in source_dirs.values()) + "]"
-    plan = []
-    for seed in profile.seeds:
-        for method in suite.methods:
-            base = [
-                *profile.target_overrides,
-                *(overrides or []),
-                f"train.seed={seed}",
-                f"transfer.cache_dir={json.dumps(str(out / MEMORY_BANK_DIR))}",
-            ]
-            variants = (
-                {
-                    f"finetune_{name}": ([f"transfer.sources=[{json.dumps(str(path))}]"], [name])
-                    for name, path in source_dirs.items()
-                }
-                if method == "finetune"
-                else {method: ([], []) if method in SCRATCH_METHODS else ([f"transfer.sources={all_sources}"], list(source_dirs))}
-            )
-            for name, (extra, sources) in variants.items():
-                if name not in chosen and method not in chosen:
-                    continue
-                plan.append(
-                    {
-                        "method": name,
-                        "seed": seed,
-                        "config_file": suite.methods[method],
-                        "overrides": base + extra,
-                        "run_dir": out / "runs" / name / f"seed{seed}",
-                        "sources": sources,
-                        "source_paths": [str(source_dirs[s]) for s in sources],
-                    }
-                )
+    suite, profile = load_suite(request.suite), _profile(request)
+    if profile.suites and suite.name not in profile.suites:
+        raise ConfigError(f"--profile {request.profile}: defined for suite(s) {', '.join(profile.suites)} only, not {suite.name}")
+    # Absolute paths: the runs' configs name the sources and the bank folder, and must not
+    # depend on how DIR was spelled (a resumed benchmark would refuse its own runs).
+    out = Path(request.out).resolve()
+    fixed = {**dict(request.settings), **dict(request.target_settings)}
+    sources = _resolve_sources(suite, profile, request)
+    runs = []
+    for candidate in choice_candidates(request.choose, fixed):
+        folder = out / candidate if candidate else out
+        settings = {**fixed, **dict([parse_setting(candidate)] if candidate else [])}
+        runs += _target_runs(suite, profile, request, folder, settings, sources, candidate)
+    for run in runs:
+        _check_run(run, sources.configs, check_devices)
+    plan = Plan(request, suite, profile, out, [], runs, {n: sources.paths[n] for r in runs for n in r.sources})
+    if count_flops or request.budget == "flops":
+        _count_flops(plan, sources.configs)
+    plan.tasks = _tasks(plan, sources)
     return plan
+
+
+def _profile(request: BenchmarkRequest) -> Profile:
+    if request.profile not in PROFILES:
+        raise ConfigError(f"benchmark: unknown profile {request.profile!r}; known: {', '.join(PROFILES)}")
+    profile = PROFILES[request.profile]
+    return replace(profile, seeds=tuple(request.seeds)) if request.seeds is not None else profile
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclass
+class _Sources:
+    paths: dict[str, str]  # name -> where the runs read it
+    configs: dict[str, RunConfig]  # name -> the config it was (or will be) trained with
+    to_train: dict[str, RunConfig]  # the source configs the benchmark trains, into zoo/<name>
+
+
+def _resolve_sources(suite: Suite, profile: Profile, request: BenchmarkRequest) -> _Sources:
+    """Where each source comes from, and its config; refuses a missing or unfinished one."""
+    resolved = _Sources({}, {}, {})
+    zoo = request.zoo_folder()
+    settings = {**profile.source_settings, **dict(request.settings)}
+    for name, where in suite.sources.items():
+        if suite.trains(name):
+            config = config_with(read_config_file(where), settings)
+            shipped = builtin_match(name, config) if request.builtin_zoo else None
+            resolved.paths[name] = shipped or str(zoo / name)
+            if shipped is None:
+                resolved.to_train[name] = config
+        else:
+            resolved.paths[name] = where
+            config = _trained_source_config(suite, name, where)
+        resolved.configs[name] = config
+    return resolved
+
+
+def builtin_match(name: str, config: RunConfig) -> str | None:
+    """``builtin:NAME`` of a builtin source trained with exactly ``config`` (the one named
+    ``name`` first), else None: the benchmark then trains its own."""
+    index = builtin_index()
+    for builtin in sorted(index, key=lambda n: n != name):
+        stored = config_from_dict(tomllib.loads(index[builtin]["config"]), stored=True)
+        if not config_differences(stored, config):
+            return f"{PREFIX}{builtin}"
+    return None
+
+
+def _trained_source_config(suite: Suite, name: str, where: str) -> RunConfig:
+    """The config a finished source was trained with; ConfigError if it is not one."""
+    if where.startswith(PREFIX):
+        entry = builtin_index().get(where[len(PREFIX) :])
+        if entry is None:
+            raise ConfigError(f"{suite.path}: sources.{name}: no builtin source {where} (see transmem zoo list builtin)")
+        return config_from_dict(tomllib.loads(entry["config"]), stored=True)
+    path = Path(where)
+    model_file = path / MODEL_FILE if path.is_dir() else path
+    config = stored_model_config(model_file) if model_file.is_file() else None
+    if config is None:
+        what = "no model.safetensors in it" if path.is_dir() else "no such file" if not path.exists() else "not a model file"
+        raise ConfigError(f"{suite.path}: sources.{name}: {where} is not a finished run ({what})")
+    return config
+
+
+# ----------------------------------------------------------------------------- target runs
+
+
+def _chosen_methods(suite: Suite, request: BenchmarkRequest) -> set[str]:
+    available = suite.available()
+    finetunes = [f"{m}_{s}" for m, spec in available.items() if spec.per_source for s in suite.sources]
+    chosen = set(request.methods or suite.methods)
+    unknown = sorted(chosen - set(available) - set(finetunes))
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}; suite {suite.name} has {[*available, *finetunes]}")
+    return chosen
+
+
+def _target_runs(suite, profile, request, folder: Path, settings: dict, sources: _Sources, candidate: str) -> list[TargetRun]:
+    """The target runs of one ``--choose`` value (or of the plain benchmark) in ``folder``."""
+    chosen, target = _chosen_methods(suite, request), read_config_file(suite.target)
+    runs = []
+    for seed in profile.seeds:
+        for spec in suite.available().values():
+            for name, read in _variants(spec, list(suite.sources)).items():
+                if name not in chosen and spec.name not in chosen:
+                    continue
+                planned = {
+                    "train.seed": seed,
+                    "transfer.cache_dir": str(folder / MEMORY_BANK_DIR),
+                    **({"transfer.sources": [sources.paths[s] for s in read]} if read else {}),
+                    **_width(spec, settings, [sources.configs[s] for s in suite.sources]),
+                }
+                config = _method_config(target, spec, {**profile.target_settings, **spec.target, **settings, **planned})
+                task = f"{candidate}: {name} seed {seed}" if candidate else f"{name} seed {seed}"
+                run_dir = folder / "runs" / name / f"seed{seed}"
+                runs.append(TargetRun(name, seed, candidate, task, run_dir, read, [sources.paths[s] for s in read], config))
+    return runs
+
+
+def _variants(spec: MethodSpec, source_names: list[str]) -> dict[str, list[str]]:
+    """Run name -> the sources it reads: one per source for a per-source method."""
+    if spec.per_source:
+        return {f"{spec.name}_{name}": [name] for name in source_names}
+    return {spec.name: list(source_names) if spec.reads_sources else []}
+
+
+def _method_config(target: dict, spec: MethodSpec, settings: dict) -> RunConfig:
+    raw = deep_copy(target)
+    raw["transfer"] = deep_copy(spec.transfer)
+    return config_with(raw, settings)
+
+
+def _width(spec: MethodSpec, settings: dict, source_configs: list[RunConfig]) -> dict:
+    """``model.hidden`` of a wide method: ``transfer.fuse`` times the sources' hidden sizes
+    (so ``--set model.hidden=...``, which sizes the sources, keeps fusion consistent)."""
+    if not spec.wide or not source_configs:
+        return {}
+    fusion = benchmark_methods()["fusion"].transfer
+    fuse = settings.get("transfer.fuse", spec.transfer.get("fuse", fusion.get("fuse", 0))) or len(source_configs)
+    return {"model.hidden": [fuse * h for h in source_configs[0].model.hidden]}
+
+
+# ----------------------------------------------------------------------------- checks, FLOPs and tasks
+
+
+def _architecture(config: RunConfig) -> tuple:
+    model = config.model
+    return (model.backbone, list(model.hidden), model.patch, config.data.channels, model.kernel, model.norm)
+
+
+def _check_run(run: TargetRun, source_configs: dict[str, RunConfig], check_devices: bool) -> None:
+    """Refuse now, not when the run's turn comes hours later: a source that cannot be
+    finetuned or fused, a ``--choose`` without validation, a CUDA graph this machine or
+    method cannot capture."""
+    config, transfer = run.config, run.config.transfer
+    mine = _architecture(config)
+    theirs = {name: _architecture(source_configs[name]) for name in run.sources}
+    if transfer.method == "finetune" or transfer.init_from:  # starts from one of its sources
+        if theirs and mine not in theirs.values():
+            raise ConfigError(
+                f"{run.method}: finetuning needs a source of the target's architecture {mine}; "
+                + ", ".join(f"{n} has {a}" for n, a in theirs.items())
+            )
+    if transfer.method == "fusion" and len({repr(a) for a in theirs.values()}) > 1:
+        raise ConfigError(
+            f"{run.method}: fusing needs sources of one architecture; " + ", ".join(f"{n} has {a}" for n, a in theirs.items())
+        )
+    if run.candidate and config.data.val_size == 0:
+        raise ConfigError("--choose: chooses each method's setting on the validation split, which needs data.val_size > 0")
+    if config.data.val_size == 0:
+        raise ConfigError(
+            "the benchmark chooses its best method on the validation split: set data.val_size > 0 in the target config"
+        )
+    if check_devices and config.train.cuda_graph:
+        check_graphable(config, resolve_device(config.train.device), METHODS[transfer.method], distributed=False)
+
+
+def _count_flops(plan: Plan, source_configs: dict[str, RunConfig]) -> None:
+    """Each run's training FLOPs; under ``--budget flops`` each run's iterations set so that
+    they agree (:func:`~transmem.benchmark.budget.equal_flops_iterations`), per ``--choose`` value."""
+    cache: dict[str, RunFlops] = {}
+    for run in plan.runs:
+        raw = run.config.to_dict()
+        raw["train"].update(seed=0, iterations=0)  # FLOPs per iteration depend on neither
+        key = repr((raw, run.sources))
+        if key not in cache:
+            cache[key] = run_flops(run.config, [source_configs[s] for s in run.sources])
+        run.flops = cache[key]
+    if plan.request.budget != "flops":
+        return
+    for candidate in dict.fromkeys(run.candidate for run in plan.runs):
+        runs = [run for run in plan.runs if run.candidate == candidate]
+        budget, fair = equal_flops_iterations([r.flops for r in runs], [r.config.train.iterations for r in runs])
+        for run, iterations in zip(runs, fair):
+            run.config = with_iterations(run.config, iterations)
+        plan.budget_flops = budget
+
+
+def _tasks(plan: Plan, sources: _Sources) -> list[Task]:
+    """The scheduler's tasks: the sources the runs need that the benchmark trains, then the targets."""
+    zoo = plan.request.zoo_folder()
+    needed = {name for run in plan.runs for name in run.sources}  # `--methods scratch` trains no source
+    tasks = [
+        Task(f"source {name}", config, zoo / name, cost=training_cost(config))
+        for name, config in sources.to_train.items()
+        if name in needed
+    ]
+    for run in plan.runs:
+        needs = tuple(f"source {name}" for name in run.sources if name in sources.to_train)
+        tasks.append(Task(run.task, run.config, run.run_dir, needs, training_cost(run.config)))
+    return tasks
+
+
+def training_cost(config: RunConfig) -> float:
+    """A rough relative cost of training ``config``, for scheduling only: iterations times the
+    squared total width of the network (the gate convolutions' weights), twice for methods
+    that read the sources at every step, twice again with ``train.reverse_input``."""
+    reads_sources = METHODS[config.transfer.method].reads_sources_every_step
+    steps = 2 if config.train.reverse_input else 1
+    return float(config.train.iterations * steps * plain_step_cost(config) * (2 if reads_sources else 1))
+
+
+def plain_step_cost(config: RunConfig) -> float:
+    """The cost units (:func:`training_cost`) of one training step of ``config``'s network alone."""
+    return float(sum(config.model.hidden) ** 2)
+
+
+# ----------------------------------------------------------------------------- --choose
 
 
 #: What ``--choose`` may not try: the planner sets it per run (``train.seed``, the sources,
@@ -114,7 +313,7 @@ def plan_runs(
 NOT_CHOSEN = ("data.", "eval.", "train.seed", "transfer.method", "transfer.sources", "transfer.cache_dir")
 
 
-def choice_candidates(choose: list[str] | None, fixed: list[str]) -> list[str]:
+def choice_candidates(choose: tuple[str, ...] | list[str], fixed: dict) -> list[str]:
     """The target settings ``--choose`` tries (``["train.lr=0.0001", ...]``), each also the name
     of its folder; ``[""]`` (one plain benchmark) without ``--choose``. A ConfigError (one
     line) unless they are two or more distinct values of one ``section.key`` that the
@@ -137,103 +336,9 @@ def choice_candidates(choose: list[str] | None, fixed: list[str]) -> list[str]:
             f"--choose {key}: not a setting to choose (the benchmark sets seeds, sources and methods itself, "
             "and the values are compared on one data split and evaluation)"
         )
-    values = [parse_override(candidate)[1] for candidate in choose]
+    values = [parse_setting(candidate)[1] for candidate in choose]
     if len(choose) < 2 or len({repr(value) for value in values}) != len(values):
         raise ConfigError(f"--choose {key}: needs two or more distinct values, got {', '.join(choose)}")
-    if any(setting.partition("=")[0].strip() == key for setting in fixed):
+    if key in fixed:
         raise ConfigError(f"--choose {key}: also set by --set or --target-set; give its values to --choose only")
     return list(choose)
-
-
-def benchmark_tasks(
-    suite_name: str,
-    profile_name: str,
-    out: str | Path,
-    methods: list[str] | None = None,
-    overrides: list[str] | None = None,
-    seeds: list[int] | None = None,
-    zoo: str | Path | None = None,
-    target_overrides: list[str] | None = None,
-    choose: list[str] | None = None,
-    check_devices: bool = True,
-) -> tuple[Suite, Profile, Path, list[Task], list[dict]]:
-    """The benchmark's runs as scheduler tasks (the sources they read first), with every config loaded and
-    validated; also the suite, the profile (with ``seeds``), the absolute ``out`` and the
-    target plan of :func:`plan_runs`, each entry naming its ``task`` and its ``candidate``
-    (``--choose``: every target runs once per candidate setting, in ``out/<candidate>/``, a
-    benchmark folder of its own, all reading the sources of ``out/sources`` or ``zoo``; ``""``
-    without). ``check_devices``: refuse runs whose ``train.cuda_graph`` this machine or their
-    method cannot capture (not for ``--status``, which only reads). Writes nothing.
-    Arguments as :func:`run_benchmark`."""
-    if suite_name not in SUITES:
-        raise ConfigError(f"unknown suite {suite_name!r}; known: {', '.join(SUITES)}")
-    if profile_name not in PROFILES:
-        raise ConfigError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}")
-    suite, profile = SUITES[suite_name], PROFILES[profile_name]
-    if profile.suites and suite_name not in profile.suites:
-        raise ConfigError(f"--profile {profile_name}: defined for suite(s) {', '.join(profile.suites)} only, not {suite_name}")
-    if seeds is not None:
-        if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
-            raise ConfigError(f"--seeds: must be distinct non-negative integers, got {seeds}")
-        profile = replace(profile, seeds=tuple(seeds))
-    # Absolute paths: the runs' configs name the sources and the bank folder, and must not
-    # depend on how DIR was spelled (a resumed benchmark would refuse its own runs).
-    out = Path(out).resolve()
-    builtin = str(zoo) == BUILTIN_ZOO
-    zoo = zoo_folder(out, zoo)
-    root = configs_root()
-    source_configs = {
-        name: load_config(root / config_file, [*profile.source_overrides, *(overrides or [])])
-        for name, config_file in suite.sources.items()
-    }
-    shipped = {name: builtin_match(suite, name, config) for name, config in source_configs.items()} if builtin else {}
-    shipped = {name: path for name, path in shipped.items() if path}
-    fixed = [*(overrides or []), *(target_overrides or [])]
-    plan = []
-    for candidate in choice_candidates(choose, fixed):
-        folder = out / candidate if candidate else out
-        for entry in plan_runs(suite, profile, folder, methods, [*fixed, *([candidate] if candidate else [])], zoo, shipped):
-            run = f"{entry['method']} seed {entry['seed']}"
-            plan.append({**entry, "candidate": candidate, "task": f"{candidate}: {run}" if candidate else run})
-    needed = {name for entry in plan for name in entry["sources"]}  # `--methods scratch` trains no source
-    tasks = [
-        Task(f"source {name}", config, zoo / name, cost=training_cost(config))
-        for name, config in source_configs.items()
-        if name in needed and name not in shipped
-    ]
-    for entry in plan:
-        if entry["method"] in WIDE_METHODS:  # as wide as the sources it fuses (transfer.fuse may be the choice)
-            candidate = [entry["candidate"]] if entry["candidate"] else []
-            entry["overrides"].append(_fused_hidden_override(suite, source_configs, [*fixed, *candidate]))
-        config = load_config(root / entry["config_file"], entry["overrides"])
-        needs = tuple(f"source {name}" for name in entry["sources"] if name not in shipped)
-        if entry["candidate"] and config.data.val_size == 0:
-            raise ConfigError("--choose: chooses each method's setting on the validation split, which needs data.val_size > 0")
-        tasks.append(Task(entry["task"], config, entry["run_dir"], needs, training_cost(config)))
-    for task in tasks:  # refused now, not when the run's turn comes hours later
-        if check_devices and task.config.train.cuda_graph:
-            device = resolve_device(task.config.train.device)
-            check_graphable(task.config, device, METHODS[task.config.transfer.method], distributed=False)
-    return suite, profile, out, tasks, plan
-
-
-def training_cost(config: RunConfig) -> float:
-    """A rough relative cost of training ``config``, for scheduling only: iterations times the
-    squared total width of the network (the gate convolutions' weights), twice for methods
-    that read the sources at every step."""
-    reads_sources = METHODS[config.transfer.method].reads_sources_every_step
-    return float(config.train.iterations * plain_step_cost(config) * (2 if reads_sources else 1))
-
-
-def plain_step_cost(config: RunConfig) -> float:
-    """The cost units (:func:`training_cost`) of one training step of ``config``'s network alone."""
-    return float(sum(config.model.hidden) ** 2)
-
-
-def _fused_hidden_override(suite: Suite, source_configs: dict[str, RunConfig], overrides: list[str]) -> str:
-    """``model.hidden=[...]`` for the wide methods: ``transfer.fuse`` times the sources' hidden
-    sizes, so ``--set model.hidden=...`` (which sizes the sources) keeps fusion consistent."""
-    fusion = load_config(configs_root() / suite.methods["fusion"], overrides)
-    member = next(iter(source_configs.values())).model.hidden
-    fuse = fusion.transfer.fuse or len(suite.sources)
-    return f"model.hidden={[fuse * h for h in member]}"

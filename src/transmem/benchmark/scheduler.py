@@ -40,10 +40,10 @@ from transmem.config import RunConfig
 from transmem.data import DataError
 from transmem.evaluation.evaluate import evaluate_run, read_metrics
 from transmem.progress import format_seconds
+from transmem.run.conflicts import check_run_dir
+from transmem.run.lifecycle import train
 from transmem.storage.checkpoints import checkpoint_iteration, list_checkpoints
 from transmem.storage.run_folder import CHECKPOINT_DIR, MODEL_FILE, RunFolder
-from transmem.training.conflicts import check_run_dir
-from transmem.training.loop import train
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Task:
     cost: float = 1.0  # relative training cost (any unit): with several workers the costliest ready task starts first
 
 
-def finished(run_dir: Path) -> bool:
+def is_complete(run_dir: Path) -> bool:
     """Trained and scored on its test set (a damaged or non-test ``metrics.json`` is scored again)."""
     return (run_dir / MODEL_FILE).exists() and test_metrics(run_dir) is not None
 
@@ -75,7 +75,7 @@ def train_and_evaluate(config: RunConfig, run_dir: Path, progress: bool = False)
     (:func:`test_metrics` gives None).
     """
     check_run_dir(config, run_dir)
-    if finished(run_dir):
+    if is_complete(run_dir):
         return f"{run_dir}: finished earlier"
     started = time.time()
     if not (run_dir / MODEL_FILE).exists():  # trained but not (validly) evaluated: only evaluate
@@ -245,22 +245,7 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
                 log(f"start {task.name}{where} (run {len(results) + len(running)} of {len(tasks)}{'; ' + left if left else ''})")
             for sentinel in wait(list(running)) if running else []:  # one or more workers ended
                 task, worker, receiver = running.pop(sentinel)
-                worker.join()
-                try:
-                    error, line = receiver.recv()
-                except EOFError:  # the worker died before sending anything
-                    error, line = None, None
-                receiver.close()
-                if line is None and error is None:
-                    error = RuntimeError(
-                        f"{task.name}: its worker process ended with exit code {worker.exitcode} and no result "
-                        f"(killed, or out of memory?); rerun the benchmark to resume it"
-                    )
-                if error is not None:
-                    if running:
-                        names = ", ".join(t.name for t, _, _ in running.values())
-                        log(f"{task.name} failed; stopping {names} (they resume from their last checkpoint)")
-                    raise error
+                line = _worker_line(task, worker, receiver, [t.name for t, _, _ in running.values()], log)
                 results[task.name] = test_metrics(task.run_dir)
                 estimate.record(counted[task.name][1], time.monotonic() - started[task.name])
                 log(f"done {task.name} ({line})")
@@ -269,6 +254,27 @@ def _run_parallel(tasks: list[Task], jobs: int, threads: int, log) -> dict[str, 
             worker.terminate()
             worker.join()
     return results
+
+
+def _worker_line(task: Task, worker, receiver: Connection, still_running: list[str], log) -> str:
+    """The log line of a worker that ended; its error (or its death without a result) is
+    raised, after saying which runs are stopped with it."""
+    worker.join()
+    try:
+        error, line = receiver.recv()
+    except EOFError:  # the worker died before sending anything
+        error, line = None, None
+    receiver.close()
+    if line is None and error is None:
+        error = RuntimeError(
+            f"{task.name}: its worker process ended with exit code {worker.exitcode} and no result "
+            f"(killed, or out of memory?); rerun the benchmark to resume it"
+        )
+    if error is not None:
+        if still_running:
+            log(f"{task.name} failed; stopping {', '.join(still_running)} (they resume from their last checkpoint)")
+        raise error
+    return line
 
 
 def _take_finished(pending: list[Task], results: dict[str, dict | None], log) -> None:

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from transmem.benchmark.planning import benchmark_tasks
-from transmem.benchmark.scheduler import finished
+from transmem.benchmark.planning import plan_benchmark
+from transmem.benchmark.request import BenchmarkRequest
+from transmem.benchmark.scheduler import is_complete
+from transmem.run.conflicts import RunConflictError, check_run_dir
 from transmem.storage.checkpoints import checkpoint_iteration, list_checkpoints
 from transmem.storage.locks import FileLock
 from transmem.storage.run_folder import CHECKPOINT_DIR, CONFIG_FILE, MODEL_FILE, RUN_LOCK
-from transmem.training.conflicts import RunConflictError, check_run_dir
 
 
-def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **options) -> list[dict]:
+def benchmark_status(request: BenchmarkRequest) -> list[dict]:
     """Where each run of a benchmark stands, without training or writing anything.
 
     One ``{"run", "run_dir", "state"}`` per run, sources first; ``state`` is ``finished``,
     ``trained, not evaluated``, ``at iteration N of M`` (its newest checkpoint), ``not
     started``, or ``holds another config``; `` (training now, pid P)`` is appended while a
-    process holds the run's lock. ``options`` as :func:`run_benchmark` (methods, overrides,
-    seeds, zoo, target_overrides, choose).
+    process holds the run's lock.
     """
-    *_, tasks, _ = benchmark_tasks(suite_name, profile_name, out, **options, check_devices=False)  # reads only
+    tasks = plan_benchmark(request, check_devices=False, count_flops=request.budget == "flops").tasks  # reads only
     rows = []
     for task in tasks:
         try:
@@ -29,7 +27,7 @@ def benchmark_status(suite_name: str, profile_name: str, out: str | Path, **opti
         except RunConflictError:
             state = "holds another config" if (task.run_dir / CONFIG_FILE).exists() else f"holds run files but no {CONFIG_FILE}"
         else:
-            if finished(task.run_dir):
+            if is_complete(task.run_dir):
                 state = "finished"
             elif (task.run_dir / MODEL_FILE).exists():
                 state = "trained, not evaluated"

@@ -18,25 +18,24 @@ from pathlib import Path
 import torch
 
 from transmem import __version__
-from transmem.benchmark.planning import configs_root, training_cost
+from transmem.benchmark.planning import training_cost
 from transmem.benchmark.run_logs import train_threads
 from transmem.benchmark.scheduler import Task, run_tasks
-from transmem.benchmark.suites import PROFILES, SUITES
-from transmem.config import ConfigError, RunConfig, load_config
+from transmem.benchmark.suites import PROFILES, load_suite
+from transmem.config import ConfigError, RunConfig, config_with, read_config_file
 from transmem.data import build_dataset
 from transmem.evaluation.evaluate import evaluate_model
+from transmem.evaluation.metrics import METRIC_NAMES
 from transmem.storage.files import atomic_write_bytes, atomic_write_text, sha256_file
 from transmem.storage.model_file import load_model
 from transmem.storage.run_folder import MODEL_FILE
 from transmem.transfer.builtin import BUILTIN_SOURCES, CHECK_SEQUENCES, INDEX_FILE, builtin_folder
 
-METRICS = ("mse", "mae", "mse_pixel", "ssim", "psnr")
-
 
 def builtin_config(name: str) -> RunConfig:
     """The configuration a builtin source is trained with (its suite's, ``full`` profile)."""
     suite, source = BUILTIN_SOURCES[name]
-    return load_config(configs_root() / SUITES[suite].sources[source], list(PROFILES["full"].source_overrides))
+    return config_with(read_config_file(load_suite(suite).sources[source]), PROFILES["full"].source_settings)
 
 
 def build_builtin_zoo(out: str | Path, names: list[str] | None = None, jobs: int = 1, install: bool = False, log=print) -> dict:
@@ -86,8 +85,8 @@ def _pack(name: str, run_dir: Path, packed: Path, metrics: dict) -> dict:
         "frame_size": config.data.frame_size,
         "iterations": config.train.iterations,
         "config": config.to_toml(),
-        "test": {m: {"mean": metrics[m]["mean"], "per_frame": metrics[m]["per_frame"]} for m in METRICS},
-        "copy_last_frame": {m: {"mean": metrics["copy_last_frame"][m]["mean"]} for m in METRICS},
+        "test": {m: {"mean": metrics[m]["mean"], "per_frame": metrics[m]["per_frame"]} for m in METRIC_NAMES},
+        "copy_last_frame": {m: {"mean": metrics["copy_last_frame"][m]["mean"]} for m in METRIC_NAMES},
         "check_sequences": CHECK_SEQUENCES,
         "check_mse": check,
         "transmem_version": __version__,

@@ -19,6 +19,7 @@ other crops.
 """
 
 from .base import NOMINAL_ONLINE_SIZE, SPLITS, DatasetSpec, SequenceDataset
+from .batch import TrainingBatch
 from .frames import DataError, read_frames_file, validate_frames
 from .registry import DATASETS, build_dataset, check_options
 
@@ -29,6 +30,7 @@ __all__ = [
     "DataError",
     "DatasetSpec",
     "SequenceDataset",
+    "TrainingBatch",
     "build_dataset",
     "check_options",
     "read_frames_file",

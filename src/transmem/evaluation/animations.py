@@ -5,7 +5,8 @@ grayscale) or 3 (RGB) and values in ``[0, 1]``; values outside are clipped for
 display.  Tensors may live on any device and may require grad.  All sequences in
 one picture must share ``H`` and ``W``; grayscale and RGB sequences can be mixed.
 
-Figures are drawn with matplotlib's object-oriented API on an Agg canvas (no
+The frames of every picture are laid out by :func:`transmem.evaluation.grid.paint_grid`;
+labels and strips are drawn with matplotlib's object-oriented API on an Agg canvas (no
 pyplot, no global backend switch), GIFs are written with imageio (Pillow).
 Parent directories of ``path`` are created.
 
@@ -41,7 +42,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from transmem.evaluation.plots import ArrayLike, PathLike, as_float_array, save_figure
+from transmem.evaluation.grid import ArrayLike, on_time_axis, paint_grid, sequences_as_rgb, upscale
+from transmem.evaluation.plots import PathLike, save_figure
 
 __all__ = ["frame_phases", "save_strip_png", "save_gif", "save_gif_grid"]
 
@@ -53,49 +55,6 @@ _TIME_BAR_PX = 3
 _TIME_BAR_COLOR = np.array([0.12, 0.47, 0.71])  # matplotlib "tab:blue"
 _INPUT_COLOR = (0.12, 0.47, 0.71)  # "tab:blue": observed (input) frames
 _PREDICTED_COLOR = (0.85, 0.37, 0.01)  # dark orange: predicted frames
-
-
-def _sequence_as_rgb(name: str, sequence: ArrayLike) -> np.ndarray:
-    """``(T, C, H, W)`` sequence with C in {1, 3} -> ``(T, H, W, 3)`` float array in [0, 1]."""
-    frames = as_float_array(sequence)
-    if frames.ndim != 4 or frames.shape[1] not in (1, 3) or frames.shape[0] < 1:
-        raise ValueError(f"sequence {name!r} must be (T, C, H, W) with T >= 1 and C in (1, 3), got shape {frames.shape}")
-    frames = np.clip(np.nan_to_num(frames, nan=0.0), 0.0, 1.0).transpose(0, 2, 3, 1)
-    if frames.shape[-1] == 1:
-        frames = np.repeat(frames, 3, axis=-1)
-    return frames
-
-
-def _rows_as_rgb(rows: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
-    """Validate named sequences; return name -> ``(T, H, W, 3)`` arrays sharing H and W."""
-    if not rows:
-        raise ValueError("at least one named sequence is required")
-    converted = {name: _sequence_as_rgb(name, sequence) for name, sequence in rows.items()}
-    sizes = {name: frames.shape[1:3] for name, frames in converted.items()}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"all sequences must share height and width, got {sizes}")
-    return converted
-
-
-def _upscale(image: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour upscaling of an ``(H, W, 3)`` image by an integer factor."""
-    if scale == 1:
-        return image
-    return image.repeat(scale, axis=0).repeat(scale, axis=1)
-
-
-def _frame_at(frames: np.ndarray, step: int, pad: str) -> np.ndarray | None:
-    """Frame ``step`` of ``(T, H, W, 3)`` frames; past the end: last frame or ``None`` (blank)."""
-    if step < frames.shape[0]:
-        return frames[step]
-    if pad == "hold":
-        return frames[-1]
-    return None
-
-
-def _check_pad(pad: str) -> None:
-    if pad not in ("hold", "blank"):
-        raise ValueError(f"pad must be 'hold' or 'blank', got {pad!r}")
 
 
 def _fitting_font_px(labels: Sequence[str], room_px: float) -> float:
@@ -253,21 +212,28 @@ def save_strip_png(
     """
     if align not in ("left", "right"):
         raise ValueError(f"align must be 'left' or 'right', got {align!r}")
-    sequences = _rows_as_rgb(rows)
+    sequences = sequences_as_rgb(rows)
     starts = _row_starts(sequences, start)
-    first = next(iter(sequences.values()))
-    height, width = first.shape[1:3]
     columns = max(starts[name] + frames.shape[0] for name, frames in sequences.items())
+    offsets = {
+        name: starts[name] if name in (start or {}) or align == "left" else columns - frames.shape[0]
+        for name, frames in sequences.items()
+    }
+    height, width = next(iter(sequences.values())).shape[1:3]
     gap = max(1, min(height, width) // 16)
+    cells = [[None] * offsets[name] + list(frames) for name, frames in sequences.items()]
+    canvas = paint_grid(cells, gap, gap_value=_BACKGROUND)
+    figure = _strip_figure(canvas, list(sequences), (height, width), gap, input_len)
+    if title:
+        figure.axes[0].set_title(title, pad=18 if input_len else 6)
+    save_figure(figure, path)
 
-    canvas = np.full((len(sequences) * (height + gap) - gap, columns * (width + gap) - gap, 3), _BACKGROUND)
-    for row, (name, frames) in enumerate(sequences.items()):
-        offset = starts[name] if name in (start or {}) or align == "left" else columns - frames.shape[0]
-        for index, frame in enumerate(frames):
-            top = row * (height + gap)
-            left = (offset + index) * (width + gap)
-            canvas[top : top + height, left : left + width] = frame
 
+def _strip_figure(canvas: np.ndarray, names: list[str], frame_size: tuple[int, int], gap: int, input_len: int | None) -> Figure:
+    """A figure of a strip's ``(height, width, 3)`` canvas: row names on the left, frame numbers
+    below, and with ``input_len`` the input and predicted spans marked."""
+    height, width = frame_size
+    columns = (canvas.shape[1] + gap) // (width + gap)
     zoom = max(1.0, 64.0 / min(height, width))  # screen pixels per frame pixel
     dpi = 100
     figure = Figure(
@@ -275,10 +241,7 @@ def save_strip_png(
     )
     axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
     axes.imshow(canvas, interpolation="nearest")
-    axes.set_yticks(
-        [row * (height + gap) + (height - 1) / 2 for row in range(len(sequences))],
-        labels=list(sequences),
-    )
+    axes.set_yticks([row * (height + gap) + (height - 1) / 2 for row in range(len(names))], labels=names)
     phases = frame_phases(columns, input_len)
     axes.set_xticks(
         [column * (width + gap) + (width - 1) / 2 for column in range(columns)],
@@ -290,9 +253,7 @@ def save_strip_png(
         spine.set_visible(False)
     if input_len is not None and 0 < input_len < columns:
         _mark_prediction_start(axes, phases, input_len, width + gap, gap)
-    if title:
-        axes.set_title(title, pad=18 if input_len else 6)
-    save_figure(figure, path)
+    return figure
 
 
 def _mark_prediction_start(axes, phases: list[tuple[int, str]], input_len: int, pitch: int, gap: int) -> None:
@@ -319,6 +280,42 @@ def _mark_prediction_start(axes, phases: list[tuple[int, str]], input_len: int, 
             color=color,
             fontweight="bold",
         )
+
+
+def _check_gif_options(pad: str, scale: int) -> None:
+    if pad not in ("hold", "blank"):
+        raise ValueError(f"pad must be 'hold' or 'blank', got {pad!r}")
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+
+
+def _column_header(names: Sequence[str], width: int, gap: int) -> np.ndarray:
+    """A white ``(header height, columns * (width + gap) - gap, 3)`` strip naming each column."""
+    font_px = _fitting_font_px(names, width)
+    header_height = int(math.ceil(font_px)) + 6
+    centres = [(name, column * (width + gap) + width / 2, header_height / 2) for column, name in enumerate(names)]
+    return _render_labels(header_height, len(names) * (width + gap) - gap, centres, font_px)
+
+
+def _row_margin(names: Sequence[str], height: int, gap: int) -> np.ndarray:
+    """A white ``(rows * (height + gap) - gap, margin width, 3)`` strip naming each row, right-aligned."""
+    margin_width = int(0.6 * _LABEL_FONT_PX * max(len(name) for name in names)) + 8
+    anchors = [(name, margin_width - 4, row * (height + gap) + height / 2) for row, name in enumerate(names)]
+    margin_height = len(names) * (height + gap) - gap
+    return _render_labels(margin_height, margin_width, anchors, _LABEL_FONT_PX, horizontal_alignment="right")
+
+
+def _write_animation(path: PathLike, pictures: np.ndarray, fps: float, input_len: int | None) -> None:
+    """Write ``(steps, height, width, 3)`` pictures as a GIF, each above the time bar and, with
+    ``input_len``, below its status line."""
+    steps, _, width, _ = pictures.shape
+    gif_frames = []
+    for step, picture in enumerate(pictures):
+        parts = [picture, _time_bar(width, step, steps, input_len)]
+        if input_len is not None:
+            parts.insert(0, _status_line(width, step, steps, input_len))
+        gif_frames.append(np.concatenate(parts))
+    _write_gif(path, gif_frames, fps)
 
 
 def save_gif(
@@ -348,37 +345,36 @@ def save_gif(
         input_len: number of observed frames: adds a status line ("frame 12 / 20:
             predicted") and colours the time bar by phase.
     """
-    _check_pad(pad)
-    if scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
-    sequences = _rows_as_rgb(rows)
+    _check_gif_options(pad, scale)
+    sequences = sequences_as_rgb(rows)
     starts = _row_starts(sequences, start)
     steps = max(starts[name] + frames.shape[0] for name, frames in sequences.items())
-    height, width = (size * scale for size in next(iter(sequences.values())).shape[1:3])
-    gap = 2
-    total_width = len(sequences) * (width + gap) - gap
+    cells = [upscale(on_time_axis(frames, steps, starts[name], pad, _BLANK_CELL), scale) for name, frames in sequences.items()]
+    body = paint_grid([cells], gap=2, gap_value=_BACKGROUND)  # (steps, height, width, 3)
+    header = _column_header(list(sequences), cells[0].shape[2], gap=2)
+    pictures = np.concatenate([np.broadcast_to(header, (steps, *header.shape)), body], axis=1)
+    _write_animation(path, pictures, fps, input_len)
 
-    font_px = _fitting_font_px(list(sequences), width)
-    header_height = int(math.ceil(font_px)) + 6
-    header = _render_labels(
-        header_height,
-        total_width,
-        [(name, column * (width + gap) + width / 2, header_height / 2) for column, name in enumerate(sequences)],
-        font_px,
-    )
 
-    gif_frames = []
-    for step in range(steps):
-        body = np.full((height, total_width, 3), _BACKGROUND)
-        for column, (name, frames) in enumerate(sequences.items()):
-            frame = None if step < starts[name] else _frame_at(frames, step - starts[name], pad)
-            left = column * (width + gap)
-            body[:, left : left + width] = _BLANK_CELL if frame is None else _upscale(frame, scale)
-        parts = [header, body, _time_bar(total_width, step, steps, input_len)]
-        if input_len is not None:
-            parts.insert(0, _status_line(total_width, step, steps, input_len))
-        gif_frames.append(np.concatenate(parts))
-    _write_gif(path, gif_frames, fps)
+def _grid_entries(grid: Mapping[str, ArrayLike]) -> dict[str, list[np.ndarray]]:
+    """Name -> ``(S, T, C, H, W)`` entries as name -> S ``(T, H, W, 3)`` float64 sequences in
+    [0, 1], checked to share ``S``, ``H`` and ``W``."""
+    if not grid:
+        raise ValueError("at least one named entry is required")
+    entries: dict[str, list[np.ndarray]] = {}
+    for name, batch in grid.items():
+        if not isinstance(batch, torch.Tensor):
+            batch = np.asarray(batch)
+        if batch.ndim != 5:
+            raise ValueError(f"entry {name!r} must be (S, T, C, H, W), got shape {tuple(batch.shape)}")
+        entries[name] = list(sequences_as_rgb({f"{name}[{index}]": batch[index] for index in range(batch.shape[0])}).values())
+    sequence_counts = {name: len(sequences) for name, sequences in entries.items()}
+    if len(set(sequence_counts.values())) > 1:
+        raise ValueError(f"all entries must hold the same number of sequences, got {sequence_counts}")
+    frame_sizes = {name: sequences[0].shape[1:3] for name, sequences in entries.items()}
+    if len(set(frame_sizes.values())) > 1:
+        raise ValueError(f"all entries must share height and width, got {frame_sizes}")
+    return entries
 
 
 def save_gif_grid(
@@ -406,53 +402,11 @@ def save_gif_grid(
             entry are the input): adds a status line ("frame 12 / 20: predicted") and
             colours the time bar by phase.
     """
-    _check_pad(pad)
-    if scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
-    if not grid:
-        raise ValueError("at least one named entry is required")
-    batches: dict[str, list[np.ndarray]] = {}
-    for name, batch in grid.items():
-        if not isinstance(batch, torch.Tensor):
-            batch = np.asarray(batch)
-        if batch.ndim != 5:
-            raise ValueError(f"entry {name!r} must be (S, T, C, H, W), got shape {tuple(batch.shape)}")
-        sequences = _rows_as_rgb({f"{name}[{index}]": batch[index] for index in range(batch.shape[0])})
-        batches[name] = list(sequences.values())
-    sequence_counts = {name: len(sequences) for name, sequences in batches.items()}
-    if len(set(sequence_counts.values())) > 1:
-        raise ValueError(f"all entries must hold the same number of sequences, got {sequence_counts}")
-    frame_sizes = {name: sequences[0].shape[1:3] for name, sequences in batches.items()}
-    if len(set(frame_sizes.values())) > 1:
-        raise ValueError(f"all entries must share height and width, got {frame_sizes}")
-
-    columns = next(iter(sequence_counts.values()))
-    steps = max(sequences[0].shape[0] for sequences in batches.values())
-    height, width = (size * scale for size in next(iter(frame_sizes.values())))
-    gap = 2
-    font_px = _LABEL_FONT_PX
-    label_width = int(0.6 * font_px * max(len(name) for name in batches)) + 8
-    body_width = columns * (width + gap) - gap
-    body_height = len(batches) * (height + gap) - gap
-    labels = _render_labels(
-        body_height,
-        label_width,
-        [(name, label_width - 4, row * (height + gap) + height / 2) for row, name in enumerate(batches)],
-        font_px,
-        horizontal_alignment="right",
-    )
-
-    gif_frames = []
-    for step in range(steps):
-        body = np.full((body_height, body_width, 3), _BACKGROUND)
-        for row, sequences in enumerate(batches.values()):
-            for column, frames in enumerate(sequences):
-                frame = _frame_at(frames, step, pad)
-                top, left = row * (height + gap), column * (width + gap)
-                body[top : top + height, left : left + width] = _BLANK_CELL if frame is None else _upscale(frame, scale)
-        picture = np.concatenate([labels, body], axis=1)
-        parts = [picture, _time_bar(picture.shape[1], step, steps, input_len)]
-        if input_len is not None:
-            parts.insert(0, _status_line(picture.shape[1], step, steps, input_len))
-        gif_frames.append(np.concatenate(parts))
-    _write_gif(path, gif_frames, fps)
+    _check_gif_options(pad, scale)
+    entries = _grid_entries(grid)
+    steps = max(sequences[0].shape[0] for sequences in entries.values())
+    cells = [[upscale(on_time_axis(frames, steps, 0, pad, _BLANK_CELL), scale) for frames in row] for row in entries.values()]
+    body = paint_grid(cells, gap=2, gap_value=_BACKGROUND)  # (steps, height, width, 3)
+    margin = _row_margin(list(entries), cells[0][0].shape[1], gap=2)
+    pictures = np.concatenate([np.broadcast_to(margin, (steps, *margin.shape)), body], axis=2)
+    _write_animation(path, pictures, fps, input_len)

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import torch
 
-from transmem.evaluation.metrics import FrameMetrics, copy_last_frame_baseline
+from transmem.evaluation.gate_means import TransferGateMeans
+from transmem.evaluation.metrics import METRIC_NAMES, FrameMetrics, copy_last_frame_baseline
 from transmem.models import RecurrentPredictor, rollout_mask
 from transmem.schema import RunConfig
 from transmem.storage.run_folder import metrics_file_name, transfer_gates_file_name
-
-SCORES = ("mse", "mae", "mse_pixel", "ssim", "psnr")
 
 
 def read_metrics(path: str | Path, split: str = "test") -> dict | None:
@@ -37,7 +36,7 @@ def read_metrics(path: str | Path, split: str = "test") -> dict | None:
     for scores in (metrics, metrics.get("copy_last_frame")):  # what the benchmark's tables and plots read
         if not isinstance(scores, dict):
             return None
-        for name in SCORES:
+        for name in METRIC_NAMES:
             entry = scores.get(name)
             if not (
                 isinstance(entry, dict)
@@ -70,8 +69,7 @@ def evaluate_model(
     horizon = data.total_len - data.input_len
     limit = max_sequences if max_sequences is not None else config.eval.max_sequences
     count = min(len(dataset), limit) if limit else len(dataset)
-    scores, baseline = FrameMetrics(horizon), FrameMetrics(horizon)
-    gate_sums: dict[int, torch.Tensor] = {}
+    scores, baseline, gates = FrameMetrics(horizon), FrameMetrics(horizon), TransferGateMeans()
     batch_size = config.eval.batch_size
     for start in range(0, count, batch_size):
         frames = torch.stack([dataset[i] for i in range(start, min(start + batch_size, count))]).to(device)
@@ -80,13 +78,12 @@ def evaluate_model(
         truth = frames[:, data.input_len :]
         scores.update(rollout.predictions[:, data.input_len - 1 :], truth)
         baseline.update(copy_last_frame_baseline(frames[:, : data.input_len], horizon), truth)
-        for layer, gates in rollout.gate_means.items():  # (B, T-1, N)
-            gate_sums[layer] = gate_sums.get(layer, 0) + gates.sum(dim=0).double().cpu()
+        gates.update(rollout.gate_means)  # layer -> (B, T-1, N)
     model.train(was_training)
     return {
         "model": scores.compute(),
         "copy_last_frame": baseline.compute(),
-        "transfer_gates": {str(layer): (total / count).T.tolist() for layer, total in gate_sums.items()},
+        "transfer_gates": gates.compute(),
         "input_len": data.input_len,
     }
 
@@ -118,7 +115,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, split: str 
     result["finished"] = loaded.finished
     result["sources"] = list(config.transfer.sources)
     # Top-level means for quick reading (and for `transmem zoo list`).
-    for name in SCORES:
+    for name in METRIC_NAMES:
         result[name] = result["model"][name]
     out = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent) / metrics_file_name(split)
     atomic_write_text(out, json.dumps(result, indent=1))

@@ -3,9 +3,10 @@
 Tensors follow the project convention ``(batch, time, channels, height, width)``
 with intensities in ``[0, 1]``.  A *sequence* is one item of the batch; a *frame*
 is one ``(C, H, W)`` slice of it.  The API mirrors pysteps' verification
-modules: create an accumulator, ``update`` it with each batch, ``compute`` the
-scores at the end.  Only running sums are kept (in float64), so the result does
-not depend on how the test set is split into batches.
+modules (``init``, ``accum``, ``merge``, ``compute``): create an accumulator,
+``update`` it with each batch, ``merge`` accumulators of disjoint batches (e.g. from
+several processes), ``compute`` the scores at the end.  Only running sums are kept (in
+float64), so the result does not depend on how the test set is split into batches.
 
 Before scoring, predictions are clipped to ``[0, 1]``; the truth must already lie
 in ``[0, 1]``.  For predicted frame ``t`` (``t = 1 .. T``), with ``N`` sequences,
@@ -61,11 +62,11 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 __all__ = [
-    "FRAME_METRIC_NAMES",
+    "METRIC_NAMES",
     "PSNR_CAP_DB",
+    "REPORTED_METRIC_NAMES",
     "SSIM_WINDOW",
     "SSIM_SIGMA",
     "FrameMetrics",
@@ -76,7 +77,11 @@ __all__ = [
 ]
 
 #: Names of the per-frame metrics returned by :meth:`FrameMetrics.compute`, in report order.
-FRAME_METRIC_NAMES: tuple[str, ...] = ("mse", "mae", "mse_pixel", "ssim", "psnr")
+METRIC_NAMES: tuple[str, ...] = ("mse", "mae", "mse_pixel", "ssim", "psnr")
+
+#: The metrics that result tables and the validation log show: :data:`METRIC_NAMES` without
+#: ``mse_pixel``, which is ``mse`` divided by the number of values per frame.
+REPORTED_METRIC_NAMES: tuple[str, ...] = tuple(name for name in METRIC_NAMES if name != "mse_pixel")
 
 #: PSNR (dB) given to frames whose per-pixel MSE is 0 (and upper bound for all frames).
 PSNR_CAP_DB: float = 100.0
@@ -126,6 +131,9 @@ def ssim_per_frame(pred_frames: Tensor, truth_frames: Tensor, border: Literal["v
     window, sigma = ssim_window_for(height, width)
     if border == "valid":
         return ssim_valid_map(pred_frames, truth_frames, window, sigma).flatten(start_dim=1).mean(dim=1)
+    # imported here: torchmetrics imports matplotlib, which only pictures need
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     _, ssim_map = structural_similarity_index_measure(
         pred_frames,
         truth_frames,
@@ -311,20 +319,42 @@ class FrameMetrics:
             "psnr": psnr,
         }
         if self._sums is None:
-            self._sums = {
-                name: torch.zeros(steps, dtype=self.accumulate_dtype, device=pred.device) for name in FRAME_METRIC_NAMES
-            }
+            self._sums = {name: torch.zeros(steps, dtype=self.accumulate_dtype, device=pred.device) for name in METRIC_NAMES}
             self._frame_shape = (channels, height, width)
         for name, values in per_sequence.items():
             accumulator = self._sums[name]
             accumulator += values.sum(dim=0).to(device=accumulator.device, dtype=accumulator.dtype)
         self._count += batch
 
+    def merge(self, other: FrameMetrics) -> FrameMetrics:
+        """A new accumulator holding the batches of both, as if one had been updated with the
+        batches of ``self``, then those of ``other`` (pysteps' ``*_merge``); neither is changed.
+
+        The sums live on ``self``'s device (``other``'s when ``self`` holds no batch).
+
+        Raises:
+            ValueError: if the two differ in horizon, compute dtype, SSIM border or frame shape.
+        """
+        settings = (self.horizon, self.compute_dtype, self.ssim_border)
+        other_settings = (other.horizon, other.compute_dtype, other.ssim_border)
+        if settings != other_settings:
+            raise ValueError(f"cannot merge FrameMetrics of (horizon, dtype, border) {settings} and {other_settings}")
+        if None not in (self._frame_shape, other._frame_shape) and self._frame_shape != other._frame_shape:
+            raise ValueError(f"cannot merge frames of shape (C, H, W) {self._frame_shape} and {other._frame_shape}")
+        merged = FrameMetrics(*settings)
+        merged._count = self._count + other._count
+        merged._frame_shape = self._frame_shape or other._frame_shape
+        if self._sums is not None and other._sums is not None:
+            merged._sums = {name: total + other._sums[name].to(total.device) for name, total in self._sums.items()}
+        elif self._sums is not None or other._sums is not None:
+            merged._sums = {name: total.clone() for name, total in (self._sums or other._sums).items()}
+        return merged
+
     def compute(self) -> dict:
         """Scores over all sequences seen so far.
 
         Returns:
-            ``{name: {"per_frame": [T floats], "mean": float} for name in FRAME_METRIC_NAMES}``
+            ``{name: {"per_frame": [T floats], "mean": float} for name in METRIC_NAMES}``
             plus ``"count": int`` (number of sequences).
 
         Raises:
@@ -333,7 +363,7 @@ class FrameMetrics:
         if self._sums is None or self._count == 0:
             raise RuntimeError("FrameMetrics.compute() called before any update()")
         result: dict = {}
-        for name in FRAME_METRIC_NAMES:
+        for name in METRIC_NAMES:
             per_frame = (self._sums[name] / self._count).cpu().tolist()
             result[name] = {"per_frame": per_frame, "mean": math.fsum(per_frame) / len(per_frame)}
         result["count"] = self._count

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from transmem.evaluation.grid import ArrayLike, as_float_array
+
 __all__ = ["layer_name", "plot_per_frame", "plot_transfer_gates", "save_figure"]
 
-ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
 PathLike = Union[str, Path]
 
 
@@ -31,13 +31,6 @@ _METRIC_AXIS_LABELS = {
     "ssim": "SSIM, higher is better",
     "psnr": "PSNR (dB), higher is better",
 }
-
-
-def as_float_array(values: ArrayLike) -> np.ndarray:
-    """Any tensor / array / nested list as a float64 numpy array (on CPU)."""
-    if isinstance(values, torch.Tensor):
-        return values.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(values, dtype=np.float64)
 
 
 def layer_name(layer: int | str) -> str:
@@ -128,6 +121,27 @@ def plot_per_frame(
     save_figure(figure, path)
 
 
+def _gate_layers(gates: Mapping[str, ArrayLike] | ArrayLike) -> dict[str, np.ndarray]:
+    """Layer name -> ``(sources, steps)`` float64 gate values, from a mapping or a ``(layers,
+    sources, steps)`` array; checked to be non-empty with one source count in every layer."""
+    if isinstance(gates, Mapping):
+        layers = {name: as_float_array(values) for name, values in gates.items()}
+    else:
+        stacked = as_float_array(gates)
+        if stacked.ndim != 3:
+            raise ValueError(f"gates array must be (layers, sources, steps), got shape {stacked.shape}")
+        layers = {layer_name(index): values for index, values in enumerate(stacked)}
+    if not layers:
+        raise ValueError("at least one layer is required")
+    for name, values in layers.items():
+        if values.ndim != 2:
+            raise ValueError(f"gates of layer {name!r} must be (sources, steps), got shape {values.shape}")
+    source_counts = {values.shape[0] for values in layers.values()}
+    if len(source_counts) > 1:
+        raise ValueError(f"all layers must have the same number of sources, got {sorted(source_counts)}")
+    return layers
+
+
 def plot_transfer_gates(
     path: PathLike,
     gates: Mapping[str, ArrayLike] | ArrayLike,
@@ -151,27 +165,12 @@ def plot_transfer_gates(
     The x axis is the recurrent time step ``1 .. steps``.  The y axis spans ``[0, 1]``
     when all values lie in it.
     """
-    if isinstance(gates, Mapping):
-        layers = {name: as_float_array(values) for name, values in gates.items()}
-    else:
-        stacked = as_float_array(gates)
-        if stacked.ndim != 3:
-            raise ValueError(f"gates array must be (layers, sources, steps), got shape {stacked.shape}")
-        layers = {layer_name(index): values for index, values in enumerate(stacked)}
-    if not layers:
-        raise ValueError("at least one layer is required")
-    for name, values in layers.items():
-        if values.ndim != 2:
-            raise ValueError(f"gates of layer {name!r} must be (sources, steps), got shape {values.shape}")
-    source_counts = {values.shape[0] for values in layers.values()}
-    if len(source_counts) > 1:
-        raise ValueError(f"all layers must have the same number of sources, got {sorted(source_counts)}")
-    source_count = source_counts.pop()
+    layers = _gate_layers(gates)
+    source_count = next(iter(layers.values())).shape[0]
     if source_names is None:
         source_names = [f"source {index + 1}" for index in range(source_count)]
     if len(source_names) != source_count:
         raise ValueError(f"{len(source_names)} source names for {source_count} sources")
-
     columns = min(4, len(layers))
     rows = math.ceil(len(layers) / columns)
     figure = Figure(figsize=(3.6 * columns, 3.0 * rows), dpi=100, layout="constrained")

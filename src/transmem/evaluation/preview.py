@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from transmem.data import build_dataset
+from transmem.evaluation.grid import paint_grid
 from transmem.schema import ConfigError, DataConfig
 
 #: gray pixels between neighbouring sequences
@@ -20,14 +21,10 @@ def tile_sequences(sequences: np.ndarray) -> np.ndarray:
     count, steps, channels, height, width = sequences.shape
     if channels not in (1, 3):
         sequences = sequences.reshape(count, steps, 1, channels * height, width)
-        channels, height = 1, channels * height
-    gap = np.full((steps, channels, height, SEPARATOR), 0.5, dtype=np.float32)
-    parts = []
-    for i, sequence in enumerate(sequences):
-        parts.extend([gap, sequence] if i else [sequence])
-    tiled = np.concatenate(parts, axis=-1)  # (T, C, H, W')
+    cells = [sequence.transpose(0, 2, 3, 1) for sequence in sequences]  # (T, H, W, C) each
+    tiled = paint_grid([cells], gap=SEPARATOR, gap_value=0.5)  # (T, H, W', C)
     frames = np.rint(np.clip(tiled, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return frames[:, 0] if channels == 1 else frames.transpose(0, 2, 3, 1)
+    return frames[..., 0] if frames.shape[-1] == 1 else frames
 
 
 def preview_dataset(data: DataConfig, split: str, num: int, out_path, fps: float = 5.0) -> Path:

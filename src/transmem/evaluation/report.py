@@ -20,6 +20,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
+from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
+
 __all__ = [
     "format_number",
     "format_metrics_table",
@@ -224,7 +226,7 @@ def _mean_std_cell(mean: float | None, std: float | None, digits: int) -> str:
 
 def markdown_results_table(
     summary: Sequence[Mapping[str, Any]],
-    metrics: Sequence[str] = ("mse", "mae", "ssim", "psnr"),
+    metrics: Sequence[str] = REPORTED_METRIC_NAMES,
     higher_is_better: Collection[str] = frozenset({"ssim", "psnr"}),
     baseline: Mapping[str, Any] | None = None,
     digits: int = 4,

@@ -35,8 +35,11 @@ __all__ = [
 ]
 
 
-def build_predictor(model_config, channels: int, transfer_layout: TransferLayout | None = None) -> RecurrentPredictor:
-    """Build the backbone described by a :class:`transmem.config.ModelConfig`."""
+def build_predictor(
+    model_config, channels: int, transfer_layout: TransferLayout | None = None, frame_size: int | None = None
+) -> RecurrentPredictor:
+    """Build the backbone described by a :class:`transmem.config.ModelConfig`; ``frame_size``
+    (``data.frame_size``) is needed by ``model.norm = "release"``, whose weights it fixes."""
     return RecurrentPredictor(
         backbone=model_config.backbone,
         channels=channels,
@@ -45,4 +48,6 @@ def build_predictor(model_config, channels: int, transfer_layout: TransferLayout
         patch=model_config.patch,
         norm=model_config.norm,
         transfer_layout=transfer_layout,
+        forget_bias=model_config.forget_bias,
+        frame_size=frame_size,
     )

@@ -37,8 +37,10 @@ With ``hint_to_backbone=False`` the distillers read a detached ``C'_t``: the dis
 loss then trains the distillers (and projections) only, never the cell that produced the
 memory, so it cannot pull a source-initialised backbone away from its starting point.
 
-Norm is GroupNorm with one group: it normalizes over (C, H, W) like the authors' LayerNorm
-but its affine weights are per channel, so the unit works at any frame size.
+Norm (``distiller_norm``): ``"group"``, GroupNorm with one group, normalizes over (C, h, w)
+like the authors' LayerNorm but its affine weights are per channel, so the unit works at any
+frame size; ``"layer"`` is the release's ``LayerNorm([C, h, w])`` with per-element affine
+weights, built for one state size ``size = (h, w)`` (``model.norm = "release"``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class TransferableMemory(nn.Module):
         merge: ``"sum"`` (C_t = C'_t + sum_n M^n_t), ``"mean"`` (that sum over N + 1) or
             ``"residual"`` (the mean merge's correction of C'_t scaled by a zero-initialised a^n).
         hint_to_backbone: False detaches C'_t at the distillers' input (see the module doc).
+        distiller_norm: ``"group"`` (GroupNorm(1, C)) or ``"layer"`` (the release's
+            ``LayerNorm([C, h, w])``, which needs ``size``).
+        size: the state size ``(h, w)`` of the target cell (``distiller_norm = "layer"``).
     """
 
     def __init__(
@@ -72,12 +77,17 @@ class TransferableMemory(nn.Module):
         use_gates: bool = True,
         merge: str = "sum",
         hint_to_backbone: bool = True,
+        distiller_norm: str = "group",
+        size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if not source_channels:
             raise ValueError("TransferableMemory needs at least one source")
         if merge not in MEMORY_MERGES:
             raise ValueError(f"merge must be one of {MEMORY_MERGES}, got {merge!r}")
+        if distiller_norm not in ("group", "layer") or (distiller_norm == "layer" and size is None):
+            raise ValueError(f"distiller_norm must be 'group', or 'layer' with a size (h, w), got {distiller_norm!r}")
+        self.distiller_norm = distiller_norm
         self.merge = merge
         self.hint_to_backbone = hint_to_backbone
         self.hidden_channels = hidden_channels
@@ -88,7 +98,7 @@ class TransferableMemory(nn.Module):
         self.distillers = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(hidden_channels, hidden_channels, kernel_size=1, bias=False),
-                nn.GroupNorm(1, hidden_channels),
+                nn.GroupNorm(1, hidden_channels) if distiller_norm == "group" else nn.LayerNorm([hidden_channels, *size]),
             )
             for _ in source_channels
         )
@@ -143,8 +153,11 @@ class TransferableMemory(nn.Module):
 
         The N distillers run as one 1x1 convolution (their weights stacked) followed by one
         GroupNorm with N groups, which normalizes each source's block exactly like N
-        separate GroupNorm(1) layers.
+        separate GroupNorm(1) layers. LayerNorm distillers (per-element affine weights) run
+        one by one, as the release runs them.
         """
+        if self.distiller_norm == "layer":
+            return torch.stack([distiller(candidate) for distiller in self.distillers], dim=1)
         convs = [distiller[0] for distiller in self.distillers]
         norms = [distiller[1] for distiller in self.distillers]
         weight = torch.cat([conv.weight for conv in convs]) if self.num_sources > 1 else convs[0].weight

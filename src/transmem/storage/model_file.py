@@ -96,7 +96,7 @@ def _build(config: RunConfig, layout_json: str, state: dict[str, Tensor], where:
             f"{where}: holds non-finite weights (NaN or inf) in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
         )
     layout = layout_from_json(layout_json)
-    model = build_predictor(config.model, config.data.channels, layout)
+    model = build_predictor(config.model, config.data.channels, layout, config.data.frame_size)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -123,6 +123,10 @@ class RunFolder:
     def transfer_gates(self, split: str = "test") -> Path:
         return self.path / transfer_gates_file_name(split)
 
+    def has_model(self) -> bool:
+        """The final model file exists: training finished (whether or not it was evaluated)."""
+        return self.model.exists()
+
     def holds_run(self) -> bool:
         """A final model or a checkpoints folder: what loading a model from the folder reads."""
         return self.model.is_file() or self.checkpoints.is_dir()

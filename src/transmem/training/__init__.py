@@ -1,1 +1,2 @@
-"""Training: the loop (engine.py; loop.py: the public train), scheduled sampling, run-folder conflicts and DDP."""
+"""Training: the loop (loop.py) and what it is built of (setup.py), its one step (step.py) and
+that step in a CUDA graph (cuda_graph.py), scheduled sampling, DDP, and the machine's threads."""

@@ -20,8 +20,9 @@ anything is written: a CPU device; several processes (torchrun); ``train.compile
 learning-rate schedule (Adam's float learning rate is baked into the captured kernels);
 transfer methods whose step reads more than the frames and mask (a memory bank, live
 sources, a per-iteration schedule: ``tmu``, ``distill``, ``kflow``). The one difference in
-behaviour: a non-finite loss is seen after the replay, so the update of that step has been
-applied in memory; the run stops as an eager one does and the last good checkpoint is kept.
+behaviour: a non-finite loss or gradient norm is seen after the replay, so the update of that
+step has been applied in memory; the run stops as an eager one does, before that step's
+checkpoint, and the last good checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ import torch
 from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig
+from transmem.data.batch import TrainingBatch
 from transmem.models import RecurrentPredictor
 from transmem.training.step import apply_gradients, step_loss, training_step
-from transmem.transfer.memory_bank import TrainingBatch
 
 WARMUP_STEPS = 3  # eager steps before the capture (PyTorch's recipe uses a few)
 
@@ -82,8 +83,9 @@ class GraphedTrainingStep:
         self.mask: Tensor | None = None
         self.loss: Tensor | None = None  # and the outputs it writes
         self.terms: dict[str, Tensor] = {}
+        self.norm: Tensor | None = None  # the gradient norm before clipping
 
-    def __call__(self, batch: TrainingBatch, iteration: int, diverged: Callable[[Tensor], Exception]):
+    def __call__(self, batch: TrainingBatch, iteration: int, diverged: Callable[..., Exception]):
         if self.graph is None and self.eager_steps < WARMUP_STEPS:
             self.stream = self.stream or torch.cuda.Stream(batch.frames.device)
             self.stream.wait_stream(torch.cuda.current_stream())
@@ -101,6 +103,8 @@ class GraphedTrainingStep:
         self.graph.replay()
         if not torch.isfinite(self.loss):
             raise diverged(self.loss)
+        if not torch.isfinite(self.norm):
+            raise diverged(self.norm, "gradient norm")
         return self.loss, self.terms
 
     def _capture(self, batch: TrainingBatch, iteration: int) -> None:
@@ -114,7 +118,7 @@ class GraphedTrainingStep:
             self.loss, self.terms = step_loss(
                 self.model, self.forward_model, self.method, self.config, static, iteration, autocast_cache=False
             )
-            apply_gradients(self.model, self.optimizer, self.config, self.loss)
+            self.norm = apply_gradients(self.model, self.optimizer, self.config, self.loss)
 
 
 def make_step(model: RecurrentPredictor, forward_model: torch.nn.Module, method, optimizer, scheduler, config: RunConfig):
@@ -123,7 +127,7 @@ def make_step(model: RecurrentPredictor, forward_model: torch.nn.Module, method,
     if config.train.cuda_graph:
         return GraphedTrainingStep(model, forward_model, method, optimizer, config)
 
-    def step(batch: TrainingBatch, iteration: int, diverged: Callable[[Tensor], Exception]):
+    def step(batch: TrainingBatch, iteration: int, diverged: Callable[..., Exception]):
         return training_step(model, forward_model, method, optimizer, scheduler, config, batch, iteration, diverged)
 
     return step

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from transmem.config import RunConfig
+from transmem.data.batch import TrainingBatch
 from transmem.models import RecurrentPredictor
-from transmem.transfer.memory_bank import TrainingBatch
 
 
 def decoupling_loss(pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -55,13 +55,27 @@ def step_loss(
     return loss, terms
 
 
-def apply_gradients(model: RecurrentPredictor, optimizer: torch.optim.Optimizer, config: RunConfig, loss: Tensor) -> None:
-    """Backward, gradient clipping (``train.grad_clip``) and the optimiser step."""
+def apply_gradients(
+    model: RecurrentPredictor,
+    optimizer: torch.optim.Optimizer,
+    config: RunConfig,
+    loss: Tensor,
+    diverged: Callable[..., Exception] | None = None,
+) -> Tensor:
+    """Backward, gradient clipping (``train.grad_clip``) and the optimiser step. Returns the
+    gradients' total norm before clipping (a 0-d tensor). With ``diverged`` (eager steps), a
+    non-finite norm raises ``diverged(norm, "gradient norm")`` before the optimiser step,
+    which would write NaN into every weight; a CUDA graph capture passes None (it cannot
+    synchronise) and checks the returned norm after each replay."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if config.train.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+    # max_norm inf measures the norm without clipping (the gradients are scaled by exactly 1)
+    max_norm = config.train.grad_clip if config.train.grad_clip > 0 else float("inf")
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if diverged is not None and not torch.isfinite(norm):
+        raise diverged(norm, "gradient norm")
     optimizer.step()
+    return norm
 
 
 def training_step(
@@ -73,15 +87,40 @@ def training_step(
     config: RunConfig,
     batch: TrainingBatch,
     iteration: int,
-    diverged: Callable[[Tensor], Exception],
+    diverged: Callable[..., Exception],
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """One optimisation step on ``batch``: forward, loss, backward, clipping, optimiser and
-    scheduler steps. Returns ``(loss, terms)`` (:func:`step_loss`). A non-finite loss raises
-    ``diverged(loss)`` before any gradient is applied."""
-    loss, terms = step_loss(model, forward_model, method, config, batch, iteration)
-    if not torch.isfinite(loss):
-        raise diverged(loss)
-    apply_gradients(model, optimizer, config, loss)
+    """One iteration on ``batch``: forward, loss, backward, clipping, optimiser and scheduler
+    steps. Returns ``(loss, terms)`` (:func:`step_loss`). A non-finite loss raises
+    ``diverged(loss)`` before its gradient is applied, a non-finite gradient norm
+    ``diverged(norm, "gradient norm")`` before the optimiser step.
+
+    With ``train.reverse_input`` (the release's ``--reverse_input 1``) the iteration makes a
+    second optimiser step, on :func:`reversed_batch` (the same sequences played backwards,
+    the same mask), and returns the means of the two steps' loss and terms (as the release
+    logs them); the scheduler still steps once.
+    """
+    loss, terms = _update(model, forward_model, method, optimizer, config, batch, iteration, diverged)
+    if config.train.reverse_input:
+        back_loss, back_terms = _update(
+            model, forward_model, method, optimizer, config, reversed_batch(batch), iteration, diverged
+        )
+        loss = (loss.detach() + back_loss.detach()) / 2
+        terms = {name: (value.detach() + back_terms[name].detach()) / 2 for name, value in terms.items()}
     if scheduler is not None:
         scheduler.step()
     return loss, terms
+
+
+def _update(model, forward_model, method, optimizer, config, batch: TrainingBatch, iteration: int, diverged):
+    """One optimiser step on ``batch`` (arguments as :func:`training_step`'s): its ``(loss, terms)``."""
+    loss, terms = step_loss(model, forward_model, method, config, batch, iteration)
+    if not torch.isfinite(loss):
+        raise diverged(loss)
+    apply_gradients(model, optimizer, config, loss, diverged)
+    return loss, terms
+
+
+def reversed_batch(batch: TrainingBatch) -> TrainingBatch:
+    """``batch`` with every sequence played backwards, ``frames[:, ::-1]`` ``(B, T, C, H, W)``,
+    and the same scheduled-sampling mask (the release's ``np.flip(ims, axis=1)``)."""
+    return TrainingBatch(batch.indices, batch.frames.flip(1), batch.mask)

@@ -1,6 +1,7 @@
 """Transfer between predictive networks: source zoo, memory bank and transfer methods."""
 
-from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank, TrainingBatch
+from transmem.data.batch import TrainingBatch
+from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank
 from transmem.transfer.methods import METHODS, distillation_loss
 from transmem.transfer.zoo import Source, SourceError, describe_zoo, load_source, load_zoo
 

@@ -23,16 +23,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from transmem.errors import MemoryBankError
+from transmem.data.batch import TrainingBatch
+from transmem.errors import DiskFullError, MemoryBankError
 from transmem.progress import progress_bar
-from transmem.storage.files import atomic_write_text, sha256_file
+from transmem.storage.files import allocate_file, atomic_write_text, disk_full_error, sha256_file
 from transmem.storage.locks import FileLock
 from transmem.transfer.zoo import Source
 
@@ -40,15 +40,6 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 BUILD_LOCK = "build.lock"  # in the bank folder; held while the bank is built or checked
-
-
-@dataclass
-class TrainingBatch:
-    """One training batch, as the banks and transfer methods see it."""
-
-    indices: list[int]  # dataset indices of the sequences
-    frames: Tensor  # (B, T, C, H, W), as the target reads them (time-reversed where drawn so)
-    mask: Tensor | None = None  # (B, T-2) scheduled-sampling teacher mask (True: true frame)
 
 
 def source_memories(
@@ -199,7 +190,7 @@ class CachedMemoryBank:
         meta_path = self.folder / "meta.json"
         atomic_write_text(meta_path, json.dumps({"key": self.key, "complete": False}))
         shapes = self._shapes()
-        arrays = {k: np.memmap(self._file(*k), np.float16, "w+", shape=s) for k, s in shapes.items()}
+        arrays = self._allocate(shapes)
         bar = progress_bar(self.size, 0, "memory bank", "seq", enabled=progress)
         for start in range(0, self.size, batch_size):
             stop = min(start + batch_size, self.size)
@@ -217,6 +208,20 @@ class CachedMemoryBank:
             checksums[self._file(*key).name] = sha256_file(self._file(*key))
         atomic_write_text(meta_path, json.dumps({"key": self.key, "complete": True, "sha256": checksums}))
         log.info("memory bank built in %s (%.1f MB)", self.folder, self.nbytes / 1e6)
+
+    def _allocate(self, shapes: dict[tuple[int, int], tuple[int, ...]]) -> dict[tuple[int, int], np.memmap]:
+        """The bank's files, every block reserved on disk before it is mapped (a mapped page
+        that finds the disk full would kill the process with SIGBUS), mapped for writing. A
+        full disk removes them all and raises DiskFullError naming the bytes the bank needs
+        (``meta.json`` still says incomplete: no later run trusts a partial bank)."""
+        try:
+            for key, shape in shapes.items():
+                allocate_file(self._file(*key), int(np.prod(shape)) * 2)
+        except DiskFullError:
+            for key in shapes:
+                self._file(*key).unlink(missing_ok=True)
+            raise disk_full_error(self.folder, self.nbytes, "the cached memory bank (transfer.bank) of the sources") from None
+        return {key: np.memmap(self._file(*key), np.float16, "r+", shape=shape) for key, shape in shapes.items()}
 
     def _open(self) -> None:
         self.arrays = {k: np.memmap(self._file(*k), np.float16, "r", shape=s) for k, s in self._shapes().items()}

@@ -1,10 +1,10 @@
 """Transfer methods: how a target network is built and what it adds to the loss.
 
-Each method is a class in :data:`METHODS` (keyed by ``transfer.method``). The training loop
-asks a method to build the model, to set the initial weights of a fresh run, to prepare
-(build the memory bank), which keyword arguments to pass to the model's ``forward`` and
-which extra loss terms to add to the prediction MSE. The loss itself is always assembled by
-the training loop.
+Each method is a class in :data:`METHODS` (keyed by ``transfer.method``). A run
+(:mod:`transmem.run`) asks a method to build the model, which sources to rank and then the
+initial weights of a fresh run; the training loop asks it to prepare (build the memory
+bank), which keyword arguments to pass to the model's ``forward`` and which extra loss
+terms to add to the prediction MSE. The loss itself is always assembled by the training step.
 
 - ``none``: training from scratch.
 - ``finetune``: weights initialised from one source (same architecture), then trained.
@@ -19,32 +19,26 @@ the training loop.
 
 Every method but ``none`` can start its backbone from a source's weights
 (``transfer.init_from``: a source, or ``"best"``, the source ranked first on the target's
-validation split by :mod:`~transmem.transfer.ranking`); the transfer parts (distillers,
+validation split by :mod:`~transmem.run.ranking`); the transfer parts (distillers,
 gates, mixers) start fresh. A ``distill`` target, and a ``tmu`` target with
 ``memory_merge = "residual"``, then predict exactly what that source predicts at iteration 0.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from transmem.config import ConfigError, RunConfig, config_from_dict
+from transmem.data.batch import TrainingBatch
 from transmem.models import RecurrentPredictor, Rollout, TransferLayout, build_predictor
 from transmem.models.fusion import fuse_backbones, fused_hidden
-from transmem.storage.run_folder import RANK_DIR, RunFolder
-from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank, TrainingBatch
+from transmem.storage.run_folder import RunFolder
+from transmem.transfer.memory_bank import CachedMemoryBank, LiveMemoryBank, MemoryBankError, RolloutMemoryBank
 from transmem.transfer.zoo import Source, SourceError, check_same_backbone, load_zoo
-
-#: ``rank(sources, target, folder, probe, progress=...) -> rows, best first``: the signature of
-#: :func:`transmem.transfer.ranking.rank_sources`, which the training loop's caller hands down
-#: (ranking trains probes through the loop, so it sits above the loop and this module).
-RankSources = Callable[..., list[dict]]
 
 
 class TransferMethod:
@@ -72,17 +66,24 @@ class TransferMethod:
         return None
 
     def build_model(self) -> RecurrentPredictor:
-        return build_predictor(self.config.model, self.config.data.channels, self.transfer_layout())
+        return build_predictor(self.config.model, self.config.data.channels, self.transfer_layout(), self.config.data.frame_size)
 
-    def initialize(self, model: RecurrentPredictor, rank_sources: RankSources, progress: bool = False) -> dict | None:
-        """Set the initial weights of a fresh (not resumed) model, once its run folder exists;
-        ``rank_sources`` chooses among several candidates (:data:`RankSources`).
+    def ranking_target(self) -> RunConfig | None:
+        """The configuration to rank :attr:`sources` for (on its validation split) before
+        :meth:`initialize`, or None when there is nothing to choose: ``init_from`` with
+        several candidates (``"best"``). The run lifecycle ranks them (:mod:`transmem.run.ranking`)."""
+        return self.config if len(self.init_candidates) > 1 else None
+
+    def initialize(self, model: RecurrentPredictor, ranking: list[dict] | None = None) -> dict | None:
+        """Set the initial weights of a fresh (not resumed) model, once its run folder exists.
+        ``ranking``: the sources ranked for :meth:`ranking_target`, best first (one row per
+        source, with its ``path``), when that named a configuration; else None.
 
         Returns what the run folder records about it (:data:`~transmem.storage.run_folder.INIT_FILE`), or None.
         """
         if not self.init_candidates:
             return None
-        source, ranking = self._choose_init_source(rank_sources, progress)
+        source = self._init_source(ranking)
         load_backbone(model, source)
         return {"init_from": self.config.transfer.init_from, "source": str(source.path), "name": source.name, "ranking": ranking}
 
@@ -109,26 +110,15 @@ class TransferMethod:
         self.sources = load_zoo(self.config.transfer.sources, self.config, layers, self.device)
         self.init_candidates = init_candidates(self.sources, self.config)
 
-    def _choose_init_source(self, rank_sources: RankSources, progress: bool) -> tuple[Source, list[dict] | None]:
+    def _init_source(self, ranking: list[dict] | None) -> Source:
+        """The one candidate, or the candidate ranked best in ``ranking``."""
         if len(self.init_candidates) == 1:
-            return self.init_candidates[0], None
-        ranking = self._rank(self.config, rank_sources, progress)
+            return self.init_candidates[0]
+        if ranking is None:
+            raise ValueError("initialize: several init_from candidates and no ranking of them (see ranking_target)")
         usable = {str(s.path) for s in self.init_candidates}
         best = next(row for row in ranking if row["path"] in usable)
-        return next(s for s in self.init_candidates if str(s.path) == best["path"]), ranking
-
-    def _rank(self, config: RunConfig, rank_sources: RankSources, progress: bool) -> list[dict]:
-        """The sources ranked for ``config`` on its validation split by ``rank_sources``
-        (:data:`RankSources`; cached, see ranking.py)."""
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError(
-                f"transfer.method = {self.config.transfer.method!r} ranks the sources, which it cannot do under torchrun: "
-                "rank them first (transmem zoo rank) and name the chosen one in transfer.init_from "
-                "(fusion: fuse = 0 with fusion_head = 'mean' needs no ranking)"
-            )
-
-        folder = Path(self.config.transfer.cache_dir or self.run_dir) / RANK_DIR  # cached source rankings
-        return rank_sources(self.sources, config, folder, self.config.transfer.rank_probe, progress=progress)
+        return next(s for s in self.init_candidates if str(s.path) == best["path"])
 
 
 class FinetuneMethod(TransferMethod):
@@ -168,10 +158,18 @@ def init_candidates(sources: list[Source], config: RunConfig, method: str | None
                 "patch, kernel, norm); name none to start from fresh weights"
             )
     else:
-        chosen = [s for s in sources if wanted in (str(s.path), s.name, Path(s.path).as_posix())]
+        chosen = [s for s in sources if wanted in (str(s.path), Path(s.path).as_posix())]  # a path names one source
+        chosen = chosen or [s for s in sources if wanted == s.name]
         if not chosen:
             names = ", ".join(f"{s.name} ({s.path})" for s in sources)
             raise SourceError(f"transfer.init_from: {wanted!r} is not one of transfer.sources: {names}")
+        distinct = {str(Path(s.path).resolve()): s for s in chosen}  # a source listed twice is still one
+        if len(distinct) > 1:
+            paths = ", ".join(str(s.path) for s in distinct.values())
+            raise SourceError(
+                f"transfer.init_from: {wanted!r} names {len(distinct)} sources ({paths}); give the path of the one to start from"
+            )
+        chosen = chosen[:1]
     verb = "finetuning" if method == "finetune" or config.transfer.method == "finetune" else "starting from a source"
     for source in chosen:
         check_same_backbone(source, config, verb)
@@ -236,13 +234,15 @@ class TransferableMemoryMethod(TransferMethod):
         """``auto`` is ``cached`` for a finite training set read forward in time, else ``live``.
 
         A cached bank holds each sequence's memories in forward time; with
-        ``train.time_reversal`` half of the batches are played backwards, so only a live
-        bank (sources read what the target reads) stays aligned.
+        ``train.time_reversal`` half of the batches are played backwards (with
+        ``train.reverse_input`` every batch is, in its second step), so only a live bank
+        (sources read what the target reads) stays aligned.
         """
         mode = self.config.transfer.bank
         if mode == "auto":
             finite = not getattr(train_dataset, "online", False)
-            return "cached" if finite and not self.config.train.time_reversal else "live"
+            forward_only = not (self.config.train.time_reversal or self.config.train.reverse_input)
+            return "cached" if finite and forward_only else "live"
         return mode
 
     def check_data(self, train_dataset) -> None:
@@ -307,7 +307,7 @@ class FusionMethod(TransferMethod):
     The sources must share one architecture (backbone, hidden, kernel, patch, channels) with
     ``norm = "none"``, and the target's ``model.hidden`` must be ``fuse`` times theirs (checked
     before anything is written). Which sources, and in which order (best first), comes from the
-    validation ranking of ``init_from = "best"`` (:mod:`~transmem.transfer.ranking`, run on the
+    validation ranking of ``init_from = "best"`` (:mod:`~transmem.run.ranking`, run on the
     target's data with the sources' own architecture, so ``finetune_best`` shares it); with
     ``fuse = 0`` and ``fusion_head = "mean"`` every source is fused in the listed order, unranked.
     With ``fusion_partners = "random"`` only the best source is fused and the other
@@ -338,13 +338,23 @@ class FusionMethod(TransferMethod):
         raw["transfer"] = {"method": "none"}
         return config_from_dict(raw, stored=True)
 
-    def initialize(self, model: RecurrentPredictor, rank_sources: RankSources, progress: bool = False) -> dict:
+    def fused_source_count(self) -> int:
+        """How many of the fused blocks are sources (the others, random networks)."""
+        return 1 if self.config.transfer.fusion_partners == "random" else self.fuse
+
+    def ranking_target(self) -> RunConfig | None:
+        """The sources are ranked (with their own model size) when the best must come first
+        (``fusion_head = "best"``) or not every source is fused."""
+        partial = self.fused_source_count() < len(self.sources)
+        if len(self.sources) > 1 and (partial or self.config.transfer.fusion_head == "best"):
+            return self.member_config()
+        return None
+
+    def initialize(self, model: RecurrentPredictor, ranking: list[dict] | None = None) -> dict:
         transfer = self.config.transfer
-        ranking = None
-        fused_sources = 1 if transfer.fusion_partners == "random" else self.fuse
+        fused_sources = self.fused_source_count()
         chosen = self.sources[:fused_sources]
-        if len(self.sources) > 1 and (fused_sources < len(self.sources) or transfer.fusion_head == "best"):
-            ranking = self._rank(self.member_config(), rank_sources, progress)
+        if ranking is not None:
             by_path = {str(s.path): s for s in self.sources}
             chosen = [by_path[row["path"]] for row in ranking[:fused_sources]]
         random_blocks = [self.random_member(n) for n in range(fused_sources, self.fuse)]

@@ -81,6 +81,11 @@ def check_compatible(sources: list[Source], target: RunConfig, layers: list[int]
                 f"source {source.path}: its patch size {model.patch} does not divide the target frame size "
                 f"{target.data.frame_size}"
             )
+        if model.frame_size is not None and model.frame_size != target.data.frame_size:
+            raise SourceError(
+                f"source {source.path}: its weights are for {model.frame_size}x{model.frame_size} frames only "
+                f"(model.norm = 'release'), the target's are {target.data.frame_size}x{target.data.frame_size}"
+            )
         for layer in layers:
             if layer >= len(model.hidden):
                 raise SourceError(f"source {source.path}: has {len(model.hidden)} layers, no layer {layer}")

@@ -9,9 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
 
 @dataclass
 class Timing:
+    """The seconds of each timed call of one function, and their statistics (seconds)."""
+
     seconds: list[float] = field(default_factory=list)
 
     @property
@@ -62,6 +66,4 @@ def measure_interleaved(
 def synchronizer(device: str) -> Callable[[], None]:
     """A function that waits for ``device``: ``torch.cuda.synchronize`` on CUDA, nothing on the
     CPU (its work is done when a call returns)."""
-    import torch
-
     return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)

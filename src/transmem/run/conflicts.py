@@ -6,8 +6,8 @@
 - different config: refused with a message listing the differing keys, unless ``--force``;
   then the old run's files are *renamed* with a ``.previous-<time>`` suffix, never deleted;
 - a ``config.toml`` edited by hand: refused the same way, since the weights were trained
-  with the config stored in ``model.safetensors`` (and in every checkpoint, checked by the
-  training loop before resuming);
+  with the config stored in ``model.safetensors`` (and in every checkpoint, checked by
+  :mod:`transmem.run.resume` before resuming);
 - no saved config but files a run writes (``train.csv``, ``checkpoints``...): refused the
   same way, since those files are not known to belong to this run.
 """

@@ -30,10 +30,10 @@ import torch
 
 from transmem.config import RunConfig, config_from_dict
 from transmem.data import DataError, build_dataset
+from transmem.run.session import open_run, train_open_run
 from transmem.storage.files import atomic_write_text
 from transmem.storage.locks import FileLock
 from transmem.storage.model_file import load_model
-from transmem.training.engine import train_run
 from transmem.transfer.zoo import Source, SourceError, check_same_backbone
 
 RANK_VERSION = 2  # 2: the key hashes the settings that differ from their defaults
@@ -130,7 +130,8 @@ def _score(n: int, source: Source, target: RunConfig, val, home: Path, probe: in
     if probe > 0:
         config = probe_config(target, str(source.path), probe)
         run = home / f"probe{n}_{source.name}"
-        train_run(config, run, rank_sources, progress=progress, check_test_split=False)  # a finetune of one source: never ranks
+        with open_run(config, run, force=False, progress=progress, check_test_split=False) as opened:
+            train_open_run(opened, None)  # a finetune of one source: nothing to rank
         row["probe_mse"] = _val_mse(load_model(run, device).model, val, config, device)
     return row
 

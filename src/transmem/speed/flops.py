@@ -9,12 +9,11 @@ to report GFLOP/s.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from transmem.benchmark.speed_config import NUM_SOURCES, SpeedConfig, tmu_layout
+import torch
 
-if TYPE_CHECKING:  # torch is imported where it is used: `transmem --help` stays fast
-    import torch
+from transmem.models import build_predictor
+from transmem.speed.configs import NUM_SOURCES, SpeedConfig, tmu_layout
 
 
 def conv_flops(in_channels: int, out_channels: int, kernel: int, height: int, width: int, batch: int = 1) -> int:
@@ -42,9 +41,8 @@ class ConvShape:
         return self.count * forward * (3 if self.backward else 1)
 
 
-def _conv_module(module) -> "torch.nn.Conv2d":
-    import torch
-
+def _conv_module(module: torch.nn.Module) -> torch.nn.Conv2d:
+    """``module`` itself if it is a Conv2d, else its first Conv2d."""
     return module if isinstance(module, torch.nn.Conv2d) else next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
 
 
@@ -72,19 +70,18 @@ def step_convs(spec: SpeedConfig, variant: str) -> list[ConvShape]:
     The target's convolutions run forward and backward at each of the T - 1 steps; a live
     bank adds each source's forward pass over the same T - 1 steps.
     """
-    from transmem.models import build_predictor
-
     config = spec.run_config()
     steps = spec.total_len - 1
-    target = build_predictor(config.model, spec.channels, None if variant == "plain" else tmu_layout(spec))
+    target = build_predictor(config.model, spec.channels, None if variant == "plain" else tmu_layout(spec), spec.frame_size)
     shapes = model_convs(target, steps, backward=True)
     if variant == "live":
-        source = build_predictor(config.model, spec.channels)
+        source = build_predictor(config.model, spec.channels, None, spec.frame_size)
         for n in range(NUM_SOURCES):
             shapes += model_convs(source, steps, backward=False, prefix=f"source {n} ")
     return shapes
 
 
 def total_flops(spec: SpeedConfig, shapes: list[ConvShape]) -> int:
+    """FLOPs of ``shapes`` at ``spec``'s batch and patched frame side (frame_size / patch)."""
     side = spec.frame_size // spec.patch
     return sum(s.flops(spec.batch, side, side) for s in shapes)

@@ -12,11 +12,14 @@ import json
 import resource
 import subprocess
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from transmem.benchmark.speed_config import SpeedConfig
-from transmem.benchmark.workload import build_workload
+import torch
+
+from transmem.speed.configs import SpeedConfig
+from transmem.speed.workload import build_workload
 
 
 def _status_kb() -> dict[str, int]:
@@ -50,8 +53,6 @@ class _AnonymousPeak:
     """
 
     def __init__(self, interval: float = 0.001) -> None:
-        import threading
-
         self.interval, self.peak = interval, _status_kb().get("RssAnon", 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -77,8 +78,6 @@ def memory_worker(payload: dict) -> dict:
     RSS (sampled), each also as growth over the resident memory before the steps. Elsewhere
     only ``ru_maxrss`` (whole process, an upper bound: it survives exec from a bigger parent).
     """
-    import torch
-
     spec = SpeedConfig(**{**payload["spec"], "hidden": tuple(payload["spec"]["hidden"])})
     if payload.get("threads"):
         torch.set_num_threads(payload["threads"])
@@ -110,8 +109,10 @@ def memory_worker(payload: dict) -> dict:
 
 
 def measure_memory(spec: SpeedConfig, variant: str, folder: Path, steps: int, threads: int | None) -> dict:
+    """:func:`memory_worker`'s report (MB) of ``variant`` training ``steps`` steps, measured in
+    a fresh Python process with ``threads`` torch threads (None: torch's choice)."""
     payload = {"spec": asdict(spec), "variant": variant, "folder": str(folder), "steps": steps, "threads": threads}
-    code = "import json, sys; from transmem.benchmark.peak_memory import memory_worker; print(json.dumps(memory_worker(json.loads(sys.argv[1]))))"
+    code = "import json, sys; from transmem.speed.peak_memory import memory_worker; print(json.dumps(memory_worker(json.loads(sys.argv[1]))))"
     result = subprocess.run([sys.executable, "-c", code, json.dumps(payload)], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"speed: memory measurement of {variant} failed:\n{result.stderr[-2000:]}")
@@ -123,8 +124,6 @@ def gpu_memory(spec: SpeedConfig, variant: str, folder: Path, steps: int, device
     ``variant`` is built and trains ``steps`` steps (``torch.cuda.max_memory_allocated``,
     reset first, less what the process held before), and its growth over what was allocated
     once the variant was built (the step's own activations, gradients and optimiser state)."""
-    import torch
-
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)

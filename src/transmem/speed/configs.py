@@ -1,11 +1,14 @@
 """The configurations ``transmem speed`` measures: their shapes and the run config of each.
 
-Shared by the FLOP counting, the workloads, the peak-memory processes and the benchmark.
+Shared by the FLOP counting, the workloads, the peak-memory processes, and the transfer
+benchmark's time estimate (which times its runs' steps as a :class:`SpeedConfig`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from transmem.config import RunConfig, config_from_dict
 
 NUM_SOURCES = 2
 BANK_SIZE_BATCHES = 4  # cached bank over 4 batches of training sequences
@@ -30,6 +33,7 @@ class SpeedConfig:
     grad_clip: float = 0.0
 
     def describe(self) -> str:
+        """One line: the network, batch, frame and sequence shapes."""
         backbone = "ConvLSTM" if self.backbone == "convlstm" else self.backbone
         return (
             f"{backbone} {len(self.hidden)} x {self.hidden[0]}, {self.kernel}x{self.kernel}, batch {self.batch}, "
@@ -37,9 +41,12 @@ class SpeedConfig:
             f"{self.input_len}+{self.total_len - self.input_len} frames, {NUM_SOURCES} sources"
         )
 
-    def run_config(self, method: str = "none", sources: list[str] | None = None, bank: str = "cached", cache_dir: str = ""):
-        from transmem.config import config_from_dict
-
+    def run_config(
+        self, method: str = "none", sources: list[str] | None = None, bank: str = "cached", cache_dir: str = ""
+    ) -> RunConfig:
+        """The run config of this shape on the CPU: ``method`` with ``sources`` (paths) and a
+        ``bank`` (``"live"`` or ``"cached"``, in ``cache_dir``); ``train_size`` holds
+        :data:`BANK_SIZE_BATCHES` batches."""
         raw = {
             "data": {
                 "frame_size": self.frame_size,
@@ -74,6 +81,8 @@ CONFIGS = {
 
 
 def tmu_layout(spec: SpeedConfig) -> dict:
+    """The transfer layout of a TMU target of ``spec``: layer 0 reads :data:`NUM_SOURCES`
+    sources of its own width, with gates."""
     return {
         0: {
             "kind": "tmu",

@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.resources import files
 from pathlib import Path
+from typing import Callable
 
 from transmem.storage.run_folder import RunFolder
 
@@ -39,9 +41,11 @@ SETTINGS = {  # name -> environment variables set (None: removed) for both proce
 }
 REFERENCE = "libgomp default"  # the last column compares each lone run with this one
 WARMUP_ROWS = 1  # logged rows left out of the mean
+TRAINED_CONFIG = "digits/scratch.toml"  # the shipped config (transmem/configs/) each process trains
 
 
 def _environment(setting: dict, cores: int) -> dict:
+    """This process's environment with ``setting`` applied, ``cores`` for :data:`ALL_CORES`."""
     env = dict(os.environ)
     for key, value in setting.items():
         if value is None:
@@ -59,8 +63,8 @@ def torch_default_threads() -> int:
 
 
 def _start(folder: Path, iterations: int, env: dict) -> subprocess.Popen:
-    from transmem.benchmark.planning import configs_root
-
+    """Start ``transmem train`` of :data:`TRAINED_CONFIG` for ``iterations`` in ``folder``."""
+    config = Path(str(files("transmem") / "configs")) / TRAINED_CONFIG
     overrides = [
         f"train.iterations={iterations}",
         "train.log_every=2",
@@ -70,19 +74,21 @@ def _start(folder: Path, iterations: int, env: dict) -> subprocess.Popen:
         "data.val_size=0",
         "data.test_size=8",
     ]
-    command = [sys.executable, "-m", "transmem", "train", str(configs_root() / "digits" / "scratch.toml"), "--out", str(folder)]
+    command = [sys.executable, "-m", "transmem", "train", str(config), "--out", str(folder)]
     for item in overrides:
         command += ["--set", item]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _seconds_per_iteration(folder: Path) -> float:
+    """The mean seconds per iteration of the run in ``folder``, its warm-up rows left out."""
     with open(RunFolder(folder).train_log, newline="") as handle:
         rows = list(csv.DictReader(handle))[WARMUP_ROWS:]
     return sum(float(r["seconds_per_iteration"]) for r in rows) / len(rows)
 
 
 def _measure(root: Path, name: str, processes: int, iterations: int, cores: int) -> list[float]:
+    """Seconds per iteration of each of ``processes`` trainings run at once under setting ``name``."""
     env = _environment(SETTINGS[name], cores)
     folders = [root / f"{name.replace(' ', '_')}_{processes}_{k}" for k in range(processes)]
     running = [_start(folder, iterations, env) for folder in folders]
@@ -93,7 +99,7 @@ def _measure(root: Path, name: str, processes: int, iterations: int, cores: int)
     return [_seconds_per_iteration(folder) for folder in folders]
 
 
-def measure_sharing(iterations: int = 12, log=print) -> list[dict]:
+def measure_sharing(iterations: int = 12, log: Callable[[str], None] = print) -> list[dict]:
     """One row per setting: seconds per iteration alone and side by side, and their ratio."""
     rows, cores = [], torch_default_threads()
     with tempfile.TemporaryDirectory(prefix="transmem-sharing-") as tmp:
@@ -109,6 +115,7 @@ def measure_sharing(iterations: int = 12, log=print) -> list[dict]:
 
 
 def format_sharing(rows: list[dict]) -> str:
+    """:func:`measure_sharing`'s rows as a markdown table, each lone run also against :data:`REFERENCE`'s."""
     reference = next(row["alone"] for row in rows if row["setting"] == REFERENCE)
     lines = [
         f"| setting | alone (s/it) | two side by side (s/it, each) | slowdown of the pair | alone vs {REFERENCE} |",

@@ -1,0 +1,75 @@
+"""Each method against the benchmark's reference, with its uncertainty.
+
+The reference is ``finetune_best`` (the strong baseline: start from the source ranked best on
+validation), or ``scratch`` when the benchmark has no ``finetune_best``. For each other
+method: the difference in mean test MSE (method minus reference; negative is better), its
+95 % confidence interval from Welch's t-test over the seeds
+(:func:`scipy.stats.ttest_ind` with ``equal_var=False``), and the two-sided p-value. A method
+*beats* the reference only where the whole interval lies below 0. With one seed per method
+there is no interval (NaN).
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy import stats
+
+REFERENCES = ("finetune_best", "scratch")  # the first one the benchmark ran is the reference
+CONFIDENCE = 0.95
+
+
+def reference_method(rows: list[dict]) -> str | None:
+    methods = {row["method"] for row in rows}
+    return next((m for m in REFERENCES if m in methods), None)
+
+
+def compare_methods(rows: list[dict], metric: str = "mse") -> list[dict]:
+    """One ``{"method", "reference", "difference", "ci_low", "ci_high", "p_value", "verdict"}``
+    per method but the reference, in the rows' order. ``verdict``: ``"beats"``, ``"loses"``
+    (the interval above 0) or ``"no difference shown"``."""
+    reference = reference_method(rows)
+    if reference is None:
+        return []
+    base = [row[metric] for row in rows if row["method"] == reference]
+    comparisons = []
+    for method in dict.fromkeys(row["method"] for row in rows):
+        if method != reference:
+            values = [row[metric] for row in rows if row["method"] == method]
+            comparisons.append({"method": method, "reference": reference, **welch(values, base)})
+    return comparisons
+
+
+def welch(values: list[float], base: list[float]) -> dict:
+    """Mean of ``values`` minus mean of ``base``, Welch's 95 % interval and p-value."""
+    difference = math.fsum(values) / len(values) - math.fsum(base) / len(base)
+    if len(values) < 2 or len(base) < 2:
+        low = high = p_value = float("nan")
+    else:
+        result = stats.ttest_ind(values, base, equal_var=False)
+        interval = result.confidence_interval(CONFIDENCE)
+        low, high, p_value = float(interval.low), float(interval.high), float(result.pvalue)
+    if high < 0:
+        verdict = "beats"
+    elif low > 0:
+        verdict = "loses"
+    else:
+        verdict = "no difference shown"
+    return {"difference": difference, "ci_low": low, "ci_high": high, "p_value": p_value, "verdict": verdict}
+
+
+def comparison_markdown(comparisons: list[dict]) -> str:
+    """The comparisons as a markdown table."""
+    if not comparisons:
+        return ""
+    reference = comparisons[0]["reference"]
+    lines = [
+        f"| method | test MSE minus {reference} | 95% CI (Welch) | p | verdict |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for c in comparisons:
+        interval = "-" if math.isnan(c["ci_low"]) else f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+        p_value = "-" if math.isnan(c["p_value"]) else f"{c['p_value']:.3f}"
+        verdict = c["verdict"] if not math.isnan(c["ci_low"]) else "one seed: no interval"
+        lines.append(f"| {c['method']} | {c['difference']:+.2f} | {interval} | {p_value} | {verdict} |")
+    return "\n".join(lines)

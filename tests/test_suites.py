@@ -1,0 +1,133 @@
+"""Suites are data, budgets are fair, differences come with their uncertainty."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from tests.support import TINY_BENCHMARK
+from transmem.benchmark.budget import RunFlops, equal_flops_iterations, run_flops, step_flops, with_iterations
+from transmem.benchmark.comparison import compare_methods, welch
+from transmem.benchmark.planning import plan_benchmark
+from transmem.benchmark.request import BenchmarkRequest
+from transmem.benchmark.suites import benchmark_methods, configs_root, load_suite, shipped_suites
+from transmem.config import ConfigError, TransferConfig, apply_settings, build_dataclass, deep_copy, load_config, parse_setting
+from transmem.models import build_predictor
+
+TINY = tuple(parse_setting(text) for text in TINY_BENCHMARK)
+
+
+@pytest.mark.parametrize("suite", ["digits", "far", "video"])
+def test_each_shipped_method_config_is_the_suite_target_with_the_catalogue_transfer(suite):
+    """configs/<suite>/<method>.toml (for `transmem train`) and methods.toml say the same: the
+    suite's target with the method's [transfer] table and its other target settings."""
+    assert suite in shipped_suites()
+    loaded = load_suite(suite)
+    target = load_config(loaded.target).to_dict()
+    for name, spec in benchmark_methods().items():
+        shipped = load_config(configs_root() / suite / f"{name}.toml").to_dict()
+        expected = {**deep_copy(target), "transfer": dataclasses.asdict(build_dataclass(TransferConfig, spec.transfer))}
+        apply_settings(expected, spec.target)
+        shipped["transfer"]["sources"] = []
+        if spec.wide:
+            shipped["model"]["hidden"] = target["model"]["hidden"]  # the planner sets it
+        assert shipped == expected, name
+
+
+def test_a_suite_without_sources_runs_the_methods_that_read_none(tmp_path):
+    (tmp_path / "suite.toml").write_text(f'target = "{configs_root() / "digits" / "scratch.toml"}"\n')
+    suite = load_suite(tmp_path / "suite.toml")
+    assert suite.methods == ("scratch",)
+    with pytest.raises(ConfigError, match="unknown method"):
+        plan_benchmark(BenchmarkRequest(str(tmp_path / "suite.toml"), tmp_path / "out", methods=("tmu",)))
+
+
+def test_the_budget_gives_every_method_the_costliest_methods_flops_within_5_percent(tmp_path):
+    request = BenchmarkRequest("digits", tmp_path, settings=(*TINY, ("train.iterations", 20)), budget="flops", zoo="builtin")
+    plan = plan_benchmark(request)
+    flops = [run.train_flops for run in plan.runs]
+    assert max(flops) / min(flops) < 1.05
+    assert plan.budget_flops == pytest.approx(max(flops), rel=0.05)
+    by_method = {run.method: run.config.train.iterations for run in plan.runs}
+    assert by_method["fusion"] == 20  # the costliest trains the profile's iterations
+    assert by_method["scratch"] > 20 and by_method["finetune_best"] > 20  # cheaper methods train longer
+    same = plan_benchmark(BenchmarkRequest("digits", tmp_path, settings=(*TINY, ("train.iterations", 20)), zoo="builtin"))
+    assert {run.config.train.iterations for run in same.runs} == {20}  # --budget iterations: today's behaviour
+
+
+def test_flops_count_the_sources_that_run_beside_the_target():
+    config = load_config(configs_root() / "digits" / "tmu_rollout.toml", list(TINY_BENCHMARK))
+    source = load_config(configs_root() / "digits" / "source_digits1.toml", list(TINY_BENCHMARK))
+    rollout = run_flops(config, [source, source])
+    plain = step_flops(build_predictor(config.model, 1), config)
+    teacher_pass = step_flops(build_predictor(source.model, 1), source) / 3  # forward only: a third of a step
+    assert rollout.once == 0
+    assert rollout.per_iteration > plain + 2 * teacher_pass * 0.9  # two teachers' forward passes every step
+    cached = run_flops(load_config(configs_root() / "digits" / "tmu.toml", list(TINY_BENCHMARK)), [source, source])
+    assert cached.once > 0 and cached.per_iteration < rollout.per_iteration  # a cached bank is built once
+
+
+def test_a_method_target_table_sets_the_target_after_the_profile_and_before_the_user(tmp_path):
+    """tmu_release's `target` table (methods.toml) builds the release's step; --target-set still wins."""
+    request = BenchmarkRequest("digits", tmp_path, methods=("tmu_release", "tmu_rollout"), settings=TINY, zoo="builtin")
+    runs = {run.method: run for run in plan_benchmark(request).runs}
+    release, rollout = runs["tmu_release"].config, runs["tmu_rollout"].config
+    assert (release.model.norm, release.model.forget_bias, release.train.reverse_input) == ("release", 0.0, True)
+    assert (release.train.grad_clip, release.train.sampling_stop, release.transfer.distill_weight) == (0.0, 0.625, 0.0)
+    assert (rollout.model.norm, rollout.model.forget_bias, rollout.train.reverse_input) == ("none", 1.0, False)
+    # two optimiser steps (and source rollouts) per iteration: twice tmu_rollout's FLOPs
+    assert runs["tmu_release"].flops.per_iteration == pytest.approx(2 * runs["tmu_rollout"].flops.per_iteration, rel=0.02)
+    mine = replace(request, methods=("tmu_release",), target_settings=(("model.forget_bias", 1.0),))
+    assert plan_benchmark(mine).runs[0].config.model.forget_bias == 1.0
+    assert "tmu_release" not in load_suite("digits").methods  # opt-in: --methods names it
+
+
+def test_equal_flops_iterations_and_the_scaled_schedule():
+    budget, iterations = equal_flops_iterations([RunFlops(10.0, 0.0), RunFlops(37.0, 0.0), RunFlops(10.0, 70.0)], [100, 100, 100])
+    assert budget == 3700 and iterations == [370, 100, 363]
+    config = load_config(configs_root() / "digits" / "scratch.toml", ["train.lr_schedule=step", "train.lr_step=100"])
+    longer = with_iterations(config, 6000)
+    assert longer.train.iterations == 6000 and longer.train.lr_step == 300
+    assert longer.train.sampling_stop == config.train.sampling_stop  # a fraction: it scales by itself
+
+
+def test_welch_interval_and_p_value_follow_the_textbook_formula():
+    a, b = [154.8, 153.0, 152.1], [157.6, 156.2, 158.9, 157.0]
+    result = welch(a, b)
+    va, vb = stats.tvar(a) / len(a), stats.tvar(b) / len(b)
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = stats.t.ppf(0.975, dof) * math.sqrt(va + vb)
+    difference = sum(a) / len(a) - sum(b) / len(b)
+    assert result["difference"] == pytest.approx(difference)
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx((difference - half, difference + half))
+    assert result["p_value"] == pytest.approx(2 * stats.t.sf(abs(difference) / math.sqrt(va + vb), dof))
+    assert result["verdict"] == "beats"
+    assert welch([1.0, 1.1], [1.0, 1.2])["verdict"] == "no difference shown"
+    assert math.isnan(welch([1.0], [2.0])["ci_low"])  # one seed: no interval
+
+
+def test_methods_are_compared_with_finetune_best_else_scratch():
+    rows = [
+        {"method": m, "mse": v} for m, v in [("scratch", 3.0), ("scratch", 3.2), ("finetune_best", 2.0), ("finetune_best", 2.1)]
+    ]
+    (only,) = compare_methods(rows)
+    assert only["method"] == "scratch" and only["reference"] == "finetune_best" and only["verdict"] == "loses"
+    assert compare_methods([r for r in rows if r["method"] == "scratch"]) == []
+    assert compare_methods(rows[:2] + [{"method": "tmu", "mse": 1.0}])[0]["reference"] == "scratch"
+
+
+def test_the_suite_file_paths_are_relative_to_the_file(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "target.toml").write_text((configs_root() / "digits" / "scratch.toml").read_text())
+    (folder / "suite.toml").write_text('target = "target.toml"\n[sources]\na = "../src.toml"\nb = "builtin:digits1"\n')
+    suite = load_suite(folder / "suite.toml")
+    assert suite.target == folder / "target.toml"
+    assert suite.sources == {"a": str(tmp_path / "src.toml"), "b": "builtin:digits1"}
+    assert suite.trains("a") and not suite.trains("b") and suite.name == "suite"
+    assert Path(suite.path) == folder / "suite.toml"
