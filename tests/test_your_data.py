@@ -14,6 +14,17 @@ from transmem.cli import main
 
 FRAME = 16
 # the builtin sources' architecture (ConvLSTM 2 x 32, 3x3, patch 4), so that they can be finetuned
+SHARED = """
+[model]
+hidden = [32, 32]
+kernel = 3
+patch = 4
+
+[train]
+iterations = 2
+log_every = 1
+checkpoint_every = 1
+"""
 TARGET = f"""
 [data]
 name = "array_file"
@@ -27,17 +38,7 @@ batch_size = 2
 
 [data.options]
 path = "frames.npy"
-
-[model]
-hidden = [32, 32]
-kernel = 3
-patch = 4
-
-[train]
-iterations = 2
-log_every = 1
-checkpoint_every = 1
-"""
+{SHARED}"""
 SOURCE = f"""
 [data]
 name = "bouncing_balls"
@@ -48,17 +49,7 @@ train_size = 8
 val_size = 2
 test_size = 2
 batch_size = 2
-
-[model]
-hidden = [32, 32]
-kernel = 3
-patch = 4
-
-[train]
-iterations = 2
-log_every = 1
-checkpoint_every = 1
-"""
+{SHARED}"""
 # the quick profile's sizes, shrunk for the test (the sources are trained already)
 QUICK = [
     "train.iterations=2",

@@ -11,10 +11,11 @@
     transmem --version
 
 Expected failures (bad config, bad data, unusable checkpoints or sources, a run folder
-holding another run, a path that cannot be read or written) print one line
-``transmem: error: ...`` and exit with status 2; nothing is written or deleted. A diverged
-run exits with 3, running out of memory with 4, Ctrl-C with 130 (rerunning the same command
-resumes). A stdout closed by its reader (``transmem zoo list DIR | head -1``) ends the output
+holding another run, a path that cannot be read or written, a full disk) print one line
+``transmem: error: ...`` and exit with status 2; nothing is written or deleted (a full disk:
+nothing half-written is kept). A diverged run exits with 3 (the line names the iteration, what
+overflowed, the checkpoint kept and what to try: see :class:`transmem.errors.TrainingDiverged`),
+running out of memory with 4, Ctrl-C with 130 (rerunning the same command resumes). A stdout closed by its reader (``transmem zoo list DIR | head -1``) ends the output
 quietly with status 141, as a Unix tool killed by SIGPIPE does.
 """
 
@@ -50,7 +51,8 @@ def _os_error_message(error: OSError) -> str:
     """One clear line for an unreadable or unwritable path, instead of a raw ``[Errno N]`` text."""
     import errno
 
-    where = error.filename if error.filename is not None else "a path"
+    # A full disk can fail a write whose error names no file (a write to an open file).
+    where = error.filename if error.filename is not None else ("a write" if error.errno == errno.ENOSPC else "a path")
     reasons = {
         errno.ENOTDIR: "a part of this path is a file, not a folder",
         errno.EISDIR: "is a folder, not a file",
@@ -263,7 +265,9 @@ def _train(args) -> int:
 
     config = load_config(args.config, args.overrides)
     _check_out(args.out, folder=True)
-    result = train(config, args.out, force=args.force, progress=not args.no_progress)
+    result = train(
+        config, args.out, force=args.force, progress=not args.no_progress, announce=lambda line: print(line, flush=True)
+    )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports
     if result.resumed_from >= result.iterations and not result.val:

@@ -56,7 +56,26 @@ class DiskFullError(TransmemError, OSError):
 
 
 class TrainingDiverged(TransmemError, RuntimeError):
-    """The loss became NaN or inf; the run folder keeps its last good checkpoint (exit status 3)."""
+    """The loss or the gradient norm became NaN or inf, or a value overflowed float32 (the
+    optimiser's step with a huge ``train.lr``); the run folder keeps its last good checkpoint,
+    if one was written (exit status 3). The message names the iteration as ``train.csv`` numbers
+    it (1-based) and what to try.
+
+    The divergence is recorded in the run folder's ``diverged.json``, so rerunning the same
+    command with another ``train.lr`` (or ``train.grad_clip``), and nothing else changed,
+    resumes from the kept checkpoint with the new value (:mod:`transmem.run.divergence`).
+    Otherwise a lower ``train.lr`` is a new run: in a new ``--out``, or in the same one with
+    ``--force`` (its files are renamed ``*.previous-<time>``, the checkpoints too); or start a
+    new run from the kept weights: ``transfer.method = "finetune"``, ``transfer.sources =
+    ["RUN/checkpoints/ckpt-N.pt"]`` (a backbone run; the optimiser, schedule and iteration
+    count start afresh).
+
+    ``iteration``: the iteration that diverged (1-based); ``kept``: the kept checkpoint's
+    iteration (None: none was written)."""
+
+    def __init__(self, message: str, iteration: int | None = None, kept: int | None = None) -> None:
+        super().__init__(message)
+        self.iteration, self.kept = iteration, kept
 
 
 #: What the CLI reports as one line with exit status 2 (TrainingDiverged is caught first).

@@ -132,12 +132,17 @@ def set_aside_predictions(out: Path) -> None:
 def write_predictions(out: Path, frames: Tensor, truth: Tensor | None, prediction: Tensor) -> None:
     """``out/prediction.npy`` (float32) and, per sequence, a PNG strip and a GIF of the input,
     the truth (if any) and the prediction on one time axis."""
+    import io
+
     import numpy as np
 
     from transmem.evaluation.animations import save_gif, save_strip_png
+    from transmem.storage.files import atomic_write_bytes
 
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / PREDICTION_FILE, prediction.numpy().astype(np.float32))
+    buffer = io.BytesIO()  # written atomically: a full disk leaves no torn prediction.npy
+    np.save(buffer, prediction.numpy().astype(np.float32))
+    atomic_write_bytes(out / PREDICTION_FILE, buffer.getvalue())
     observed = frames.shape[1]  # one time axis: the future starts after the input frames
     start = {"truth": observed, "prediction": observed}
     for b in range(prediction.shape[0]):

@@ -13,6 +13,7 @@ Summaries over seeds (``summarize_runs``) use the sample standard deviation
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import numbers
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
+from transmem.storage.files import atomic_write_text
 
 __all__ = [
     "format_number",
@@ -295,10 +297,11 @@ def write_results_csv(path: PathLike, rows: Sequence[Mapping[str, Any]]) -> None
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
-    with _prepare_path(path).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()  # written atomically: a full disk or a kill leaves the old file, never a torn one
+    writer = csv.DictWriter(text, fieldnames=list(columns), restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(_prepare_path(path), text.getvalue())
 
 
 def _json_default(value: Any) -> Any:
@@ -317,9 +320,8 @@ def write_results_json(path: PathLike, data: Any) -> None:
     infinities are written as the non-standard ``NaN`` / ``Infinity`` that Python's
     ``json`` reads back.  Parent directories are created.
     """
-    with _prepare_path(path).open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False, default=_json_default)
-        handle.write("\n")
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+    atomic_write_text(_prepare_path(path), text)  # a full disk or a kill leaves the old file, never a torn one
 
 
 def read_results_json(path: PathLike) -> Any:

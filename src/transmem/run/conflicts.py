@@ -3,6 +3,9 @@
 ``transmem train CONFIG --out RUN`` on a folder that already holds a run:
 
 - same resolved config: the run resumes (or is reported finished);
+- a run whose last attempt diverged, rerun with another ``train.lr`` or ``train.grad_clip``
+  and nothing else changed: it resumes from its last good checkpoint with the new values
+  (:mod:`transmem.run.divergence`), unless ``--force`` (then it starts over);
 - different config: refused with a message listing the differing keys, unless ``--force``;
   then the old run's files are *renamed* with a ``.previous-<time>`` suffix, never deleted;
 - a ``config.toml`` edited by hand: refused the same way, since the weights were trained
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from transmem.config import ConfigError, RunConfig, load_config
 from transmem.errors import RunConflictError
+from transmem.run.divergence import RETUNABLE, last_attempt_diverged, may_retune, only_retunable
 from transmem.storage.files import atomic_write_text
 from transmem.storage.model_file import stored_model_config
 from transmem.storage.run_folder import CONFIG_FILE, MODEL_FILE, RUN_FILES, SHARED_CACHES
@@ -78,6 +82,8 @@ def check_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> bool
     edited = config_differences(trained, config) if trained is not None else []
     if not differences and not edited:
         return False
+    if not force and not edited and only_retunable(differences) and may_retune(run_dir, config):
+        return False  # a diverged run resumed with another train.lr (transmem.run.divergence)
     if force:
         return True
     advice = "choose another --out or pass --force to keep the old files renamed *.previous-<time>"
@@ -94,7 +100,8 @@ def check_run_dir(config: RunConfig, run_dir: Path, force: bool = False) -> bool
         )
     state = "a finished" if (run_dir / MODEL_FILE).exists() else "an unfinished"
     shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
-    raise RunConflictError(f"{run_dir}: holds {state} run of a different config (differs in {shown}); {advice}")
+    diverged = f" (after a divergence only {' and '.join(RETUNABLE)} may change)" if last_attempt_diverged(run_dir) else ""
+    raise RunConflictError(f"{run_dir}: holds {state} run of a different config (differs in {shown}){diverged}; {advice}")
 
 
 def prepare_run_dir(config: RunConfig, run_dir: Path, force: bool = False, set_aside: bool = False) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from transmem.config import ConfigError, RunConfig
 from transmem.run.ranking import rank_sources
@@ -33,6 +34,7 @@ def train(
     progress: bool = True,
     stop_at: int | None = None,
     check_test_split: bool = True,
+    announce: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train the run described by ``config`` in ``run_dir``, resuming if it holds one.
 
@@ -42,9 +44,10 @@ def train(
     second process training the same folder stops with :class:`~transmem.errors.LockedError`.
     ``check_test_split=False`` skips the refusal of data without a test split. A non-finite
     loss stops the run with :class:`~transmem.errors.TrainingDiverged`, keeping the last good
-    checkpoint.
+    checkpoint; called again with another ``train.lr``, it resumes from it (``announce`` is
+    given the line that says so, :mod:`~transmem.run.divergence`).
     """
-    with open_run(config, run_dir, force=force, progress=progress, check_test_split=check_test_split) as run:
+    with open_run(config, run_dir, force=force, progress=progress, check_test_split=check_test_split, announce=announce) as run:
         ranking = rank_init_sources(run.state.method, run.progress) if run.fresh else None
         return train_open_run(run, ranking, stop_at)
 

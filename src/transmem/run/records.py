@@ -16,7 +16,7 @@ from torch import Tensor
 
 from transmem.config import ConfigError
 from transmem.run.resume import save_training_checkpoint
-from transmem.storage.files import atomic_write_text
+from transmem.storage.files import DISK_FULL_ERRNOS, atomic_write_text, disk_full_error
 from transmem.storage.model_file import save_model
 from transmem.storage.run_folder import RunFolder
 from transmem.training.loop import LOG_FIELDS, VALIDATION_METRICS
@@ -57,8 +57,21 @@ class CsvLog:
         rewrite_csv(path, fields, read_rows(path, resume_iteration + 1))
 
     def write(self, row: dict) -> None:
-        with open(self.path, "a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+        """Append ``row``; a write that fails (a full disk) truncates the log back to its last
+        whole row, so no torn row is left, and raises (DiskFullError for a full disk)."""
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+        data = memoryview(text.getvalue().encode())
+        with open(self.path, "ab", buffering=0) as handle:
+            end = handle.seek(0, io.SEEK_END)
+            try:
+                while data:
+                    data = data[handle.write(data) :]
+            except OSError as error:
+                handle.truncate(end)
+                if error.errno in DISK_FULL_ERRNOS:
+                    raise disk_full_error(self.path, len(text.getvalue().encode())) from None
+                raise
 
 
 def tensorboard_writer_class():

@@ -5,7 +5,9 @@ and, with ``train.weights = "best_val"``, the best validation so far) holds ever
 next training step depends on, so ``N`` steps equal ``N/2`` + resume + ``N/2``. Checkpoints
 are written atomically every ``train.checkpoint_every`` steps and at the end, from rank 0
 only; a checkpoint of another config, of since-changed sources or that does not fit the
-model is refused (``--force``: the old run is set aside and the run starts over).
+model is refused (``--force``: the old run is set aside and the run starts over), but for a
+run whose last attempt diverged: it resumes with another ``train.lr`` or ``train.grad_clip``,
+set in the restored optimiser and schedule (:mod:`transmem.run.divergence`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from transmem.config import RunConfig, config_from_dict, tomllib
 from transmem.errors import RunConflictError
 from transmem.models import RecurrentPredictor, layout_to_json
 from transmem.run.conflicts import config_differences, describe_differences
+from transmem.run.divergence import may_retune, only_retunable, set_learning_rate
 from transmem.storage.checkpoints import latest_good_checkpoint, save_checkpoint
 from transmem.storage.run_folder import CHECKPOINT_DIR, CONFIG_FILE, MODEL_FILE, RunFolder
 from transmem.training.setup import TrainingState
@@ -83,6 +86,9 @@ def restore(state: TrainingState, path: Path, saved: dict) -> int:
     state.generator.set_state(saved["rng"]["sampling"].cpu())
     torch.set_rng_state(saved["rng"]["torch"].cpu())
     state.best = saved.get("best")
+    trained = _checkpoint_config(saved)  # another train.lr: a diverged run's resume (check_resumable allowed it)
+    if trained is not None and trained.train.lr != state.config.train.lr:
+        set_learning_rate(state.optimizer, state.scheduler, trained.train.lr, state.config.train.lr)
     start = int(saved["iteration"])
     if state.ctx.is_main:
         log.info("resuming %s from %s (iteration %d)", state.run_dir, path.name, start)
@@ -91,13 +97,14 @@ def restore(state: TrainingState, path: Path, saved: dict) -> int:
 
 def check_resumable(state: TrainingState, path: Path, saved: dict) -> None:
     """Refuse to resume from checkpoint ``saved`` (read from ``path``) if it was trained with
-    another config (``config.toml`` edited by hand), a source changed or its weights do not
-    fit the model (checked without loading anything, so ``--force`` can still start from
-    fresh weights)."""
+    another config (``config.toml`` edited by hand; after a divergence another ``train.lr`` or
+    ``train.grad_clip`` is allowed), a source changed or its weights do not fit the model
+    (checked without loading anything, so ``--force`` can still start from fresh weights)."""
     run_dir, config = state.run_dir, state.config
     force = "pass --force to start over (the old files are kept, renamed)"
     trained = _checkpoint_config(saved)
-    if trained is not None and (edited := config_differences(trained, config)):
+    edited = config_differences(trained, config) if trained is not None else []
+    if edited and not (only_retunable(edited) and may_retune(run_dir, config)):
         raise RunConflictError(
             f"{run_dir}: {path.name} was trained with another config than this one, was {CONFIG_FILE} edited? "
             f"({describe_differences(trained, config, edited, 'in the checkpoint', 'in the config given')}); "

@@ -5,21 +5,25 @@ Everything that can refuse the command (a device, the run-folder conflict, the d
 sources, the source architecture) is checked before anything is written: a refused command
 changes nothing. While the run trains, its folder's lock is held (by rank 0): a second
 process training the same folder stops with :class:`~transmem.errors.LockedError`. Nothing
-in the run folder is ever deleted except rotated checkpoints.
+in the run folder is ever deleted except rotated checkpoints. A run that diverges records it
+(``diverged.json``); reopened with another ``train.lr``, it resumes and records that too
+(:mod:`transmem.run.divergence`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from transmem.config import RunConfig
-from transmem.errors import LockedError
+from transmem.errors import LockedError, TrainingDiverged
 from transmem.run.conflicts import check_run_dir, prepare_run_dir
+from transmem.run.divergence import last_attempt_diverged, record_divergence, record_resume
 from transmem.run.records import RunRecorder, tensorboard_writer_class
 from transmem.run.resume import restore, resume_point, resume_stamp
 from transmem.storage.files import atomic_write_text, remove_stale_temporaries
@@ -37,6 +41,8 @@ from transmem.training.setup import (
 )
 from transmem.training.thread_share import ThreadShare
 from transmem.transfer.methods import METHODS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,21 +67,37 @@ class OpenRun:
 
 
 @contextmanager
-def open_run(config: RunConfig, run_dir: str | Path, *, force: bool, progress: bool, check_test_split: bool) -> Iterator[OpenRun]:
+def open_run(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    force: bool,
+    progress: bool,
+    check_test_split: bool,
+    announce: Callable[[str], None] | None = None,
+) -> Iterator[OpenRun]:
     """Open the run of ``config`` in ``run_dir`` (:func:`_open`), holding the folder's lock
     and this process's share of the machine's threads until the block ends.
     ``check_test_split=False`` skips the refusal of data without a test split (a source
-    ranking's probe, which must never build the test split)."""
+    ranking's probe, which must never build the test split). ``announce`` (rank 0) is given
+    the line that says a diverged run resumes, and with which ``train.lr`` (else it is logged)."""
     lock = FileLock(Path(run_dir) / RUN_LOCK)
     try:
         with ThreadShare() as threads:  # the cores, split with other transmem trainings on this machine
-            yield _open(config, Path(run_dir), force, progress, lock, check_test_split, threads)
+            yield _open(config, Path(run_dir), force, progress, lock, check_test_split, threads, announce)
     finally:
         lock.release()
 
 
 def _open(
-    config: RunConfig, run_dir: Path, force: bool, progress: bool, lock: FileLock, check_test_split: bool, threads: ThreadShare
+    config: RunConfig,
+    run_dir: Path,
+    force: bool,
+    progress: bool,
+    lock: FileLock,
+    check_test_split: bool,
+    threads: ThreadShare,
+    announce: Callable[[str], None] | None = None,
 ) -> OpenRun:
     """Refuse a bad config or folder, build the run's state, find where it resumes, then
     take the folder (rank 0): the first write."""
@@ -93,7 +115,11 @@ def _open(
     if found is not None:
         start = restore(state, *found)
     if ctx.is_main:
+        diverged = not replacing and last_attempt_diverged(run_dir)  # read before the folder is taken
         _take_folder(state, lock, seen, force, replacing)
+        if diverged:  # after the new config.toml is saved: a kill in between leaves the resume allowed
+            line = record_resume(run_dir, config, start)
+            (announce or log.info)(line)
     return OpenRun(state, start, found is None and start == 0, threads, progress, started)
 
 
@@ -129,7 +155,12 @@ def train_open_run(run: OpenRun, ranking: list[dict] | None, stop_at: int | None
     prepare_method(state, run.progress)
     forward = forward_model(state)
     recorder = RunRecorder(state, run.start) if ctx.is_main else None
-    done = train_loop(state, forward, run.start, stop_at, run.progress, run.threads, recorder)
+    try:
+        done = train_loop(state, forward, run.start, stop_at, run.progress, run.threads, recorder)
+    except TrainingDiverged as error:
+        if ctx.is_main:  # what lets a rerun with another train.lr resume (transmem.run.divergence)
+            record_divergence(folder.path, state.config, error)
+        raise
     if done < total:  # paused by stop_at
         return TrainResult(folder.path, done, run.start, {}, time.time() - run.started)
     return TrainResult(folder.path, done, run.start, _finish(state, recorder), time.time() - run.started)

@@ -11,6 +11,7 @@ A run folder written by ``transmem train`` holds::
     transfer_gates.png   a TMU target's mean transfer gates (transfer_gates_val.png)
     train.lock           held while the run trains (one writer per folder)
     init_source.json     the source the backbone started from, and why (transfer.init_from)
+    diverged.json        the run's divergences and its resumes after them (another train.lr)
     memory_bank/         a TMU target's cached memory bank (unless transfer.cache_dir)
     source_rank/         cached source rankings (transfer.init_from = "best", unless transfer.cache_dir)
     tensorboard/         TensorBoard logs (train.tensorboard)
@@ -30,6 +31,7 @@ TRAIN_LOG = "train.csv"
 VAL_LOG = "val.csv"
 RUN_LOCK = "train.lock"
 INIT_FILE = "init_source.json"
+DIVERGED_FILE = "diverged.json"
 MEMORY_BANK_DIR = "memory_bank"
 RANK_DIR = "source_rank"
 TENSORBOARD_DIR = "tensorboard"
@@ -61,6 +63,7 @@ RUN_FILES = (
     transfer_gates_file_name("val"),
     INIT_FILE,
     RANK_DIR,
+    DIVERGED_FILE,
 )
 SHARED_CACHES = (MEMORY_BANK_DIR, RANK_DIR)  # keyed, checksummed caches other runs may share
 
@@ -104,6 +107,10 @@ class RunFolder:
     @property
     def init_source(self) -> Path:
         return self.path / INIT_FILE
+
+    @property
+    def diverged(self) -> Path:
+        return self.path / DIVERGED_FILE
 
     @property
     def memory_bank(self) -> Path:

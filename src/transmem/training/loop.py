@@ -126,18 +126,21 @@ def _diverged(state: TrainingState, bar, done: int, value: Tensor | None, what: 
     checkpoint is kept, and what to try."""
     bar.close()
     checkpoints = RunFolder(state.run_dir).checkpoints
-    written = list_checkpoints(checkpoints)  # newer than any step that diverged: none is written after one
+    written = list_checkpoints(checkpoints)  # the newest is the last good one: no step that diverged wrote one
     kept = (
         f"the last good checkpoint is kept ({written[-1]}, iteration {checkpoint_iteration(written[-1])})"
         if written
         else "no checkpoint was written (it diverged before the first one)"
     )
     train = state.config.train
-    clip = " or set train.grad_clip (e.g. 1.0)" if train.grad_clip <= 0 else ""
+    clip = "; or --set train.grad_clip=1.0" if train.grad_clip <= 0 else ""
+    again = "to resume from the kept checkpoint" if written else "to start it again"
     overflowed = f"{what} became {value.item()}" if value is not None else what
     return TrainingDiverged(
-        f"{state.run_dir}: training diverged at iteration {done}: {overflowed}; {kept}; try a lower train.lr "
-        f"(now {train.lr:g}){clip}, in a new --out, or in this one with --force (its files are kept, renamed)"
+        f"{state.run_dir}: training diverged at iteration {done}: {overflowed}; {kept}; rerun the same command "
+        f"with a lower --set train.lr=... (now {train.lr:g}{clip}) {again}",
+        iteration=done,
+        kept=checkpoint_iteration(written[-1]) if written else None,
     )
 
 
@@ -151,7 +154,7 @@ def _overflow_diverges(state: TrainingState, bar, done: int):
     except TrainingDiverged:
         raise
     except (RuntimeError, OverflowError) as error:
-        if not isinstance(error, OverflowError) and "overflow" not in str(error).lower():
+        if not isinstance(error, OverflowError) and "without overflow" not in str(error):  # torch: a scalar out of float range
             raise
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise _diverged(state, bar, done, None, f"a value overflowed ({first[:200]})") from None

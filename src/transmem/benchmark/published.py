@@ -1,0 +1,72 @@
+"""Result tables in the docs, rendered from committed benchmark results.
+
+Each benchmark the docs cite commits its ``results.csv`` and ``results.json`` (one row per
+run) under ``docs/results/<name>/``. In README.md and docs/*.md a block::
+
+    <!-- results NAME -->
+    ...
+    <!-- end results -->
+
+holds the tables rendered from ``docs/results/NAME/results.json``: mean ± std per method,
+each run's budget, and each method against the reference (Welch's 95 % interval).
+``python scripts/render_results.py`` rewrites every block; a test fails when a block differs
+from what the data give, so no number in them is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from transmem.benchmark.comparison import compare_methods, comparison_markdown
+from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
+from transmem.evaluation.report import markdown_results_table, summarize_runs
+
+BLOCK = re.compile(r"(<!-- results (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end results -->)", re.DOTALL)
+RESULTS_DIR = Path("docs") / "results"
+
+
+def render_block(results: dict) -> str:
+    """The markdown of one block: the results table, the budget line, the comparison."""
+    rows = results["rows"]
+    baseline = results.get("baseline_copy_last_frame")
+    lines = [markdown_results_table(summarize_runs(rows), metrics=REPORTED_METRIC_NAMES, baseline=baseline), ""]
+    budgets = {}
+    for row in rows:
+        budgets.setdefault(row["method"], (row.get("iterations"), row.get("train_flops")))
+    if all(it is not None and flops is not None for it, flops in budgets.values()):
+        cells = ", ".join(f"{m} {it} it, {flops:.3g} FLOPs" for m, (it, flops) in budgets.items())
+        lines += [f"Budget `{results.get('budget', 'iterations')}`, per run: {cells}.", ""]
+    comparison = comparison_markdown(compare_methods(rows))
+    if comparison:
+        lines += [comparison, ""]
+    lines.append(f"Data: `docs/results/{results['name']}/`; command: `{results.get('command') or 'see its results.json'}`.")
+    return "\n".join(lines) + "\n"
+
+
+def read_results(root: Path, name: str) -> dict:
+    results = json.loads((root / RESULTS_DIR / name / "results.json").read_text())
+    return {**results, "name": name}
+
+
+def render_text(root: Path, text: str) -> str:
+    """``text`` with every results block rendered from ``root``'s committed data."""
+    return BLOCK.sub(lambda m: m.group(1) + render_block(read_results(root, m.group("name"))) + m.group(4), text)
+
+
+def documents(root: Path) -> list[Path]:
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def stale_documents(root: Path) -> list[Path]:
+    """The documents whose results blocks differ from what the committed data give."""
+    return [path for path in documents(root) if render_text(root, path.read_text()) != path.read_text()]
+
+
+def render_all(root: Path) -> list[Path]:
+    """Rewrite every results block of README.md and docs/*.md; return the files changed."""
+    changed = stale_documents(root)
+    for path in changed:
+        path.write_text(render_text(root, path.read_text()))
+    return changed
