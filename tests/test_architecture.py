@@ -304,6 +304,43 @@ def test_the_run_folder_file_names_are_spelled_in_one_module():
     assert not found, "spell these through transmem.storage.run_folder:\n" + "\n".join(found)
 
 
+def test_only_the_cli_sees_argparse():
+    """Requests between layers are frozen dataclasses: no module below cli.py imports argparse."""
+    found = [
+        str(path.relative_to(ROOT))
+        for path in sorted(ROOT.rglob("*.py"))
+        if path.name != "cli.py" and "argparse" in {name for name, _ in _imported_names(path)}
+    ]
+    assert not found, f"argparse below the CLI: {found}"
+
+
+def _imported_names(path: Path) -> list[tuple[str, int]]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [(alias.name.split(".")[0], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append((node.module.split(".")[0], node.lineno))
+    return names
+
+
+#: Functions a newcomer reads at a glance; the CLI's argparse table is the one exception.
+MAX_FUNCTION_LINES = 60
+LONG_ON_PURPOSE = {("cli.py", "_parser")}
+
+
+def test_functions_are_short_enough_to_read_at_a_glance():
+    long = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in sorted(ROOT.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+        and (path.name, node.name) not in LONG_ON_PURPOSE
+    ]
+    assert not long, "split these:\n" + "\n".join(long)
+
+
 if __name__ == "__main__":
     found = 0
     for graph in (import_graph(), package_graph(import_graph())):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -131,3 +133,44 @@ def test_the_suite_file_paths_are_relative_to_the_file(tmp_path):
     assert suite.sources == {"a": str(tmp_path / "src.toml"), "b": "builtin:digits1"}
     assert suite.trains("a") and not suite.trains("b") and suite.name == "suite"
     assert Path(suite.path) == folder / "suite.toml"
+
+
+#: SHA-256 (first 16 hex digits) of every task a shipped suite planned before suites were files
+#: (name, config, run folder, needs, cost), out = /tmp/benchout: the same runs, bit for bit.
+PLANNED_BEFORE = {
+    ("digits", "quick", None, False): "85113674ea8ac7cf",
+    ("digits", "quick", "builtin", False): "85113674ea8ac7cf",
+    ("far", "quick", "builtin", True): "35839897c37a1e1d",
+    ("digits", "full", None, False): "3144c08a9ed01aa2",
+    ("far", "full", None, False): "69bd67f1505ce23c",
+    ("video", "full", None, False): "4857b363c864c5bf",
+    ("digits", "lowdata", None, False): "72bb3e69c26e1eba",
+    ("far", "lowdata", None, False): "2da5dd6414818adb",
+    ("video", "lowdata", None, False): "a6a411f4a539bf87",
+    ("far", "quick", None, False): "b3f8bd52231726ad",
+    ("video", "quick", None, False): "79a707ce54d383ba",
+}
+
+
+ADDED_SINCE = {"tmu_release"}  # methods added to the catalogue since
+KEYS_ADDED_SINCE = {("model", "forget_bias"): 1.0, ("train", "reverse_input"): False}  # at their defaults
+
+
+def _as_before(config) -> dict:
+    raw = config.to_dict()
+    for (section, key), default in KEYS_ADDED_SINCE.items():
+        assert raw[section].pop(key) == default
+    return raw
+
+
+@pytest.mark.parametrize("key", list(PLANNED_BEFORE))
+def test_the_shipped_suites_plan_the_runs_they_planned_before_they_were_files(key):
+    suite, profile, zoo, every_method = key
+    settings = (("data.train_size", 40),) if profile == "quick" else ()
+    methods = tuple(m for m in benchmark_methods() if m not in ADDED_SINCE) if every_method else None
+    request = BenchmarkRequest(suite, Path("/tmp/benchout"), profile, methods, settings, zoo=zoo)
+    tasks = [
+        {"name": t.name, "config": _as_before(t.config), "run_dir": str(t.run_dir), "needs": list(t.needs), "cost": t.cost}
+        for t in plan_benchmark(request, count_flops=False).tasks
+    ]
+    assert hashlib.sha256(json.dumps(tasks, sort_keys=True).encode()).hexdigest()[:16] == PLANNED_BEFORE[key]

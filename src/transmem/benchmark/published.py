@@ -3,7 +3,7 @@
 Each benchmark the docs cite commits its ``results.csv`` and ``results.json`` (one row per
 run) under ``docs/results/<name>/``. In README.md and docs/*.md a block::
 
-    <!-- results NAME -->
+    <!-- results NAME -->            (or <!-- results NAME table -->: the first table only)
     ...
     <!-- end results -->
 
@@ -23,15 +23,18 @@ from transmem.benchmark.comparison import compare_methods, comparison_markdown
 from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
 from transmem.evaluation.report import markdown_results_table, summarize_runs
 
-BLOCK = re.compile(r"(<!-- results (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end results -->)", re.DOTALL)
+BLOCK = re.compile(r"(<!-- results (?P<name>[\w.-]+)(?: (?P<view>table))? -->\n)(?P<body>.*?)(<!-- end results -->)", re.DOTALL)
 RESULTS_DIR = Path("docs") / "results"
 
 
-def render_block(results: dict) -> str:
-    """The markdown of one block: the results table, the budget line, the comparison."""
+def render_block(results: dict, view: str | None = None) -> str:
+    """The markdown of one block: the results table, then (unless ``view`` is ``"table"``)
+    the budget line, the comparison and where the data are."""
     rows = results["rows"]
     baseline = results.get("baseline_copy_last_frame")
     lines = [markdown_results_table(summarize_runs(rows), metrics=REPORTED_METRIC_NAMES, baseline=baseline), ""]
+    if view == "table":
+        return "\n".join(lines)
     budgets = {}
     for row in rows:
         budgets.setdefault(row["method"], (row.get("iterations"), row.get("train_flops")))
@@ -52,7 +55,10 @@ def read_results(root: Path, name: str) -> dict:
 
 def render_text(root: Path, text: str) -> str:
     """``text`` with every results block rendered from ``root``'s committed data."""
-    return BLOCK.sub(lambda m: m.group(1) + render_block(read_results(root, m.group("name"))) + m.group(4), text)
+    def render(match: re.Match) -> str:
+        return match.group(1) + render_block(read_results(root, match.group("name")), match.group("view")) + match.group(5)
+
+    return BLOCK.sub(render, text)
 
 
 def documents(root: Path) -> list[Path]:
