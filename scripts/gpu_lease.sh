@@ -310,8 +310,9 @@ fi
 
 # ----------------------------------------------------------------------------- 2. prepare, 3. pilot
 kept=("${METHOD_LIST[@]}")
-share_banks() { # the ranking and the memory banks of prepare, into benchmark folder $1
-    [ -d "$WORK/prepare/memory_bank" ] && mkdir -p "$WORK/$1" && cp -r "$WORK/prepare/memory_bank" "$WORK/$1/"
+share_banks() { # the ranking and memory banks of prepare (finished, only read) into benchmark folder $1, hard-linked
+    [ -d "$WORK/prepare/memory_bank" ] || return 0
+    mkdir -p "$WORK/$1" && { cp -rl "$WORK/prepare/memory_bank" "$WORK/$1/" 2>/dev/null || cp -r "$WORK/prepare/memory_bank" "$WORK/$1/"; }
 }
 readers=()
 for m in finetune_best tmu_ft fusion; do [[ " $METHODS " == *" $m "* ]] && readers+=("$m"); done
@@ -344,8 +345,8 @@ fi
 
 # ----------------------------------------------------------------------------- 5. speed
 if [ "$DRY" = 1 ]; then
-    phase speed "$(min 120 $(($(left) - PACK_S)))" "$PY" -m transmem speed --tiny --quick --device cpu --precision bf16 --channels-last --no-memory \
-        --json "$TREE/speed.json"
+    phase speed "$(min 120 $(($(left) - PACK_S)))" "$PY" -m transmem speed --tiny --quick --device cpu \
+        --precision bf16 --channels-last --no-memory --json "$TREE/speed.json"
 else
     phase speed "$(min 150 $(($(left) - PACK_S)))" "$PY" -m transmem speed --device cuda --config both --quick \
         --cuda-graph --channels-last --precision bf16 --json "$TREE/speed.json"
@@ -359,9 +360,9 @@ if [ "${#kept[@]}" -gt 0 ]; then
     read -r _ n need whole rest < <(tail -1 "$WORK/plan.txt")
     if [ "${whole:-0}" != 1 ] && [ "$compile_s" -gt 0 ]; then # the compile timing goes before any method
         compile_s=0
-        plan "$PILOT_WALL" $(($(left) - PACK_S)) "${kept[@]}" >"$WORK/plan.txt"
+        echo "the compile timing is dropped: its ${SPEED_COMPILE_S} s go to the comparison" >"$WORK/plan.txt"
+        plan "$PILOT_WALL" $(($(left) - PACK_S)) "${kept[@]}" >>"$WORK/plan.txt"
         read -r _ n need whole rest < <(tail -1 "$WORK/plan.txt")
-        echo "the compile timing is dropped: its ${SPEED_COMPILE_S} s go to the comparison" >>"$WORK/plan.txt"
     fi
     tee "$TREE/plan.txt" <"$WORK/plan.txt"
     read -r -a kept <<<"${rest:-}"
