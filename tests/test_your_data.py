@@ -150,3 +150,9 @@ def test_a_target_without_a_validation_split_is_refused(user_folder, capsys):
     _refused(
         user_folder, capsys, 'target = "noval.toml"\nmethods = ["scratch"]\n', "validation split", ["--set", "data.val_size=0"]
     )
+
+
+def test_a_target_whose_data_cannot_be_read_is_refused_before_anything_trains(user_folder, capsys):
+    text = (user_folder / "target.toml").read_text().replace("frames.npy", "missing.npy")
+    (user_folder / "nodata.toml").write_text(text)
+    _refused(user_folder, capsys, 'target = "nodata.toml"\nmethods = ["scratch"]\n', "array file not found")

@@ -28,6 +28,7 @@ from transmem.config import (
     read_config_file,
     tomllib,
 )
+from transmem.data import DataError, build_dataset
 from transmem.run.conflicts import config_differences
 from transmem.storage.model_file import stored_model_config
 from transmem.storage.run_folder import MEMORY_BANK_DIR, MODEL_FILE
@@ -73,8 +74,9 @@ def plan_benchmark(request: BenchmarkRequest, check_devices: bool = True, count_
     """Every run of ``request``, its config loaded and checked. Writes nothing.
 
     ``check_devices``: refuse runs whose ``train.cuda_graph`` this machine or their method
-    cannot capture (not for ``--status``, which only reads). ``count_flops``: count each
-    run's training FLOPs (:mod:`~transmem.benchmark.budget`; always under ``--budget flops``).
+    cannot capture, and data that cannot be read or whose splits are empty (not for
+    ``--status``, which only reads). ``count_flops``: count each run's training FLOPs
+    (:mod:`~transmem.benchmark.budget`; always under ``--budget flops``).
     """
     suite, profile = load_suite(request.suite), _profile(request)
     if profile.suites and suite.name not in profile.suites:
@@ -91,6 +93,8 @@ def plan_benchmark(request: BenchmarkRequest, check_devices: bool = True, count_
         runs += _target_runs(suite, profile, request, folder, settings, sources, candidate)
     for run in runs:
         _check_run(run, sources.configs, check_devices)
+    if check_devices:
+        _check_data([run.config for run in runs], list(sources.to_train.values()))
     plan = Plan(request, suite, profile, out, [], runs, {n: sources.paths[n] for r in runs for n in r.sources})
     if count_flops or request.budget == "flops":
         _count_flops(plan, sources.configs)
@@ -252,6 +256,21 @@ def _check_run(run: TargetRun, source_configs: dict[str, RunConfig], check_devic
         )
     if check_devices and config.train.cuda_graph:
         check_graphable(config, resolve_device(config.train.device), METHODS[transfer.method], distributed=False)
+
+
+def _check_data(targets: list[RunConfig], sources: list[RunConfig]) -> None:
+    """Build every split of each distinct dataset the runs read (seconds at most): a missing
+    file or an empty split is refused now, in one line, not when its run's turn comes."""
+    checked = set()
+    for config, role in [*((c, "target") for c in targets), *((c, "source") for c in sources)]:
+        key = repr((config.data, role))
+        if key in checked:
+            continue
+        checked.add(key)
+        for split in ("train", "val", "test"):
+            size = len(build_dataset(config.data, split))
+            if size == 0 and (role == "target" or split == "train"):
+                raise DataError(f"data {config.data.name}: the {role}'s {split} split is empty; the benchmark needs it")
 
 
 def _count_flops(plan: Plan, source_configs: dict[str, RunConfig]) -> None:
