@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.processes import assert_same_weights, finish, start, train_command
 from tests.support import csv_rows, kill_raw, write_config, write_tiny_config
 from transmem.cli import main
 from transmem.config import tomllib
@@ -562,3 +564,25 @@ def test_any_other_write_that_finds_the_disk_full_is_one_line_exit_2(capsys, mon
         "transmem: error: a write: no space left on device; free some space and rerun the same command "
         "(a run resumes from its last checkpoint)"
     )
+
+
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        "before:rank.json:1",  # the ranking computed, not yet stored
+        "before:meta.json:2",  # the memory bank written, not yet marked complete
+        "after:meta.json:2",  # the bank complete, the target not yet started
+    ],
+)
+def test_kill_9_inside_the_ranking_and_bank_writers_then_rerun_gives_the_uninterrupted_run(tmp_path, zoo, kill_at):
+    """Every writer a TMU target from the best source uses before it trains: kill -9 in its
+    critical section, rerun, and the run is the one trained without interruption."""
+    sources = [str(zoo["digits1"]), str(zoo["digits2"])]
+    config = bank_config(tmp_path, zoo, sources=sources, init_from="best", rank_probe=1)
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    assert finish(start(train_command(config, reference)))[0] == 0
+    code, err = finish(start(train_command(config, run), kill_at=kill_at))
+    assert code == -signal.SIGKILL, err
+    assert finish(start(train_command(config, run)))[0] == 0
+    assert_same_weights(run / "model.safetensors", reference / "model.safetensors")
+    assert temporaries(run) == []

@@ -31,7 +31,7 @@ import torch
 from transmem.config import RunConfig, config_from_dict
 from transmem.data import DataError, build_dataset
 from transmem.run.session import open_run, train_open_run
-from transmem.storage.files import atomic_write_text
+from transmem.storage.files import atomic_write_text, remove_stale_temporaries
 from transmem.storage.locks import FileLock
 from transmem.storage.model_file import load_model
 from transmem.transfer.zoo import Source, SourceError, check_same_backbone
@@ -107,6 +107,7 @@ def rank_sources(
     home = Path(folder) / key
     home.mkdir(parents=True, exist_ok=True)
     with FileLock(home / "rank.lock"), torch.random.fork_rng(devices=[]):  # probes leave the caller's RNG as it was
+        remove_stale_temporaries(home)  # a writer killed here earlier (we hold the lock)
         cached = _read_ranking(home / RANK_FILE, key)
         if cached is not None:
             return cached

@@ -32,7 +32,7 @@ from torch import Tensor
 from transmem.data.batch import TrainingBatch
 from transmem.errors import DiskFullError, MemoryBankError
 from transmem.progress import progress_bar
-from transmem.storage.files import allocate_file, atomic_write_text, disk_full_error, sha256_file
+from transmem.storage.files import allocate_file, atomic_write_text, disk_full_error, remove_stale_temporaries, sha256_file
 from transmem.storage.locks import FileLock
 from transmem.transfer.zoo import Source
 
@@ -123,6 +123,7 @@ class CachedMemoryBank:
         # the other waits for the lock, then finds it valid.
         self.folder.mkdir(parents=True, exist_ok=True)
         with FileLock(self.folder / BUILD_LOCK):
+            remove_stale_temporaries(self.folder)  # a writer killed here earlier (we hold the lock)
             if not self._valid():
                 self._build(batch_size, progress)
         self._open()
