@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_results_table_in_the_docs_is_rendered_from_committed_data():
     stale = stale_documents(ROOT)
     assert not stale, f"run `python scripts/render_results.py`: {[str(p.relative_to(ROOT)) for p in stale]}"
-    blocks = [m.group("name") for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")] for m in BLOCK.finditer(path.read_text())]
+    blocks = [
+        m.group("name") for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")] for m in BLOCK.finditer(path.read_text())
+    ]
     assert blocks, "README and docs cite no committed results"
 
 

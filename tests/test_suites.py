@@ -110,7 +110,8 @@ def test_welch_interval_and_p_value_follow_the_textbook_formula():
     assert result["p_value"] == pytest.approx(2 * stats.t.sf(abs(difference) / math.sqrt(va + vb), dof))
     assert result["verdict"] == "beats"
     assert welch([1.0, 1.1], [1.0, 1.2])["verdict"] == "no difference shown"
-    assert math.isnan(welch([1.0], [2.0])["ci_low"])  # one seed: no interval
+    one = welch([1.0], [2.0])
+    assert math.isnan(one["ci_low"]) and one["verdict"] == "one seed: no interval"
 
 
 def test_methods_are_compared_with_finetune_best_else_scratch():

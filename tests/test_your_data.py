@@ -156,3 +156,13 @@ def test_a_target_whose_data_cannot_be_read_is_refused_before_anything_trains(us
     text = (user_folder / "target.toml").read_text().replace("frames.npy", "missing.npy")
     (user_folder / "nodata.toml").write_text(text)
     _refused(user_folder, capsys, 'target = "nodata.toml"\nmethods = ["scratch"]\n', "array file not found")
+
+
+def test_a_source_named_like_a_method_suffix_is_refused(user_folder, capsys):
+    suite = 'target = "target.toml"\n[sources]\nbest = "builtin:digits1"\nd = "builtin:digits2"\n'
+    _refused(user_folder, capsys, suite, "two runs named 'finetune_best seed 0'")
+
+
+def test_a_fusion_target_unlike_its_sources_is_refused_before_anything_trains(user_folder, capsys):
+    suite = 'target = "target.toml"\nmethods = ["scratch", "fusion"]\n[sources]\nd = "builtin:digits2"\ne = "builtin:digits1"\n'
+    _refused(user_folder, capsys, suite, "fusing needs the target's backbone", ["--target-set", "model.kernel=5"])

@@ -85,7 +85,7 @@ def model_card(best: dict, context: dict) -> str:
         "## Data and training",
         "",
         f"- data: `{data.name}` {dict(data.options) or ''}, {data.frame_size}x{data.frame_size} frames, "
-        f"{data.input_len} in -> {data.total_len - data.input_len} out, {data.train_size or 'online'} training sequences",
+        f"{data.input_len} in -> {data.total_len - data.input_len} out, data.train_size = {data.train_size} (0: the whole file, or generated online)",
         f"- network: {model.backbone} hidden {list(model.hidden)}, kernel {model.kernel}, patch {model.patch}",
         f"- transfer: {config.transfer.method}",
         f"- budget ({context['budget']}): {config.train.iterations} iterations, {row['train_flops']:.3g} training FLOPs",

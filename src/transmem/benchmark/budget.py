@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from transmem.config import RunConfig
+from transmem.data import build_dataset
 from transmem.models import RecurrentPredictor, build_predictor
 from transmem.transfer.methods import METHODS, memory_layouts
 from transmem.transfer.zoo import Source
@@ -102,8 +103,9 @@ def run_flops(config: RunConfig, source_configs: list[RunConfig]) -> RunFlops:
     transfer, method = config.transfer, config.transfer.method
     once = 0.0
     if method in ("tmu", "distill"):
-        if _bank_mode(config) == "cached":
-            once += teacher / config.data.batch_size * config.data.train_size
+        sequences = _finite_train_size(config)
+        if _bank_mode(config, sequences) == "cached":
+            once += teacher / config.data.batch_size * sequences
         else:
             per_iteration += teacher
     elif method == "kflow":
@@ -115,13 +117,19 @@ def run_flops(config: RunConfig, source_configs: list[RunConfig]) -> RunFlops:
     return RunFlops(per_iteration, once)
 
 
-def _bank_mode(config: RunConfig) -> str:
-    """The memory bank a TMU run uses (as the method resolves ``bank = "auto"``)."""
+def _finite_train_size(config: RunConfig) -> int:
+    """The number of training sequences, 0 for data generated online (as the method asks)."""
+    train = build_dataset(config.data, "train")
+    return 0 if getattr(train, "online", False) else len(train)
+
+
+def _bank_mode(config: RunConfig, sequences: int) -> str:
+    """The memory bank a TMU run uses, as the method resolves ``bank = "auto"``: cached for
+    a finite training set read forward in time, else live."""
     bank = config.transfer.bank
     if bank != "auto":
         return bank
-    forward_only = not (config.train.time_reversal or config.train.reverse_input)
-    return "cached" if config.data.train_size > 0 and forward_only else "live"
+    return "cached" if sequences > 0 and not config.train.time_reversal and not config.train.reverse_input else "live"
 
 
 def _ranking_flops(config: RunConfig, sources: list[Source]) -> float:

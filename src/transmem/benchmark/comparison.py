@@ -27,7 +27,8 @@ def reference_method(rows: list[dict]) -> str | None:
 def compare_methods(rows: list[dict], metric: str = "mse") -> list[dict]:
     """One ``{"method", "reference", "difference", "ci_low", "ci_high", "p_value", "verdict"}``
     per method but the reference, in the rows' order. ``verdict``: ``"beats"``, ``"loses"``
-    (the interval above 0) or ``"no difference shown"``."""
+    (the interval above 0), ``"no difference shown"`` or, with one seed on either side,
+    ``"one seed: no interval"``."""
     reference = reference_method(rows)
     if reference is None:
         return []
@@ -49,7 +50,9 @@ def welch(values: list[float], base: list[float]) -> dict:
         result = stats.ttest_ind(values, base, equal_var=False)
         interval = result.confidence_interval(CONFIDENCE)
         low, high, p_value = float(interval.low), float(interval.high), float(result.pvalue)
-    if high < 0:
+    if math.isnan(low):
+        verdict = "one seed: no interval"
+    elif high < 0:
         verdict = "beats"
     elif low > 0:
         verdict = "loses"
@@ -70,6 +73,5 @@ def comparison_markdown(comparisons: list[dict]) -> str:
     for c in comparisons:
         interval = "-" if math.isnan(c["ci_low"]) else f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
         p_value = "-" if math.isnan(c["p_value"]) else f"{c['p_value']:.3f}"
-        verdict = c["verdict"] if not math.isnan(c["ci_low"]) else "one seed: no interval"
-        lines.append(f"| {c['method']} | {c['difference']:+.2f} | {interval} | {p_value} | {verdict} |")
+        lines.append(f"| {c['method']} | {c['difference']:+.2f} | {interval} | {p_value} | {c['verdict']} |")
     return "\n".join(lines)

@@ -29,7 +29,7 @@ from transmem.config import (
     tomllib,
 )
 from transmem.data import DataError, build_dataset
-from transmem.run.conflicts import config_differences
+from transmem.run.conflicts import check_run_dir, config_differences
 from transmem.storage.model_file import stored_model_config
 from transmem.storage.run_folder import MEMORY_BANK_DIR, MODEL_FILE
 from transmem.training.cuda_graph import check_graphable
@@ -91,15 +91,28 @@ def plan_benchmark(request: BenchmarkRequest, check_devices: bool = True, count_
         folder = out / candidate if candidate else out
         settings = {**fixed, **dict([parse_setting(candidate)] if candidate else [])}
         runs += _target_runs(suite, profile, request, folder, settings, sources, candidate)
+    _check_names(runs)
     for run in runs:
         _check_run(run, sources.configs, check_devices)
-    if check_devices:
-        _check_data([run.config for run in runs], list(sources.to_train.values()))
     plan = Plan(request, suite, profile, out, [], runs, {n: sources.paths[n] for r in runs for n in r.sources})
     if count_flops or request.budget == "flops":
         _count_flops(plan, sources.configs)
     plan.tasks = _tasks(plan, sources)
+    if check_devices:
+        _check_data([run.config for run in runs], [t.config for t in plan.tasks if t.name.startswith("source ")])
+        for task in plan.tasks:  # a folder holding another run is refused now, not at its turn
+            check_run_dir(task.config, task.run_dir)
     return plan
+
+
+def _check_names(runs: list[TargetRun]) -> None:
+    """Refuse two runs of one name (a source named like a method's suffix: ``best`` makes
+    ``finetune_best``)."""
+    seen = set()
+    for run in runs:
+        if run.task in seen:
+            raise ConfigError(f"two runs named {run.task!r}: rename the source whose name makes {run.method!r}")
+        seen.add(run.task)
 
 
 def _profile(request: BenchmarkRequest) -> Profile:
@@ -126,7 +139,7 @@ def _resolve_sources(suite: Suite, profile: Profile, request: BenchmarkRequest) 
     settings = {**profile.source_settings, **dict(request.settings)}
     for name, where in suite.sources.items():
         if suite.trains(name):
-            config = config_with(read_config_file(where), settings)
+            config = config_with(_with_absolute_data_paths(read_config_file(where)), settings)
             shipped = builtin_match(name, config) if request.builtin_zoo else None
             resolved.paths[name] = shipped or str(zoo / name)
             if shipped is None:
@@ -180,7 +193,7 @@ def _chosen_methods(suite: Suite, request: BenchmarkRequest) -> set[str]:
 
 def _target_runs(suite, profile, request, folder: Path, settings: dict, sources: _Sources, candidate: str) -> list[TargetRun]:
     """The target runs of one ``--choose`` value (or of the plain benchmark) in ``folder``."""
-    chosen, target = _chosen_methods(suite, request), read_config_file(suite.target)
+    chosen, target = _chosen_methods(suite, request), _with_absolute_data_paths(read_config_file(suite.target))
     runs = []
     for seed in profile.seeds:
         for spec in suite.available().values():
@@ -198,6 +211,21 @@ def _target_runs(suite, profile, request, folder: Path, settings: dict, sources:
                 run_dir = folder / "runs" / name / f"seed{seed}"
                 runs.append(TargetRun(name, seed, candidate, task, run_dir, read, [sources.paths[s] for s in read], config))
     return runs
+
+
+#: ``[data.options]`` keys that name files or folders
+DATA_PATH_KEYS = ("path", "root")
+
+
+def _with_absolute_data_paths(raw: dict) -> dict:
+    """``raw`` with relative data paths made absolute (relative to where transmem runs, as
+    ``transmem train`` reads them): every run's config names the file it read, so a rerun
+    from another folder cannot resume runs on other data."""
+    options = raw.get("data", {}).get("options", {})
+    for key in DATA_PATH_KEYS:
+        if isinstance(options.get(key), str) and options[key] and not Path(options[key]).is_absolute():
+            options[key] = str(Path(options[key]).resolve())
+    return raw
 
 
 def _variants(spec: MethodSpec, source_names: list[str]) -> dict[str, list[str]]:
@@ -248,6 +276,8 @@ def _check_run(run: TargetRun, source_configs: dict[str, RunConfig], check_devic
         raise ConfigError(
             f"{run.method}: fusing needs sources of one architecture; " + ", ".join(f"{n} has {a}" for n, a in theirs.items())
         )
+    if transfer.method == "fusion" and theirs:
+        _check_fused_target(run, next(iter(theirs.values())))
     if run.candidate and config.data.val_size == 0:
         raise ConfigError("--choose: chooses each method's setting on the validation split, which needs data.val_size > 0")
     if config.data.val_size == 0:
@@ -256,6 +286,18 @@ def _check_run(run: TargetRun, source_configs: dict[str, RunConfig], check_devic
         )
     if check_devices and config.train.cuda_graph:
         check_graphable(config, resolve_device(config.train.device), METHODS[transfer.method], distributed=False)
+
+
+def _check_fused_target(run: TargetRun, member: tuple) -> None:
+    """A fusion target is its sources side by side: their backbone, kernel, patch and
+    channels, no normalisation."""
+    backbone, _, patch, channels, kernel, norm = _architecture(run.config)
+    if (backbone, patch, channels, kernel) != (member[0], member[2], member[3], member[4]) or norm != "none":
+        raise ConfigError(
+            f"{run.method}: fusing needs the target's backbone, patch, channels and kernel to be the sources' "
+            f"({member[0]}, {member[2]}, {member[3]}, {member[4]}) and model.norm = 'none'; "
+            f"the target has ({backbone}, {patch}, {channels}, {kernel}) and norm {norm!r}"
+        )
 
 
 def _check_data(targets: list[RunConfig], sources: list[RunConfig]) -> None:

@@ -55,6 +55,7 @@ def read_results(root: Path, name: str) -> dict:
 
 def render_text(root: Path, text: str) -> str:
     """``text`` with every results block rendered from ``root``'s committed data."""
+
     def render(match: re.Match) -> str:
         return match.group(1) + render_block(read_results(root, match.group("name")), match.group("view")) + match.group(5)
 

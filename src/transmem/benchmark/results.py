@@ -24,6 +24,7 @@ from transmem.evaluation.metrics import METRIC_NAMES, REPORTED_METRIC_NAMES
 from transmem.evaluation.plots import layer_name, plot_per_frame, plot_transfer_gates
 from transmem.evaluation.report import markdown_results_table, summarize_runs, write_results_csv, write_results_json
 from transmem.evaluation.training_curves import mean_curve, plot_validation_curves
+from transmem.storage.files import atomic_write_text
 from transmem.storage.model_file import load_model
 from transmem.transfer.zoo import source_name
 
@@ -92,7 +93,7 @@ def write_results(
     results["per_frame"] = curves
     results["pictures"] = _write_pictures(out, runs, context.profile, curves, bands)
     write_results_json(out / "results.json", results)
-    (out / "results.md").write_text(results_markdown(context.suite, context.profile_name, context.profile, results))
+    atomic_write_text(out / "results.md", results_markdown(context.suite, context.profile_name, context.profile, results))
     return results
 
 

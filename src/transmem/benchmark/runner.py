@@ -43,7 +43,7 @@ from transmem.benchmark.run_logs import (
     train_threads,
     validation_curve,
 )
-from transmem.benchmark.scheduler import run_tasks
+from transmem.benchmark.scheduler import run_tasks, test_metrics
 from transmem.evaluation.metrics import METRIC_NAMES
 from transmem.storage.run_folder import TRAIN_LOG
 from transmem.transfer.builtin import PREFIX, builtin_index
@@ -120,6 +120,8 @@ def _source_metrics(plan: Plan, metrics_by_task: dict) -> dict:
             found[name] = metrics_by_task[f"source {name}"]
         elif path.startswith(PREFIX):
             found[name] = builtin_index()[path[len(PREFIX) :]]["test"]
+        else:  # a run of the user's: its own test scores, if it has them
+            found[name] = test_metrics(Path(path)) if Path(path).is_dir() else None
     return found
 
 
