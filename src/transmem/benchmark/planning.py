@@ -70,12 +70,13 @@ class Plan:
     budget_flops: float | None = None  # --budget flops: every run's training FLOPs
 
 
-def plan_benchmark(request: BenchmarkRequest, check_devices: bool = True, count_flops: bool = True) -> Plan:
+def plan_benchmark(request: BenchmarkRequest, preflight: bool = True, count_flops: bool = True) -> Plan:
     """Every run of ``request``, its config loaded and checked. Writes nothing.
 
-    ``check_devices``: refuse runs whose ``train.cuda_graph`` this machine or their method
-    cannot capture, and data that cannot be read or whose splits are empty (not for
-    ``--status``, which only reads). ``count_flops``: count each run's training FLOPs
+    ``preflight``: also refuse what would fail only when a run's turn came: a
+    ``train.cuda_graph`` this machine or the method cannot capture, data that cannot be read
+    or whose splits are empty, a run folder holding another run (not for ``--status``,
+    which only reads). ``count_flops``: count each run's training FLOPs
     (:mod:`~transmem.benchmark.budget`; always under ``--budget flops``).
     """
     suite, profile = load_suite(request.suite), _profile(request)
@@ -93,12 +94,12 @@ def plan_benchmark(request: BenchmarkRequest, check_devices: bool = True, count_
         runs += _target_runs(suite, profile, request, folder, settings, sources, candidate)
     _check_names(runs)
     for run in runs:
-        _check_run(run, sources.configs, check_devices)
+        _check_run(run, sources.configs, preflight)
     plan = Plan(request, suite, profile, out, [], runs, {n: sources.paths[n] for r in runs for n in r.sources})
     if count_flops or request.budget == "flops":
         _count_flops(plan, sources.configs)
     plan.tasks = _tasks(plan, sources)
-    if check_devices:
+    if preflight:
         _check_data([run.config for run in runs], [t.config for t in plan.tasks if t.name.startswith("source ")])
         for task in plan.tasks:  # a folder holding another run is refused now, not at its turn
             check_run_dir(task.config, task.run_dir)
@@ -259,7 +260,7 @@ def _architecture(config: RunConfig) -> tuple:
     return (model.backbone, list(model.hidden), model.patch, config.data.channels, model.kernel, model.norm)
 
 
-def _check_run(run: TargetRun, source_configs: dict[str, RunConfig], check_devices: bool) -> None:
+def _check_run(run: TargetRun, source_configs: dict[str, RunConfig], preflight: bool) -> None:
     """Refuse now, not when the run's turn comes hours later: a source that cannot be
     finetuned or fused, a ``--choose`` without validation, a CUDA graph this machine or
     method cannot capture."""
@@ -284,7 +285,7 @@ def _check_run(run: TargetRun, source_configs: dict[str, RunConfig], check_devic
         raise ConfigError(
             "the benchmark chooses its best method on the validation split: set data.val_size > 0 in the target config"
         )
-    if check_devices and config.train.cuda_graph:
+    if preflight and config.train.cuda_graph:
         check_graphable(config, resolve_device(config.train.device), METHODS[transfer.method], distributed=False)
 
 

@@ -19,7 +19,7 @@ def benchmark_status(request: BenchmarkRequest) -> list[dict]:
     started``, or ``holds another config``; `` (training now, pid P)`` is appended while a
     process holds the run's lock.
     """
-    tasks = plan_benchmark(request, check_devices=False, count_flops=request.budget == "flops").tasks  # reads only
+    tasks = plan_benchmark(request, preflight=False, count_flops=request.budget == "flops").tasks  # reads only
     rows = []
     for task in tasks:
         try:
