@@ -432,11 +432,11 @@ def _zoo_rank(args) -> int:
 
 
 def _benchmark_request(args) -> BenchmarkRequest:
-    from transmem.benchmark.request import BenchmarkRequest
+    from transmem.benchmark.request import BUILTIN_ZOO, BenchmarkRequest
     from transmem.config import parse_setting
 
     _check_out(args.out, folder=True)
-    if args.zoo and args.zoo != "builtin":
+    if args.zoo and args.zoo != BUILTIN_ZOO:
         _check_out(args.zoo, folder=True, option="--zoo")
     return BenchmarkRequest(
         suite=args.suite,

@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from transmem.benchmark.choice import mean_validation_mse
 from transmem.storage.files import atomic_write_bytes, atomic_write_text
 from transmem.storage.run_folder import CONFIG_FILE, INIT_FILE, MODEL_FILE
 
@@ -25,11 +26,8 @@ BEST_FILE = "best.json"
 def choose_best(rows: list[dict]) -> dict | None:
     """``{"method", "seed", "val_mse", "method_val_mse", "row"}`` of the method with the lowest
     mean validation MSE and its seed with the lowest; None when no run has a validation MSE."""
-    means = {}
-    for method in dict.fromkeys(row["method"] for row in rows):
-        values = [row["val_mse"] for row in rows if row["method"] == method]
-        if values and not any(math.isnan(v) for v in values):
-            means[method] = math.fsum(values) / len(values)
+    means = {method: mean_validation_mse(rows, method) for method in dict.fromkeys(row["method"] for row in rows)}
+    means = {method: mean for method, mean in means.items() if not math.isnan(mean)}
     if not means:
         return None
     method = min(means, key=means.get)  # ties: the first in the table's order

@@ -12,6 +12,13 @@ from __future__ import annotations
 import math
 
 
+def mean_validation_mse(rows: list[dict], method: str) -> float:
+    """The mean over ``method``'s runs (seeds) of the validation MSE of the weights each kept;
+    NaN when one of them has none."""
+    values = [row["val_mse"] for row in rows if row["method"] == method]
+    return math.fsum(values) / len(values)
+
+
 def choose_on_validation(by_candidate: dict[str, tuple[list[dict], list[dict]]]) -> tuple[list[dict], list[dict], dict]:
     """``by_candidate``: ``{setting: (rows, per_run)}`` as the runner builds them, one row per
     run with its ``val_mse``, the same methods and seeds in the same order for every setting.
@@ -27,8 +34,7 @@ def choose_on_validation(by_candidate: dict[str, tuple[list[dict], list[dict]]])
     for method in dict.fromkeys(row["method"] for row in first_rows):
         validation[method] = {}
         for candidate in candidates:
-            values = [row["val_mse"] for row in by_candidate[candidate][0] if row["method"] == method]
-            validation[method][candidate] = math.fsum(values) / len(values)
+            validation[method][candidate] = mean_validation_mse(by_candidate[candidate][0], method)
     chosen = {}
     for method, means in validation.items():
         scored = [c for c in candidates if not math.isnan(means[c])]  # NaN: a run without a final validation

@@ -33,7 +33,7 @@ def results_markdown(suite: Suite, profile_name: str, profile: Profile, results:
         "",
         suite.description + ".",
         "",
-        f"Profile: {_seeds_text(profile.seeds)}; {profile.notes}. {_budget_text(results)} "
+        f"Profile: {_seeds_text(profile.seeds)}; {profile.notes}. {budget_text(results)} "
         "Mean ± std over seeds; best per column in bold.",
         "MSE and MAE are summed over a frame's pixels, averaged over test sequences and over the predicted frames.",
         "",
@@ -86,7 +86,7 @@ def results_markdown(suite: Suite, profile_name: str, profile: Profile, results:
     return "\n".join(lines)
 
 
-def _budget_text(results: dict) -> str:
+def budget_text(results: dict) -> str:
     """What every method got the same of, and each run's iterations and training FLOPs."""
     rows = (
         [r for r in results["rows"] if r["seed"] == results["rows"][0]["seed"] and "train_flops" in r] if results["rows"] else []

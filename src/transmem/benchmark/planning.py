@@ -36,6 +36,7 @@ from transmem.training.cuda_graph import check_graphable
 from transmem.training.setup import resolve_device
 from transmem.transfer.builtin import PREFIX, builtin_index
 from transmem.transfer.methods import METHODS
+from transmem.transfer.zoo import architecture
 
 
 @dataclass
@@ -255,18 +256,13 @@ def _width(spec: MethodSpec, settings: dict, source_configs: list[RunConfig]) ->
 # ----------------------------------------------------------------------------- checks, FLOPs and tasks
 
 
-def _architecture(config: RunConfig) -> tuple:
-    model = config.model
-    return (model.backbone, list(model.hidden), model.patch, config.data.channels, model.kernel, model.norm)
-
-
 def _check_run(run: TargetRun, source_configs: dict[str, RunConfig], preflight: bool) -> None:
     """Refuse now, not when the run's turn comes hours later: a source that cannot be
     finetuned or fused, a ``--choose`` without validation, a CUDA graph this machine or
     method cannot capture."""
     config, transfer = run.config, run.config.transfer
-    mine = _architecture(config)
-    theirs = {name: _architecture(source_configs[name]) for name in run.sources}
+    mine = architecture(config)
+    theirs = {name: architecture(source_configs[name]) for name in run.sources}
     if transfer.method == "finetune" or transfer.init_from:  # starts from one of its sources
         if theirs and mine not in theirs.values():
             raise ConfigError(
@@ -292,7 +288,7 @@ def _check_run(run: TargetRun, source_configs: dict[str, RunConfig], preflight: 
 def _check_fused_target(run: TargetRun, member: tuple) -> None:
     """A fusion target is its sources side by side: their backbone, kernel, patch and
     channels, no normalisation."""
-    backbone, _, patch, channels, kernel, norm = _architecture(run.config)
+    backbone, _, patch, channels, kernel, norm = architecture(run.config)
     if (backbone, patch, channels, kernel) != (member[0], member[2], member[3], member[4]) or norm != "none":
         raise ConfigError(
             f"{run.method}: fusing needs the target's backbone, patch, channels and kernel to be the sources' "

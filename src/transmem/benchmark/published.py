@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from transmem.benchmark.comparison import compare_methods, comparison_markdown
+from transmem.benchmark.markdown import budget_text
 from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
 from transmem.evaluation.report import markdown_results_table, summarize_runs
 
@@ -35,12 +36,7 @@ def render_block(results: dict, view: str | None = None) -> str:
     lines = [markdown_results_table(summarize_runs(rows), metrics=REPORTED_METRIC_NAMES, baseline=baseline), ""]
     if view == "table":
         return "\n".join(lines)
-    budgets = {}
-    for row in rows:
-        budgets.setdefault(row["method"], (row.get("iterations"), row.get("train_flops")))
-    if all(it is not None and flops is not None for it, flops in budgets.values()):
-        cells = ", ".join(f"{m} {it} it, {flops:.3g} FLOPs" for m, (it, flops) in budgets.items())
-        lines += [f"Budget `{results.get('budget', 'iterations')}`, per run: {cells}.", ""]
+    lines += [budget_text(results), ""]
     comparison = comparison_markdown(compare_methods(rows))
     if comparison:
         lines += [comparison, ""]

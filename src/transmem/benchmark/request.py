@@ -58,18 +58,17 @@ class BenchmarkRequest:
         ``out/sources`` (also for ``--zoo builtin``: sources the builtin zoo lacks are trained there)."""
         return Path(self.zoo).resolve() if self.zoo is not None and not self.builtin_zoo else Path(self.out).resolve() / "sources"
 
-    def command(self, suite: str | None = None, choose: tuple[str, ...] | None = None, extra: tuple[str, ...] = ()) -> str:
+    def command(self, extra: tuple[str, ...] = ()) -> str:
         """The ``transmem benchmark`` command line that reruns this benchmark into ``DIR``, as
         results.md prints it: every option that changes what is run."""
-        choose = self.choose if choose is None else choose
-        words = ["transmem", "benchmark", suite or self.suite, "--profile", self.profile, "--out", "DIR"]
+        words = ["transmem", "benchmark", self.suite, "--profile", self.profile, "--out", "DIR"]
         words += ["--zoo", str(self.zoo)] if self.zoo else []
         words += ["--methods", *self.methods] if self.methods else []
         words += ["--seeds", *map(str, self.seeds)] if self.seeds is not None else []
         words += [w for key, value in self.settings for w in ("--set", format_setting(key, value))]
         words += [w for key, value in self.target_settings for w in ("--target-set", format_setting(key, value))]
         words += [w for value in extra for w in ("--target-set", value)]
-        words += [w for value in choose for w in ("--choose", value)]
+        words += [w for value in self.choose for w in ("--choose", value)]
         words += ["--budget", self.budget] if self.budget != "iterations" else []
         words += ["--jobs", str(self.jobs)] if self.jobs > 1 else []
         return shlex.join(words)

@@ -9,7 +9,7 @@
 4. Train: :func:`transmem.training.loop.train_loop`.
 5. Save: checkpoints and logs as it trains, then the model file (:mod:`~transmem.run.records`).
 
-Steps 1, 2, 4 and 5 are :mod:`~transmem.run.session`'s, which a ranking's probe runs use
+Steps 1, 2, 4 and 5 are :mod:`~transmem.run.folder_run`'s, which a ranking's probe runs use
 alone: a probe is a finetune of one source and never ranks.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from transmem.config import ConfigError, RunConfig
+from transmem.run.folder_run import TrainResult, open_run, train_open_run
 from transmem.run.ranking import rank_sources
-from transmem.run.session import TrainResult, open_run, train_open_run
 from transmem.storage.run_folder import RANK_DIR
 from transmem.transfer.methods import TransferMethod
 
@@ -39,7 +39,7 @@ def train(
     """Train the run described by ``config`` in ``run_dir``, resuming if it holds one.
 
     ``stop_at`` pauses the run after that iteration (a checkpoint is written); calling
-    again resumes it. Returns a :class:`~transmem.run.session.TrainResult` (``val`` is
+    again resumes it. Returns a :class:`~transmem.run.folder_run.TrainResult` (``val`` is
     empty unless finished). While it trains, ``run_dir/train.lock`` is held (by rank 0): a
     second process training the same folder stops with :class:`~transmem.errors.LockedError`.
     ``check_test_split=False`` skips the refusal of data without a test split. A non-finite

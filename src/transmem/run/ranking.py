@@ -30,7 +30,7 @@ import torch
 
 from transmem.config import RunConfig, config_from_dict
 from transmem.data import DataError, build_dataset
-from transmem.run.session import open_run, train_open_run
+from transmem.run.folder_run import open_run, train_open_run
 from transmem.storage.files import atomic_write_text, remove_stale_temporaries
 from transmem.storage.locks import FileLock
 from transmem.storage.model_file import load_model

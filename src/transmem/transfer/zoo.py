@@ -91,12 +91,18 @@ def check_compatible(sources: list[Source], target: RunConfig, layers: list[int]
                 raise SourceError(f"source {source.path}: has {len(model.hidden)} layers, no layer {layer}")
 
 
+def architecture(config: RunConfig) -> tuple:
+    """``(backbone, hidden, patch, channels, kernel, norm)`` of ``config``'s network: what a
+    source must share with a target to be finetuned into it."""
+    model = config.model
+    return (model.backbone, list(model.hidden), model.patch, config.data.channels, model.kernel, model.norm)
+
+
 def check_same_backbone(source: Source, config: RunConfig, verb: str = "starting from a source") -> None:
     """Raise SourceError unless ``source`` has the target's backbone architecture."""
     model = source.model
     theirs = (model.backbone, model.hidden, model.patch, model.channels, source.config.model.kernel, source.config.model.norm)
-    target = config.model
-    mine = (target.backbone, list(target.hidden), target.patch, config.data.channels, target.kernel, target.norm)
+    mine = architecture(config)
     if mine != theirs:
         raise SourceError(
             f"source {source.path}: {verb} needs the same architecture; source has "
