@@ -1,7 +1,7 @@
 """Render every results table of README.md and docs/*.md from docs/results/<name>/results.json.
 
-    python scripts/render_results.py          # rewrite the tables
-    python scripts/render_results.py --check  # exit 1 if a table differs from the data
+python scripts/render_results.py          # rewrite the tables
+python scripts/render_results.py --check  # exit 1 if a table differs from the data
 """
 
 from __future__ import annotations

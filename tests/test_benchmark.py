@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -420,6 +421,24 @@ def test_status_reports_each_run_without_writing(tiny_benchmark, tmp_path, capsy
 
 
 # ----------------------------------------------------------------------------- --jobs
+
+
+def test_a_finished_run_copied_into_another_benchmark_folder_is_the_same_run(tiny_benchmark, tmp_path):
+    """A target's config names its benchmark's cache folder; copied into another benchmark (the
+    same run there, but another cache folder) it is found finished, while another setting is not."""
+    from transmem.benchmark.status import benchmark_status
+
+    out, _ = tiny_benchmark
+    other = tmp_path / "other"
+    shutil.copytree(out / "runs" / "tmu", other / "runs" / "tmu")
+    request = tiny_request(other, ["tmu"], zoo=str(out / "sources"))  # the sources it was trained from
+    (task,) = [t for t in plan_benchmark(request, preflight=False).tasks if t.name.startswith("tmu")]
+    assert task.config.transfer.cache_dir.startswith(str(other))  # not the folder it was trained in
+    states = {r["run"]: r["state"] for r in benchmark_status(request)}
+    assert states[task.name] == "finished"
+    retuned = replace(request, settings=(*request.settings, ("train.lr", 0.5)))
+    states = {r["run"]: r["state"] for r in benchmark_status(retuned)}
+    assert states[task.name] == "holds another config"
 
 
 def test_parallel_benchmark_respects_source_order_and_matches_the_serial_one(tiny_benchmark, tmp_path):

@@ -14,7 +14,7 @@ def test_every_results_table_in_the_docs_is_rendered_from_committed_data():
     stale = stale_documents(ROOT)
     assert not stale, f"run `python scripts/render_results.py`: {[str(p.relative_to(ROOT)) for p in stale]}"
     blocks = [
-        m.group("name") for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")] for m in BLOCK.finditer(path.read_text())
+        m.group("names") for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")] for m in BLOCK.finditer(path.read_text())
     ]
     assert blocks, "README and docs cite no committed results"
 
@@ -31,3 +31,28 @@ def test_a_block_is_rendered_from_its_data_and_a_hand_edit_is_caught(tmp_path):
     assert "3.100 ± 0.1414" in rendered and "finetune_best 10 it" in rendered and "test MSE minus finetune_best" in rendered
     (tmp_path / "README.md").write_text(rendered.replace("3.100 ± 0.1414", "3.000 ± 0.1414"))
     assert stale_documents(tmp_path) == [tmp_path / "README.md"]
+
+
+def test_a_summary_block_sets_several_benchmarks_side_by_side(tmp_path):
+    def rows(iterations, values):
+        return [
+            {"method": m, "seed": s, "mse": v, "mae": 1.0, "ssim": 0.5, "psnr": 10.0, "iterations": it, "train_flops": 1e9}
+            for (m, it), pair in zip(iterations.items(), values)
+            for s, v in enumerate(pair)
+        ]
+
+    for name, budget, iterations, values in [
+        ("toy_it", "iterations", {"finetune_best": 10, "fusion": 10}, [(3.0, 3.2), (2.0, 2.2)]),
+        ("toy_flops", "flops", {"finetune_best": 37, "fusion": 10}, [(2.0, 2.4), (2.0, 2.2)]),
+    ]:
+        (tmp_path / "docs" / "results" / name).mkdir(parents=True)
+        results = {"rows": rows(iterations, values), "budget": budget, "suite": "toy"}
+        (tmp_path / "docs" / "results" / name / "results.json").write_text(json.dumps(results))
+    rendered = render_text(tmp_path, "<!-- results toy_it toy_flops summary -->\n<!-- end results -->\n")
+    lines = rendered.splitlines()
+    assert lines[3] == "| toy | iterations | `finetune_best` | 2 | 10 | 3.100 ± 0.14 | reference |  |  |"
+    # fusion minus finetune_best: -1.0 ± t(0.975, 2 df) * sqrt(0.02 / 2 + 0.02 / 2) = -1.0 ± 0.61
+    assert lines[4] == "|  |  | `fusion` | 2 | 10 | 2.100 ± 0.14 | -1.00 | [-1.61, -0.39] | beats |"
+    assert lines[5].startswith("| toy | flops | `finetune_best` | 2 | 37 | 2.200 ± 0.28 | reference")
+    # Welch's degrees of freedom 0.05^2 / (0.04^2 + 0.01^2) = 1.47: -0.1 ± 1.38
+    assert lines[6].endswith("| -0.10 | [-1.48, +1.28] | no difference shown |")

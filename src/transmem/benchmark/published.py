@@ -9,6 +9,9 @@ run) under ``docs/results/<name>/``. In README.md and docs/*.md a block::
 
 holds the tables rendered from ``docs/results/NAME/results.json``: mean ± std per method,
 each run's budget, and each method against the reference (Welch's 95 % interval).
+``<!-- results NAME NAME ... summary -->`` holds one short table of several benchmarks (each
+method's iterations and test MSE, and its difference from the reference), e.g. one suite
+under both budgets.
 ``python scripts/render_results.py`` rewrites every block; a test fails when a block differs
 from what the data give, so no number in them is typed by hand.
 """
@@ -16,15 +19,19 @@ from what the data give, so no number in them is typed by hand.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 from transmem.benchmark.comparison import compare_methods, comparison_markdown
 from transmem.benchmark.markdown import budget_text
 from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
-from transmem.evaluation.report import markdown_results_table, summarize_runs
+from transmem.evaluation.report import format_number, markdown_results_table, summarize_runs
 
-BLOCK = re.compile(r"(<!-- results (?P<name>[\w.-]+)(?: (?P<view>table))? -->\n)(?P<body>.*?)(<!-- end results -->)", re.DOTALL)
+BLOCK = re.compile(
+    r"(<!-- results (?P<names>[\w.-]+(?: [\w.-]+)*?)(?: (?P<view>table|summary))? -->\n)(?P<body>.*?)(<!-- end results -->)",
+    re.DOTALL,
+)
 RESULTS_DIR = Path("docs") / "results"
 
 
@@ -44,6 +51,29 @@ def render_block(results: dict, view: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_summary(benchmarks: list[dict]) -> str:
+    """One row per method of each benchmark: its suite and budget, iterations, test MSE
+    (mean ± std over seeds) and its difference from the reference with Welch's 95 % interval."""
+    header = ["suite", "budget", "method", "n", "iterations", "test MSE", "minus reference", "95% CI (Welch)", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---|--:|--:|--:|--:|--:|---|"]
+    for results in benchmarks:
+        comparisons = {c["method"]: c for c in compare_methods(results["rows"])}
+        for index, summary in enumerate(summarize_runs(results["rows"])):
+            method = summary["method"]
+            first = [results.get("suite", results["name"]), results.get("budget", "iterations")] if index == 0 else ["", ""]
+            lines.append("| " + " | ".join([*first, f"`{method}`", *_summary_cells(summary, comparisons.get(method))]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _summary_cells(summary: dict, comparison: dict | None) -> list[str]:
+    test = f"{format_number(summary['mse_mean'])} ± {format_number(summary['mse_std'], 2)}"
+    cells = [str(summary["n"]), f"{summary['iterations_mean']:.0f}", test]
+    if comparison is None:
+        return [*cells, "reference", "", ""]
+    interval = "-" if math.isnan(comparison["ci_low"]) else f"[{comparison['ci_low']:+.2f}, {comparison['ci_high']:+.2f}]"
+    return [*cells, f"{comparison['difference']:+.2f}", interval, comparison["verdict"]]
+
+
 def read_results(root: Path, name: str) -> dict:
     results = json.loads((root / RESULTS_DIR / name / "results.json").read_text())
     return {**results, "name": name}
@@ -53,7 +83,13 @@ def render_text(root: Path, text: str) -> str:
     """``text`` with every results block rendered from ``root``'s committed data."""
 
     def render(match: re.Match) -> str:
-        return match.group(1) + render_block(read_results(root, match.group("name")), match.group("view")) + match.group(5)
+        names = match.group("names").split()
+        if match.group("view") == "summary":
+            body = render_summary([read_results(root, name) for name in names])
+        else:
+            (name,) = names  # one benchmark per full or table block
+            body = render_block(read_results(root, name), match.group("view"))
+        return match.group(1) + body + match.group(5)
 
     return BLOCK.sub(render, text)
 

@@ -39,9 +39,15 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+# Where a run keeps caches it shares with others, not what it trains: a finished run copied
+# into another benchmark folder (another cache folder) is the same run.
+PLACES = frozenset({"transfer.cache_dir"})
+
+
 def config_differences(old: RunConfig, new: RunConfig) -> list[str]:
+    """The dotted keys whose values differ, the cache's place aside (:data:`PLACES`)."""
     a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in PLACES)
 
 
 def describe_differences(old: RunConfig, new: RunConfig, keys: list[str], old_name: str, new_name: str, limit: int = 3) -> str:
