@@ -61,6 +61,13 @@ def welch(values: list[float], base: list[float]) -> dict:
     return {"difference": difference, "ci_low": low, "ci_high": high, "p_value": p_value, "verdict": verdict}
 
 
+def interval_text(comparison: dict) -> str:
+    """``"[-1.61, -0.39]"``: a comparison's 95 % interval, ``"-"`` when it has none."""
+    if math.isnan(comparison["ci_low"]):
+        return "-"
+    return f"[{comparison['ci_low']:+.2f}, {comparison['ci_high']:+.2f}]"
+
+
 def comparison_markdown(comparisons: list[dict]) -> str:
     """The comparisons as a markdown table."""
     if not comparisons:
@@ -71,7 +78,7 @@ def comparison_markdown(comparisons: list[dict]) -> str:
         "|---|---:|---:|---:|---|",
     ]
     for c in comparisons:
-        interval = "-" if math.isnan(c["ci_low"]) else f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+        interval = interval_text(c)
         p_value = "-" if math.isnan(c["p_value"]) else f"{c['p_value']:.3f}"
         lines.append(f"| {c['method']} | {c['difference']:+.2f} | {interval} | {p_value} | {c['verdict']} |")
     return "\n".join(lines)

@@ -19,11 +19,10 @@ from what the data give, so no number in them is typed by hand.
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
-from transmem.benchmark.comparison import compare_methods, comparison_markdown
+from transmem.benchmark.comparison import compare_methods, comparison_markdown, interval_text
 from transmem.benchmark.markdown import budget_text
 from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
 from transmem.evaluation.report import format_number, markdown_results_table, summarize_runs
@@ -70,8 +69,7 @@ def _summary_cells(summary: dict, comparison: dict | None) -> list[str]:
     cells = [str(summary["n"]), f"{summary['iterations_mean']:.0f}", test]
     if comparison is None:
         return [*cells, "reference", "", ""]
-    interval = "-" if math.isnan(comparison["ci_low"]) else f"[{comparison['ci_low']:+.2f}, {comparison['ci_high']:+.2f}]"
-    return [*cells, f"{comparison['difference']:+.2f}", interval, comparison["verdict"]]
+    return [*cells, f"{comparison['difference']:+.2f}", interval_text(comparison), comparison["verdict"]]
 
 
 def read_results(root: Path, name: str) -> dict:
