@@ -89,6 +89,20 @@ def test_a_method_target_table_sets_the_target_after_the_profile_and_before_the_
     assert "tmu_release" not in load_suite("digits").methods  # opt-in: --methods names it
 
 
+def test_scratch_release_is_the_release_step_without_the_tmu_layer_or_sources(tmp_path):
+    """The control of tmu_release: the same training step on the plain network, reading no source."""
+    request = BenchmarkRequest("digits", tmp_path, methods=("scratch", "scratch_release"), settings=TINY)
+    plan = plan_benchmark(request)
+    runs = {run.method: run for run in plan.runs}
+    control, scratch = runs["scratch_release"].config, runs["scratch"].config
+    assert (control.model.forget_bias, control.train.grad_clip, control.train.reverse_input) == (0.0, 0.0, True)
+    assert (control.train.sampling_stop, control.transfer.method, control.transfer.sources) == (0.625, "none", [])
+    assert control.model.hidden == scratch.model.hidden and (scratch.model.forget_bias, scratch.train.reverse_input) == (1.0, False)
+    assert runs["scratch_release"].flops.per_iteration == pytest.approx(2 * runs["scratch"].flops.per_iteration, rel=0.02)
+    assert not any("source" in task.name for task in plan.tasks)  # nothing is built or ranked for it
+    assert "scratch_release" not in load_suite("digits").methods  # opt-in: --methods names it
+
+
 def test_equal_flops_iterations_and_the_scaled_schedule():
     budget, iterations = equal_flops_iterations([RunFlops(10.0, 0.0), RunFlops(37.0, 0.0), RunFlops(10.0, 70.0)], [100, 100, 100])
     assert budget == 3700 and iterations == [370, 100, 363]
@@ -153,7 +167,7 @@ PLANNED_BEFORE = {
 }
 
 
-ADDED_SINCE = {"tmu_release"}  # methods added to the catalogue since
+ADDED_SINCE = {"tmu_release", "scratch_release"}  # methods added to the catalogue since
 KEYS_ADDED_SINCE = {("model", "forget_bias"): 1.0, ("train", "reverse_input"): False}  # at their defaults
 
 
