@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from transmem.benchmark.published import BLOCK, render_text, stale_documents
+from transmem.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,3 +59,12 @@ def test_a_summary_block_sets_several_benchmarks_side_by_side(tmp_path):
     assert lines[5].startswith("| toy | flops | `finetune_best` | 2 | 37 | 2.200 ± 0.28 | reference")
     # Welch's degrees of freedom 0.05^2 / (0.04^2 + 0.01^2) = 1.47: -0.1 ± 1.38
     assert lines[6].endswith("| -0.10 | [-1.48, +1.28] | no difference shown |")
+
+
+def test_a_block_naming_no_data_or_two_benchmarks_without_summary_is_refused_in_one_line(tmp_path):
+    (tmp_path / "docs" / "results" / "toy").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "toy" / "results.json").write_text(json.dumps({"rows": []}))
+    with pytest.raises(ConfigError, match=r"^results block 'toy toy': a table names one benchmark"):
+        render_text(tmp_path, "<!-- results toy toy -->\n<!-- end results -->\n")
+    with pytest.raises(ConfigError, match=r"^results block 'absent': no docs/results/absent/results.json$"):
+        render_text(tmp_path, "<!-- results absent table -->\n<!-- end results -->\n")

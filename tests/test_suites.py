@@ -97,7 +97,10 @@ def test_scratch_release_is_the_release_step_without_the_tmu_layer_or_sources(tm
     control, scratch = runs["scratch_release"].config, runs["scratch"].config
     assert (control.model.forget_bias, control.train.grad_clip, control.train.reverse_input) == (0.0, 0.0, True)
     assert (control.train.sampling_stop, control.transfer.method, control.transfer.sources) == (0.625, "none", [])
-    assert control.model.hidden == scratch.model.hidden and (scratch.model.forget_bias, scratch.train.reverse_input) == (1.0, False)
+    assert control.model.hidden == scratch.model.hidden and (scratch.model.forget_bias, scratch.train.reverse_input) == (
+        1.0,
+        False,
+    )
     assert runs["scratch_release"].flops.per_iteration == pytest.approx(2 * runs["scratch"].flops.per_iteration, rel=0.02)
     assert not any("source" in task.name for task in plan.tasks)  # nothing is built or ranked for it
     assert "scratch_release" not in load_suite("digits").methods  # opt-in: --methods names it

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from transmem.benchmark.comparison import compare_methods, comparison_markdown, interval_text
 from transmem.benchmark.markdown import budget_text
+from transmem.errors import ConfigError
 from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
 from transmem.evaluation.report import format_number, markdown_results_table, summarize_runs
 
@@ -73,8 +74,10 @@ def _summary_cells(summary: dict, comparison: dict | None) -> list[str]:
 
 
 def read_results(root: Path, name: str) -> dict:
-    results = json.loads((root / RESULTS_DIR / name / "results.json").read_text())
-    return {**results, "name": name}
+    path = root / RESULTS_DIR / name / "results.json"
+    if not path.is_file():
+        raise ConfigError(f"results block {name!r}: no {path.relative_to(root)}")
+    return {**json.loads(path.read_text()), "name": name}
 
 
 def render_text(root: Path, text: str) -> str:
@@ -85,8 +88,11 @@ def render_text(root: Path, text: str) -> str:
         if match.group("view") == "summary":
             body = render_summary([read_results(root, name) for name in names])
         else:
-            (name,) = names  # one benchmark per full or table block
-            body = render_block(read_results(root, name), match.group("view"))
+            if len(names) != 1:
+                raise ConfigError(
+                    f"results block {' '.join(names)!r}: a table names one benchmark; a summary ends with 'summary'"
+                )
+            body = render_block(read_results(root, names[0]), match.group("view"))
         return match.group(1) + body + match.group(5)
 
     return BLOCK.sub(render, text)
