@@ -226,3 +226,10 @@ def test_every_expected_error_is_a_transmem_error_and_keeps_its_builtin_base():
     assert all(e.__module__ == "transmem.errors" for e in raised_here + states)
     source = Path(errors.__file__).read_text()
     assert "import" not in source.replace("imports nothing", "")
+
+
+def test_methods_without_a_name_is_refused_not_read_as_every_method(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["benchmark", "digits", "--methods", "--out", str(tmp_path / "out")])
+    assert info.value.code == 2 and "--methods: expected at least one argument" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

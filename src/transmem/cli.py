@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("suite", help="a suite file (TOML: target, sources, methods) or a shipped suite: digits | far | video")
     bench.add_argument("--profile", default="quick", help="quick | full | lowdata | paper")
     bench.add_argument("--out", required=True, help="benchmark folder (resumed if it exists)")
-    bench.add_argument("--methods", nargs="*", help="only these methods (default: all of the suite)")
+    bench.add_argument("--methods", nargs="+", help="only these methods, one or more (default: all of the suite)")
     bench.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of every run"
     )
