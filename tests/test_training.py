@@ -513,3 +513,41 @@ def test_val_start_validates_without_changing_what_trains(tmp_path):
     assert [int(row["iteration"]) for row in rows] == [0, 2, 4] and float(rows[0]["mse"]) > float(rows[-1]["mse"])
     with pytest.raises(ConfigError, match=r"train.val_start: .* needs data.val_size > 0"):
         tiny_config(train={"val_start": True}, data={"val_size": 0})
+
+
+def test_seconds_per_iteration_counts_training_steps_only_and_a_pause_checkpoints_once(tmp_path, monkeypatch):
+    """A fake clock: every training step takes 1 s, every validation 100 s. Each logged row says
+    1 s per iteration, also when a validation (every 3) falls inside its log interval (every 2);
+    a pause on a checkpoint's iteration writes that checkpoint once."""
+    import transmem.training.loop as loop
+    from transmem.run.records import RunRecorder
+
+    now = [0.0]
+    monkeypatch.setattr(loop.time, "time", lambda: now[0])
+    real_step, real_validation = loop.make_step, loop._record_validation
+
+    def timed_step(*args, **kwargs):
+        step = real_step(*args, **kwargs)
+
+        def one(*step_args, **step_kwargs):
+            now[0] += 1.0
+            return step(*step_args, **step_kwargs)
+
+        return one
+
+    def timed_validation(*args, **kwargs):
+        now[0] += 100.0
+        return real_validation(*args, **kwargs)
+
+    saved = []
+    real_save = RunRecorder.save_checkpoint
+    monkeypatch.setattr(loop, "make_step", timed_step)
+    monkeypatch.setattr(loop, "_record_validation", timed_validation)
+    monkeypatch.setattr(RunRecorder, "save_checkpoint", lambda self, it: (saved.append(it), real_save(self, it))[1])
+    config = tiny_config(train={"iterations": 8, "log_every": 2, "val_every": 3, "checkpoint_every": 4})
+    train(config, tmp_path / "run", progress=False, stop_at=4)
+    train(config, tmp_path / "run", progress=False)
+    rows = csv_rows(tmp_path / "run" / "train.csv")
+    assert [int(r["iteration"]) for r in rows] == [2, 4, 6, 8]
+    assert [float(r["seconds_per_iteration"]) for r in rows] == [1.0, 1.0, 1.0, 1.0]
+    assert saved == [4, 8]

@@ -79,14 +79,14 @@ def train_loop(
     config, ctx = state.config, state.ctx
     total = config.train.iterations
     bar = progress_bar(total, start, "train", "it", enabled=progress and ctx.is_main)
-    tick = time.time()
+    tick, ticked_at = time.time(), start  # the clock, and the iteration it was read at
     state.model.train()
 
     def run_validation(iteration: int) -> None:
-        nonlocal tick
+        nonlocal tick, ticked_at
         remember_best(state, iteration, _record_validation(state, recorder, iteration))
         state.model.train()
-        tick = time.time()  # seconds_per_iteration counts training only, not validation
+        tick, ticked_at = time.time(), iteration  # seconds_per_iteration counts training only, not validation
         bar.unpause()  # and so do the bar's rate and ETA
 
     if start == 0 and config.train.val_start and state.val_set is not None and ctx.is_main:
@@ -100,18 +100,18 @@ def train_loop(
             loss, terms = step(batch, iteration, lambda value, what="loss", done=done: _diverged(state, bar, done, value, what))
             bar.update(1)
             if ctx.is_main and (done % config.train.log_every == 0 or done == total):
-                elapsed, tick = time.time() - tick, time.time()
-                recorder.log_step(done, step_row(state, done, loss, terms, input_prob, future_prob, elapsed), terms)
+                seconds = (time.time() - tick) / (done - ticked_at)  # the steps since the clock was read
+                tick, ticked_at = time.time(), done
+                recorder.log_step(done, step_row(state, done, loss, terms, input_prob, future_prob, seconds), terms)
                 bar.set_postfix(loss=f"{loss.item():.4g}", pred=f"{terms['prediction'].item():.4g}")
         # Validate before checkpointing: a run killed in between resumes from the previous
         # checkpoint and validates again, instead of resuming past a validation never logged.
         if _validation_due(state, done):
             run_validation(done)
-        if ctx.is_main and (done % config.train.checkpoint_every == 0 or done == total):
-            recorder.save_checkpoint(done)
-        if stop_at is not None and done >= stop_at and done < total:
-            if ctx.is_main:
-                recorder.save_checkpoint(done)
+        paused = stop_at is not None and stop_at <= done < total
+        if ctx.is_main and (done % config.train.checkpoint_every == 0 or done == total or paused):
+            recorder.save_checkpoint(done)  # once, also when a pause lands on a checkpoint's iteration
+        if paused:
             bar.close()
             ctx.barrier()
             return done
@@ -196,10 +196,10 @@ def draw_batch(state: TrainingState, iteration: int) -> tuple[TrainingBatch, flo
 
 
 def step_row(
-    state: TrainingState, done: int, loss: Tensor, terms: dict[str, Tensor], input_prob: float, future_prob: float, elapsed: float
+    state: TrainingState, done: int, loss: Tensor, terms: dict[str, Tensor], input_prob: float, future_prob: float, seconds: float
 ) -> dict:
-    """The :data:`LOG_FIELDS` row of the step that reached ``done`` (``elapsed``: seconds of
-    training since the last logged step)."""
+    """The :data:`LOG_FIELDS` row of the step that reached ``done`` (``seconds``: the mean
+    seconds of a training step since the last logged step, validation left out)."""
     return {
         "iteration": done,
         "loss": f"{loss.item():.6g}",
@@ -207,7 +207,7 @@ def step_row(
         "input_truth_prob": f"{input_prob:.4f}",
         "future_truth_prob": f"{future_prob:.4f}",
         "lr": f"{state.optimizer.param_groups[0]['lr']:.6g}",
-        "seconds_per_iteration": f"{elapsed / state.config.train.log_every:.4f}",
+        "seconds_per_iteration": f"{seconds:.4f}",
         "threads": torch.get_num_threads(),
     }
 
