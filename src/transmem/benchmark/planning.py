@@ -68,7 +68,6 @@ class Plan:
     tasks: list[Task]
     runs: list[TargetRun]
     source_paths: dict[str, str]  # every source the runs read: run folder, model file or builtin:NAME
-    budget_flops: float | None = None  # --budget flops: every run's training FLOPs
 
 
 def plan_benchmark(request: BenchmarkRequest, preflight: bool = True, count_flops: bool = True) -> Plan:
@@ -327,10 +326,9 @@ def _count_flops(plan: Plan, source_configs: dict[str, RunConfig]) -> None:
         return
     for candidate in dict.fromkeys(run.candidate for run in plan.runs):
         runs = [run for run in plan.runs if run.candidate == candidate]
-        budget, fair = equal_flops_iterations([r.flops for r in runs], [r.config.train.iterations for r in runs])
+        _, fair = equal_flops_iterations([r.flops for r in runs], [r.config.train.iterations for r in runs])
         for run, iterations in zip(runs, fair):
             run.config = with_iterations(run.config, iterations)
-        plan.budget_flops = budget
 
 
 def _tasks(plan: Plan, sources: _Sources) -> list[Task]:
