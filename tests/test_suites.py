@@ -54,8 +54,7 @@ def test_the_budget_gives_every_method_the_costliest_methods_flops_within_5_perc
     plan = plan_benchmark(request)
     flops = [run.train_flops for run in plan.runs]
     assert max(flops) / min(flops) < 1.05
-    costliest = max(plan.runs, key=lambda run: run.flops.per_iteration)
-    assert costliest.method == "fusion" and costliest.config.train.iterations == 20  # it keeps the profile's iterations
+    assert max(plan.runs, key=lambda run: run.flops.per_iteration).method == "fusion"
     by_method = {run.method: run.config.train.iterations for run in plan.runs}
     assert by_method["fusion"] == 20  # the costliest trains the profile's iterations
     assert by_method["scratch"] > 20 and by_method["finetune_best"] > 20  # cheaper methods train longer
@@ -98,10 +97,8 @@ def test_scratch_release_is_the_release_step_without_the_tmu_layer_or_sources(tm
     control, scratch = runs["scratch_release"].config, runs["scratch"].config
     assert (control.model.forget_bias, control.train.grad_clip, control.train.reverse_input) == (0.0, 0.0, True)
     assert (control.train.sampling_stop, control.transfer.method, control.transfer.sources) == (0.625, "none", [])
-    assert control.model.hidden == scratch.model.hidden and (scratch.model.forget_bias, scratch.train.reverse_input) == (
-        1.0,
-        False,
-    )
+    assert control.model.hidden == scratch.model.hidden
+    assert (scratch.model.forget_bias, scratch.train.reverse_input) == (1.0, False)
     assert runs["scratch_release"].flops.per_iteration == pytest.approx(2 * runs["scratch"].flops.per_iteration, rel=0.02)
     assert not any("source" in task.name for task in plan.tasks)  # nothing is built or ranked for it
     assert "scratch_release" not in load_suite("digits").methods  # opt-in: --methods names it
