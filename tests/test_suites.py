@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from tests.support import TINY_BENCHMARK
-from transmem.benchmark.budget import RunFlops, equal_flops_iterations, run_flops, step_flops, with_iterations
+from transmem.benchmark.budget import RunFlops, flops_budget, iterations_within, run_flops, step_flops, with_iterations
 from transmem.benchmark.comparison import compare_methods, welch
 from transmem.benchmark.planning import plan_benchmark
 from transmem.benchmark.request import BenchmarkRequest
@@ -62,6 +62,27 @@ def test_the_budget_gives_every_method_the_costliest_methods_flops_within_5_perc
     assert {run.config.train.iterations for run in same.runs} == {20}  # --budget iterations: today's behaviour
 
 
+def test_budget_of_gives_methods_added_later_the_earlier_benchmarks_budget(tmp_path):
+    settings = (*TINY, ("train.iterations", 20))
+    earlier = plan_benchmark(
+        BenchmarkRequest("digits", tmp_path, methods=("scratch", "fusion"), settings=settings, budget="flops", zoo="builtin")
+    )
+    added = BenchmarkRequest(
+        "digits", tmp_path, methods=("scratch",), settings=settings, budget="flops", budget_of="fusion", zoo="builtin"
+    )
+    later = plan_benchmark(added)
+    assert [run.method for run in later.runs] == ["scratch"] and not any("fusion" in task.name for task in later.tasks)
+    iterations = {run.method: run.config.train.iterations for run in earlier.runs}
+    assert later.runs[0].config.train.iterations == iterations["scratch"] > 20  # fusion's budget, fusion not run
+    alone = plan_benchmark(replace(added, budget_of=None))
+    assert alone.runs[0].config.train.iterations == 20  # without it scratch is its own costliest method
+    assert added.command().endswith("--budget flops --budget-of fusion")
+    with pytest.raises(ConfigError, match="unknown method"):
+        plan_benchmark(replace(added, budget_of="fusoin"))
+    with pytest.raises(ConfigError, match="--budget-of fusion needs --budget flops"):
+        BenchmarkRequest("digits", tmp_path, budget_of="fusion")
+
+
 def test_flops_count_the_sources_that_run_beside_the_target():
     config = load_config(configs_root() / "digits" / "tmu_rollout.toml", list(TINY_BENCHMARK))
     source = load_config(configs_root() / "digits" / "source_digits1.toml", list(TINY_BENCHMARK))
@@ -105,8 +126,10 @@ def test_scratch_release_is_the_release_step_without_the_tmu_layer_or_sources(tm
 
 
 def test_equal_flops_iterations_and_the_scaled_schedule():
-    budget, iterations = equal_flops_iterations([RunFlops(10.0, 0.0), RunFlops(37.0, 0.0), RunFlops(10.0, 70.0)], [100, 100, 100])
-    assert budget == 3700 and iterations == [370, 100, 363]
+    flops = [RunFlops(10.0, 0.0), RunFlops(37.0, 0.0), RunFlops(10.0, 70.0)]
+    budget = flops_budget(flops, [100, 100, 100])
+    assert budget == 3700 and iterations_within(budget, flops) == [370, 100, 363]
+    assert iterations_within(50.0, flops) == [5, 1, 1]  # never fewer than one iteration
     config = load_config(configs_root() / "digits" / "scratch.toml", ["train.lr_schedule=step", "train.lr_step=100"])
     longer = with_iterations(config, 6000)
     assert longer.train.iterations == 6000 and longer.train.lr_step == 300

@@ -214,6 +214,12 @@ def _parser() -> argparse.ArgumentParser:
         help="what every method gets the same of: the profile's iterations (default), or the training FLOPs of the "
         "costliest method in them (cheaper methods train longer)",
     )
+    bench.add_argument(
+        "--budget-of",
+        metavar="METHOD",
+        help="with --budget flops: the budget is what METHOD spends in the profile's iterations, whether or not it "
+        "is run (methods added later get an earlier benchmark's budget)",
+    )
     look = bench.add_mutually_exclusive_group()  # each answers instead of training
     look.add_argument("--status", action="store_true", help="show where each run stands; train nothing")
     look.add_argument(
@@ -450,6 +456,7 @@ def _benchmark_request(args) -> BenchmarkRequest:
         jobs=args.jobs,
         choose=tuple(args.choose or ()),
         budget=args.budget,
+        budget_of=args.budget_of,
         progress=not args.no_progress,
     )
 

@@ -17,9 +17,10 @@ Validation during training is evaluation, not training, and is not counted.
 
 Under ``--budget flops`` every method gets the training FLOPs that the costliest method of
 the benchmark spends in the profile's iterations, so no method trains less than it would
-under ``--budget iterations``: each run trains ``(budget - once) / per_iteration``
-iterations, and its schedule (scheduled sampling and ``lr_step``, both fractions of the run)
-scales with them.
+under ``--budget iterations``. ``--budget-of METHOD`` sets the budget to what METHOD spends
+there, whether or not it is run, so that methods added later get an earlier benchmark's
+budget. Each run trains ``(budget - once) / per_iteration`` iterations, and its schedule
+(scheduled sampling and ``lr_step``, both fractions of the run) scales with them.
 """
 
 from __future__ import annotations
@@ -145,11 +146,14 @@ def _ranking_flops(config: RunConfig, sources: list[Source]) -> float:
     return total
 
 
-def equal_flops_iterations(flops: list[RunFlops], iterations: list[int]) -> tuple[float, list[int]]:
-    """The budget (the costliest run's FLOPs at its ``iterations``) and each run's iterations
-    under it (each run's one-off cost is within the budget: the costliest total includes its own)."""
-    budget = max(f.total(n) for f, n in zip(flops, iterations))
-    return budget, [max(1, round((budget - f.once) / f.per_iteration)) for f in flops]
+def flops_budget(flops: list[RunFlops], iterations: list[int]) -> float:
+    """The costliest run's training FLOPs at its ``iterations``."""
+    return max(f.total(n) for f, n in zip(flops, iterations))
+
+
+def iterations_within(budget: float, flops: list[RunFlops]) -> list[int]:
+    """Each run's iterations under ``budget`` training FLOPs (its one-off cost included; at least one)."""
+    return [max(1, round((budget - f.once) / f.per_iteration)) for f in flops]
 
 
 def with_iterations(config: RunConfig, iterations: int) -> RunConfig:

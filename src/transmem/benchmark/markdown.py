@@ -93,6 +93,8 @@ def budget_text(results: dict) -> str:
     )
     runs = ", ".join(f"{r['method']} {r['iterations']} it / {r['train_flops']:.3g} FLOPs" for r in rows)
     runs = f" ({runs})" if runs else ""
+    if results.get("budget_of"):
+        return f"Budget `flops`: every method the training FLOPs of {results['budget_of']} in the profile's iterations{runs}."
     if results.get("budget") == "flops":
         return f"Budget `flops`: every method the training FLOPs of the costliest in the profile's iterations{runs}."
     return f"Budget `iterations`: every method the profile's iterations{runs}."

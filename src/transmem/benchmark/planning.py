@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from transmem.benchmark.budget import RunFlops, equal_flops_iterations, run_flops, with_iterations
+from transmem.benchmark.budget import RunFlops, flops_budget, iterations_within, run_flops, with_iterations
 from transmem.benchmark.request import BenchmarkRequest
 from transmem.benchmark.scheduler import Task
 from transmem.benchmark.suites import PROFILES, MethodSpec, Profile, Suite, benchmark_methods, load_suite
@@ -87,17 +87,18 @@ def plan_benchmark(request: BenchmarkRequest, preflight: bool = True, count_flop
     out = Path(request.out).resolve()
     fixed = {**dict(request.settings), **dict(request.target_settings)}
     sources = _resolve_sources(suite, profile, request)
-    runs = []
+    runs, references = [], []
     for candidate in choice_candidates(request.choose, fixed):
         folder = out / candidate if candidate else out
         settings = {**fixed, **dict([parse_setting(candidate)] if candidate else [])}
         runs += _target_runs(suite, profile, request, folder, settings, sources, candidate)
+        references += _budget_runs(suite, profile, request, folder, settings, sources, candidate)
     _check_names(runs)
     for run in runs:
         _check_run(run, sources.configs, preflight)
     plan = Plan(request, suite, profile, out, [], runs, {n: sources.paths[n] for r in runs for n in r.sources})
     if count_flops or request.budget == "flops":
-        _count_flops(plan, sources.configs)
+        _count_flops(plan, sources.configs, references)
     plan.tasks = _tasks(plan, sources)
     if preflight:
         _check_data([run.config for run in runs], [t.config for t in plan.tasks if t.name.startswith("source ")])
@@ -190,6 +191,14 @@ def _chosen_methods(suite: Suite, request: BenchmarkRequest) -> set[str]:
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; suite {suite.name} has {[*available, *finetunes]}")
     return chosen
+
+
+def _budget_runs(suite, profile, request, folder: Path, settings: dict, sources: _Sources, candidate: str) -> list[TargetRun]:
+    """``--budget-of METHOD``: METHOD's runs of one seed, planned for their FLOPs, never trained."""
+    if request.budget_of is None:
+        return []
+    alone = replace(request, methods=(request.budget_of,))
+    return _target_runs(suite, replace(profile, seeds=profile.seeds[:1]), alone, folder, settings, sources, candidate)
 
 
 def _target_runs(suite, profile, request, folder: Path, settings: dict, sources: _Sources, candidate: str) -> list[TargetRun]:
@@ -311,11 +320,12 @@ def _check_data(targets: list[RunConfig], sources: list[RunConfig]) -> None:
                 raise DataError(f"data {config.data.name}: the {role}'s {split} split is empty; the benchmark needs it")
 
 
-def _count_flops(plan: Plan, source_configs: dict[str, RunConfig]) -> None:
+def _count_flops(plan: Plan, source_configs: dict[str, RunConfig], references: list[TargetRun]) -> None:
     """Each run's training FLOPs; under ``--budget flops`` each run's iterations set so that
-    they agree (:func:`~transmem.benchmark.budget.equal_flops_iterations`), per ``--choose`` value."""
+    they agree (:mod:`~transmem.benchmark.budget`), per ``--choose`` value. ``references``:
+    the ``--budget-of`` method's runs, whose FLOPs set the budget instead of the costliest run's."""
     cache: dict[str, RunFlops] = {}
-    for run in plan.runs:
+    for run in plan.runs + references:
         raw = run.config.to_dict()
         raw["train"].update(seed=0, iterations=0)  # FLOPs per iteration depend on neither
         key = repr((raw, run.sources))
@@ -326,8 +336,9 @@ def _count_flops(plan: Plan, source_configs: dict[str, RunConfig]) -> None:
         return
     for candidate in dict.fromkeys(run.candidate for run in plan.runs):
         runs = [run for run in plan.runs if run.candidate == candidate]
-        _, fair = equal_flops_iterations([r.flops for r in runs], [r.config.train.iterations for r in runs])
-        for run, iterations in zip(runs, fair):
+        setting = [run for run in references if run.candidate == candidate] or runs
+        budget = flops_budget([r.flops for r in setting], [r.config.train.iterations for r in setting])
+        for run, iterations in zip(runs, iterations_within(budget, [r.flops for r in runs])):
             run.config = with_iterations(run.config, iterations)
 
 

@@ -23,7 +23,7 @@ class BenchmarkRequest:
     ``out/sources``), or ``"builtin"``. ``choose``: two or more ``section.key=value`` values of
     one target setting, chosen per method on validation. ``budget``: ``"iterations"`` (every
     method the profile's iterations) or ``"flops"`` (every method the training FLOPs of the
-    costliest).
+    costliest, or of ``budget_of``, a method that need not be run).
     """
 
     suite: str
@@ -37,6 +37,7 @@ class BenchmarkRequest:
     jobs: int = 1
     choose: tuple[str, ...] = ()
     budget: str = "iterations"
+    budget_of: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -44,6 +45,8 @@ class BenchmarkRequest:
             raise ConfigError(f"benchmark: --jobs must be at least 1, got {self.jobs}")
         if self.budget not in BUDGETS:
             raise ConfigError(f"benchmark: --budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        if self.budget_of is not None and self.budget != "flops":
+            raise ConfigError(f"benchmark: --budget-of {self.budget_of} needs --budget flops")
         if self.seeds is not None and (
             not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds)
         ):
@@ -70,5 +73,6 @@ class BenchmarkRequest:
         words += [w for value in extra for w in ("--target-set", value)]
         words += [w for value in self.choose for w in ("--choose", value)]
         words += ["--budget", self.budget] if self.budget != "iterations" else []
+        words += ["--budget-of", self.budget_of] if self.budget_of else []
         words += ["--jobs", str(self.jobs)] if self.jobs > 1 else []
         return shlex.join(words)

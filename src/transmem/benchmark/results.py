@@ -42,6 +42,7 @@ class ResultsContext:
     sources_seconds: float  # the sources' training time from their train.csv
     command: str  # the command line that reruns the benchmark (results.md's "Reproduce")
     budget: str = "iterations"
+    budget_of: str | None = None  # --budget-of: the method whose FLOPs set the budget
 
 
 def write_results(
@@ -70,6 +71,7 @@ def write_results(
         "suite": context.suite.name,
         "profile": context.profile_name,
         "budget": context.budget,
+        **({"budget_of": context.budget_of} if context.budget_of else {}),
         "rows": rows,
         "summary": summary,
         "comparison": comparisons,

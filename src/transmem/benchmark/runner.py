@@ -77,6 +77,7 @@ def run_benchmark(request: BenchmarkRequest, log=print) -> dict:
         _sources_seconds(plan),
         request.command(),
         request.budget,
+        request.budget_of,
     )
     results = _write_all(plan, metrics_by_task, context)
     log(results["table"])
