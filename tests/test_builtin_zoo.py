@@ -77,7 +77,7 @@ def tiny_builtin(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo_build, "builtin_folder", lambda: folder)
 
     def config(name):
-        suite, source = builtin.BUILTIN_SOURCES[name]
+        suite, source = zoo_build.zoo_recipe()[name]
         settings = {**PROFILES["quick"].source_settings, **dict(TINY_SETTINGS)}
         return config_with(read_config_file(load_suite(suite).sources[source]), settings)
 
@@ -157,7 +157,8 @@ def test_a_suite_takes_a_builtin_of_the_same_name_built_for_another_suite_when_t
     assert not [t for t in planned.tasks if t.name.startswith("source")]
     assert planned.runs[0].source_paths == ["builtin:bunny", "builtin:carphone", "builtin:digits2"]
     assert planned.runs[0].config.transfer.sources == planned.runs[0].source_paths
-    assert builtin.builtin_name("video", "digits2") == "digits2" and builtin.builtin_name("far", "video") == "bikes"
+    assert zoo_build.zoo_recipe()["bikes"] == ("far", "video")  # configs/builtin_zoo.toml: the far suite's "video"
+    assert set(zoo_build.zoo_recipe()) == set(builtin_index())  # every recipe ships, and nothing else
     # another config of the same name is not taken: the benchmark trains its own
     tasks = plan("train.iterations=7").tasks
     assert [t.name for t in tasks if t.name.startswith("source")] == ["source bunny", "source carphone", "source digits2"]

@@ -1,7 +1,7 @@
 """``transmem zoo build``: train the builtin sources from scratch and pack them.
 
-Each builtin source (:data:`~transmem.transfer.builtin.BUILTIN_SOURCES`) is its suite's
-source config with the ``full`` profile's source overrides, trained and scored on its test
+Each builtin source (``configs/builtin_zoo.toml`` names its suite and source) is that
+suite's source config with the ``full`` profile's source overrides, trained and scored on its test
 set exactly as ``transmem benchmark SUITE --profile full`` trains it (the same tasks, so a
 benchmark's finished source runs in ``--out`` are reused). Packing writes
 ``OUT/builtin_zoo/NAME.safetensors`` and ``OUT/builtin_zoo/index.json``; ``install`` copies
@@ -21,29 +21,38 @@ from transmem import __version__
 from transmem.benchmark.planning import training_cost
 from transmem.benchmark.run_logs import train_threads
 from transmem.benchmark.scheduler import Task, run_tasks
-from transmem.benchmark.suites import PROFILES, load_suite
-from transmem.config import ConfigError, RunConfig, config_with, read_config_file
+from transmem.benchmark.suites import PROFILES, configs_root, load_suite
+from transmem.config import ConfigError, RunConfig, config_with, read_config_file, tomllib
 from transmem.data import build_dataset
 from transmem.evaluation.evaluate import evaluate_model
 from transmem.evaluation.metrics import METRIC_NAMES
 from transmem.storage.files import atomic_write_bytes, atomic_write_text, sha256_file
 from transmem.storage.model_file import load_model
 from transmem.storage.run_folder import MODEL_FILE
-from transmem.transfer.builtin import BUILTIN_SOURCES, CHECK_SEQUENCES, INDEX_FILE, builtin_folder
+from transmem.transfer.builtin import CHECK_SEQUENCES, INDEX_FILE, builtin_folder
+
+RECIPE_FILE = "builtin_zoo.toml"  # in the shipped configs folder: each builtin source's suite and source
+
+
+def zoo_recipe() -> dict[str, tuple[str, str]]:
+    """Builtin name -> (shipped suite, that suite's name for the source), from ``configs/builtin_zoo.toml``."""
+    recipe = tomllib.loads((configs_root() / RECIPE_FILE).read_text())
+    return {name: (entry["suite"], entry["source"]) for name, entry in recipe.items()}
 
 
 def builtin_config(name: str) -> RunConfig:
     """The configuration a builtin source is trained with (its suite's, ``full`` profile)."""
-    suite, source = BUILTIN_SOURCES[name]
+    suite, source = zoo_recipe()[name]
     return config_with(read_config_file(load_suite(suite).sources[source]), PROFILES["full"].source_settings)
 
 
 def build_builtin_zoo(out: str | Path, names: list[str] | None = None, jobs: int = 1, install: bool = False, log=print) -> dict:
     """Train (or reuse) and pack the builtin sources ``names`` (default: all). Returns the index."""
-    names = list(names or BUILTIN_SOURCES)
-    unknown = [n for n in names if n not in BUILTIN_SOURCES]
+    recipe = zoo_recipe()
+    names = list(names or recipe)
+    unknown = [n for n in names if n not in recipe]
     if unknown:
-        raise ConfigError(f"zoo build: unknown builtin source(s) {unknown}; known: {', '.join(BUILTIN_SOURCES)}")
+        raise ConfigError(f"zoo build: unknown builtin source(s) {unknown}; known: {', '.join(recipe)}")
     out = Path(out).resolve()
     configs = {name: builtin_config(name) for name in names}
     tasks = [Task(f"source {name}", config, out / name, cost=training_cost(config)) for name, config in configs.items()]
@@ -70,7 +79,7 @@ def _pack(name: str, run_dir: Path, packed: Path, metrics: dict) -> dict:
     config = loaded.config
     test = build_dataset(config.data, "test")
     check = evaluate_model(loaded.model, test, config, max_sequences=CHECK_SEQUENCES)["model"]["mse"]["mean"]
-    suite, source = BUILTIN_SOURCES[name]
+    suite, source = zoo_recipe()[name]
     return {
         "file": target.name,
         "sha256": sha256_file(target),

@@ -25,18 +25,6 @@ INDEX_FILE = "index.json"
 CHECK_SEQUENCES = 8  # test sequences whose MSE the index records, to check a file reproduces it
 
 
-#: builtin name -> (benchmark suite, that suite's name for the source)
-BUILTIN_SOURCES: dict[str, tuple[str, str]] = {
-    "digits1": ("digits", "digits1"),
-    "digits2": ("digits", "digits2"),  # also the video suite's digits2 (same config)
-    "balls": ("far", "balls"),
-    "advection": ("far", "advection"),
-    "bikes": ("far", "video"),
-    "bunny": ("video", "bunny"),
-    "carphone": ("video", "carphone"),
-}
-
-
 def builtin_folder() -> Path:
     return Path(str(files("transmem") / "builtin_zoo"))
 
@@ -55,14 +43,6 @@ def builtin_index() -> dict[str, dict]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BuiltinZooError(f"{path}: the builtin zoo's index is damaged ({error}); reinstall transmem") from None
     return index.get("sources", {}) if isinstance(index, dict) else {}
-
-
-def builtin_name(suite: str, source: str) -> str | None:
-    """The builtin name of a suite's source, None if it has none: the source built for that
-    suite, else the builtin of the same name (the video suite's digits2 is the digits suite's;
-    the benchmark uses it only where the configs are equal)."""
-    built_for = next((name for name, where in BUILTIN_SOURCES.items() if where == (suite, source)), None)
-    return built_for or (source if source in BUILTIN_SOURCES else None)
 
 
 def builtin_file(spec: str | Path) -> Path:
