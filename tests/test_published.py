@@ -22,6 +22,21 @@ def test_every_results_table_in_the_docs_is_rendered_from_committed_data():
     assert blocks, "README and docs cite no committed results"
 
 
+def _tables_outside_blocks(text: str) -> list[str]:
+    """The header line of every markdown table of ``text`` outside results blocks."""
+    text = BLOCK.sub("", text)
+    lines = text.splitlines()
+    return [line for i, line in enumerate(lines) if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|"))]
+
+
+def test_results_md_and_readme_type_no_results_table_by_hand():
+    """docs/results.md holds rendered tables only; README's only other table is the config reference."""
+    assert _tables_outside_blocks((ROOT / "docs" / "results.md").read_text()) == []
+    readme = _tables_outside_blocks((ROOT / "README.md").read_text())
+    assert [header for header in readme if "MSE" in header or "method" in header] == []
+    assert _tables_outside_blocks("| a |\n|---|\n| 1 |\n\ntext\n| b |\n|---|\n") == ["| a |", "| b |"]
+
+
 def test_a_block_is_rendered_from_its_data_and_a_hand_edit_is_caught(tmp_path):
     rows = [
         {"method": m, "seed": s, "mse": v, "mae": 1.0, "ssim": 0.5, "psnr": 10.0, "iterations": 10, "train_flops": 1e9}
