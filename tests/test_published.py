@@ -68,12 +68,13 @@ def test_a_summary_block_sets_several_benchmarks_side_by_side(tmp_path):
         (tmp_path / "docs" / "results" / name / "results.json").write_text(json.dumps(results))
     rendered = render_text(tmp_path, "<!-- results toy_it toy_flops summary -->\n<!-- end results -->\n")
     lines = rendered.splitlines()
-    assert lines[3] == "| toy | iterations | `finetune_best` | 2 | 10 | 3.100 ± 0.14 | reference |  |  |"
-    # fusion minus finetune_best: -1.0 ± t(0.975, 2 df) * sqrt(0.02 / 2 + 0.02 / 2) = -1.0 ± 0.61
-    assert lines[4] == "|  |  | `fusion` | 2 | 10 | 2.100 ± 0.14 | -1.00 | [-1.61, -0.39] | beats |"
+    assert lines[3] == "| toy | iterations | `finetune_best` | 2 | 10 | 3.100 ± 0.14 | reference |  |  |  |"
+    # fusion minus finetune_best: -1.0 ± t(0.975, 2 df) * sqrt(0.02 / 2 + 0.02 / 2) = -1.0 ± 0.61;
+    # p = 2 P(T_2 > 1 / 0.1414) = 0.0194, and one comparison leaves it unadjusted
+    assert lines[4] == "|  |  | `fusion` | 2 | 10 | 2.100 ± 0.14 | -1.00 | [-1.61, -0.39] | 0.0194 | beats |"
     assert lines[5].startswith("| toy | flops | `finetune_best` | 2 | 37 | 2.200 ± 0.28 | reference")
     # Welch's degrees of freedom 0.05^2 / (0.04^2 + 0.01^2) = 1.47: -0.1 ± 1.38
-    assert lines[6].endswith("| -0.10 | [-1.48, +1.28] | no difference shown |")
+    assert lines[6].endswith("| -0.10 | [-1.48, +1.28] | 0.712 | no difference shown |")
 
 
 def test_a_block_naming_no_data_or_two_benchmarks_without_summary_is_refused_in_one_line(tmp_path):

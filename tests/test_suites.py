@@ -14,7 +14,7 @@ from scipy import stats
 
 from tests.support import TINY_BENCHMARK
 from transmem.benchmark.budget import RunFlops, flops_budget, iterations_within, run_flops, step_flops, with_iterations
-from transmem.benchmark.comparison import compare_methods, welch
+from transmem.benchmark.comparison import compare_methods, comparison_markdown, holm, welch
 from transmem.benchmark.planning import plan_benchmark
 from transmem.benchmark.request import BenchmarkRequest
 from transmem.benchmark.suites import benchmark_methods, configs_root, load_suite, shipped_suites
@@ -134,6 +134,22 @@ def test_equal_flops_iterations_and_the_scaled_schedule():
     longer = with_iterations(config, 6000)
     assert longer.train.iterations == 6000 and longer.train.lr_step == 300
     assert longer.train.sampling_stop == config.train.sampling_stop  # a fraction: it scales by itself
+
+
+def test_holm_adjusts_each_p_value_for_the_benchmarks_comparisons():
+    # sorted: 0.005 x 4, 0.01 x 3, 0.03 x 2, then 0.04 x 1 kept at the running maximum 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = holm([0.4, float("nan"), 0.02])  # NaN (one seed) is not a comparison: m = 2
+    assert adjusted[0] == pytest.approx(0.4) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+    rows = [
+        {"method": m, "seed": s, "mse": v}
+        for m, vs in (("finetune_best", (1, 2, 3)), ("a", (5, 6, 8)), ("b", (2, 3, 4)))
+        for s, v in enumerate(vs)
+    ]
+    comparisons = compare_methods(rows)
+    assert [c["p_holm"] for c in comparisons] == pytest.approx(holm([c["p_value"] for c in comparisons]))
+    assert "| p | p (Holm) | verdict |" in comparison_markdown(comparisons)
 
 
 def test_welch_interval_and_p_value_follow_the_textbook_formula():

@@ -7,6 +7,11 @@ method: the difference in mean test MSE (method minus reference; negative is bet
 (:func:`scipy.stats.ttest_ind` with ``equal_var=False``), and the two-sided p-value. A method
 *beats* the reference only where the whole interval lies below 0. With one seed per method
 there is no interval (NaN).
+
+A benchmark makes several such comparisons, and each interval excludes 0 by chance one time
+in 20. ``p_holm`` is each p-value adjusted for all of the benchmark's comparisons (Holm's
+step-down method, which controls the chance of any false "beats" or "loses" at 5 %); a
+verdict that holds at ``p_holm`` < 0.05 holds for the benchmark as a whole.
 """
 
 from __future__ import annotations
@@ -38,7 +43,21 @@ def compare_methods(rows: list[dict], metric: str = "mse") -> list[dict]:
         if method != reference:
             values = [row[metric] for row in rows if row["method"] == method]
             comparisons.append({"method": method, "reference": reference, **welch(values, base)})
+    for comparison, adjusted in zip(comparisons, holm([c["p_value"] for c in comparisons])):
+        comparison["p_holm"] = adjusted
     return comparisons
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's adjusted p-values, in the input order: the i-th smallest of m p-values times
+    ``m - i + 1`` (i from 1), kept non-decreasing and at most 1. NaN stays NaN and does not count in m."""
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [float("nan")] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (len(ranked) - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def welch(values: list[float], base: list[float]) -> dict:
@@ -74,11 +93,15 @@ def comparison_markdown(comparisons: list[dict]) -> str:
         return ""
     reference = comparisons[0]["reference"]
     lines = [
-        f"| method | test MSE minus {reference} | 95% CI (Welch) | p | verdict |",
-        "|---|---:|---:|---:|---|",
+        f"| method | test MSE minus {reference} | 95% CI (Welch) | p | p (Holm) | verdict |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for c in comparisons:
-        interval = interval_text(c)
-        p_value = "-" if math.isnan(c["p_value"]) else f"{c['p_value']:.3f}"
-        lines.append(f"| {c['method']} | {c['difference']:+.2f} | {interval} | {p_value} | {c['verdict']} |")
+        p_values = " | ".join(p_text(c.get(key, float("nan"))) for key in ("p_value", "p_holm"))
+        lines.append(f"| {c['method']} | {c['difference']:+.2f} | {interval_text(c)} | {p_values} | {c['verdict']} |")
     return "\n".join(lines)
+
+
+def p_text(p_value: float) -> str:
+    """Three significant digits (0.0504 is not 0.050), ``"-"`` for NaN."""
+    return "-" if math.isnan(p_value) else f"{p_value:.3g}"

@@ -10,8 +10,8 @@ run) under ``docs/results/<name>/``. In README.md and docs/*.md a block::
 holds the tables rendered from ``docs/results/NAME/results.json``: mean ± std per method,
 each run's budget, and each method against the reference (Welch's 95 % interval).
 ``<!-- results NAME NAME ... summary -->`` holds one short table of several benchmarks (each
-method's iterations and test MSE, and its difference from the reference), e.g. one suite
-under both budgets.
+method's iterations and test MSE, its difference from the reference and the Holm-adjusted
+p-value), e.g. one suite under both budgets.
 ``python scripts/render_results.py`` rewrites every block; a test fails when a block differs
 from what the data give, so no number in them is typed by hand.
 """
@@ -22,7 +22,7 @@ import json
 import re
 from pathlib import Path
 
-from transmem.benchmark.comparison import compare_methods, comparison_markdown, interval_text
+from transmem.benchmark.comparison import compare_methods, comparison_markdown, interval_text, p_text
 from transmem.benchmark.markdown import budget_text
 from transmem.errors import ConfigError
 from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
@@ -54,8 +54,19 @@ def render_block(results: dict, view: str | None = None) -> str:
 def render_summary(benchmarks: list[dict]) -> str:
     """One row per method of each benchmark: its suite and budget, iterations, test MSE
     (mean ± std over seeds) and its difference from the reference with Welch's 95 % interval."""
-    header = ["suite", "budget", "method", "n", "iterations", "test MSE", "minus reference", "95% CI (Welch)", "verdict"]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|---|--:|--:|--:|--:|--:|---|"]
+    header = [
+        "suite",
+        "budget",
+        "method",
+        "n",
+        "iterations",
+        "test MSE",
+        "minus reference",
+        "95% CI (Welch)",
+        "p (Holm)",
+        "verdict",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---|--:|--:|--:|--:|--:|--:|---|"]
     for results in benchmarks:
         comparisons = {c["method"]: c for c in compare_methods(results["rows"])}
         for index, summary in enumerate(summarize_runs(results["rows"])):
@@ -69,8 +80,14 @@ def _summary_cells(summary: dict, comparison: dict | None) -> list[str]:
     test = f"{format_number(summary['mse_mean'])} ± {format_number(summary['mse_std'], 2)}"
     cells = [str(summary["n"]), f"{summary['iterations_mean']:.0f}", test]
     if comparison is None:
-        return [*cells, "reference", "", ""]
-    return [*cells, f"{comparison['difference']:+.2f}", interval_text(comparison), comparison["verdict"]]
+        return [*cells, "reference", "", "", ""]
+    return [
+        *cells,
+        f"{comparison['difference']:+.2f}",
+        interval_text(comparison),
+        p_text(comparison["p_holm"]),
+        comparison["verdict"],
+    ]
 
 
 def read_results(root: Path, name: str) -> dict:
