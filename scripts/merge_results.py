@@ -6,7 +6,8 @@ Each PART is a folder holding a benchmark's results.json (e.g. docs/results/far_
 and the folder of methods added later with --budget-of). OUT (it may be one of the parts)
 gets the combined results.json, results.csv and comparison.csv; `python
 scripts/render_results.py` then renders the docs' tables from them. Parts that are not one
-benchmark (another suite, profile or budget, a run twice) are refused and nothing is written.
+benchmark (another suite, profile, budget or setting, a run twice) are refused in one line,
+and nothing is written.
 """
 
 from __future__ import annotations

@@ -11,17 +11,17 @@ import pytest
 
 from transmem.benchmark.comparison import compare_methods
 from transmem.benchmark.markdown import budget_text
-from transmem.benchmark.merge import merge_results, with_methods
+from transmem.benchmark.merge import merge_results, rerun_command
 from transmem.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 WHOLE = json.loads((ROOT / "docs" / "results" / "digits_equal_compute" / "results.json").read_text())
 
 
-def _part(methods: tuple[str, ...]) -> dict:
-    """The committed digits equal-compute benchmark as if only ``methods`` had been run."""
-    rows = [row for row in WHOLE["rows"] if row["method"] in methods]
-    return {**WHOLE, "rows": rows, "command": with_methods(WHOLE["command"], list(methods))}
+def _part(methods: tuple[str, ...], seeds: tuple[int, ...] = (0, 1, 2), **changes) -> dict:
+    """The committed digits equal-compute benchmark as if only ``methods`` and ``seeds`` had been run."""
+    rows = [row for row in WHOLE["rows"] if row["method"] in methods and row["seed"] in seeds]
+    return {**WHOLE, "rows": rows, "command": rerun_command(WHOLE["command"], list(methods), list(seeds)), **changes}
 
 
 def test_parts_merge_into_the_benchmark_they_were_split_from():
@@ -52,14 +52,28 @@ def test_parts_that_are_not_one_benchmark_are_refused():
         merge_results([fb, cheaper])
     with pytest.raises(ConfigError, match="two or more"):
         merge_results([fb])
+    other = {**scratch, "command": scratch["command"] + " --target-set train.lr=0.0001"}
+    with pytest.raises(ConfigError, match="other settings"):
+        merge_results([fb, other])
+    with pytest.raises(ConfigError, match="--choose"):
+        merge_results([fb, {**scratch, "choice": {"scratch": "train.lr=0.001"}}])
+    with pytest.raises(ConfigError, match="hold no runs"):
+        merge_results([_part(()), _part((), seeds=())])
+    without = {**scratch, "rows": [{k: v for k, v in row.items() if k != "train_flops"} for row in scratch["rows"]]}
+    with pytest.raises(ConfigError, match="no training FLOPs"):
+        merge_results([fb, without])
+    with pytest.raises(ConfigError, match="different methods"):
+        merge_results([{**fb, "budget_of": "fusion"}, {**scratch, "budget_of": "tmu_ft"}])
 
 
-def test_with_methods_replaces_only_the_method_list():
-    command = "transmem benchmark far --profile full --out DIR --methods scratch --seeds 0 1 --budget flops"
-    assert with_methods(command, ["finetune_best", "scratch"]) == (
-        "transmem benchmark far --profile full --out DIR --methods finetune_best scratch --seeds 0 1 --budget flops"
+def test_rerun_command_replaces_only_the_methods_seeds_and_budget_of():
+    command = "transmem benchmark far --profile full --out DIR --methods scratch --seeds 0 1 --budget flops --jobs 2"
+    assert rerun_command(command, ["finetune_best", "scratch"], [0, 1, 2]) == (
+        "transmem benchmark far --profile full --out DIR --methods finetune_best scratch --seeds 0 1 2 --budget flops --jobs 2"
     )
-    assert with_methods("transmem benchmark far", ["scratch"]).endswith("far --methods scratch")
+    assert rerun_command("transmem benchmark far", ["scratch"], [3], "fusion").endswith(
+        "far --methods scratch --seeds 3 --budget-of fusion"
+    )
 
 
 def test_the_script_writes_the_merged_results_or_nothing(tmp_path):

@@ -26,7 +26,8 @@ def _tables_outside_blocks(text: str) -> list[str]:
     """The header line of every markdown table of ``text`` outside results blocks."""
     text = BLOCK.sub("", text)
     lines = text.splitlines()
-    return [line for i, line in enumerate(lines) if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|"))]
+    starts = [line.lstrip().startswith("|") for line in lines]  # a table indented under a list item too
+    return [line.strip() for i, line in enumerate(lines) if starts[i] and (i == 0 or not starts[i - 1])]
 
 
 def test_results_md_and_readme_type_no_results_table_by_hand():
@@ -34,7 +35,7 @@ def test_results_md_and_readme_type_no_results_table_by_hand():
     assert _tables_outside_blocks((ROOT / "docs" / "results.md").read_text()) == []
     readme = _tables_outside_blocks((ROOT / "README.md").read_text())
     assert [header for header in readme if "MSE" in header or "method" in header] == []
-    assert _tables_outside_blocks("| a |\n|---|\n| 1 |\n\ntext\n| b |\n|---|\n") == ["| a |", "| b |"]
+    assert _tables_outside_blocks("| a |\n|---|\n| 1 |\n\ntext\n  | b |\n  |---|\n") == ["| a |", "| b |"]
 
 
 def test_a_block_is_rendered_from_its_data_and_a_hand_edit_is_caught(tmp_path):

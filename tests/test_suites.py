@@ -77,8 +77,10 @@ def test_budget_of_gives_methods_added_later_the_earlier_benchmarks_budget(tmp_p
     alone = plan_benchmark(replace(added, budget_of=None))
     assert alone.runs[0].config.train.iterations == 20  # without it scratch is its own costliest method
     assert added.command().endswith("--budget flops --budget-of fusion")
-    with pytest.raises(ConfigError, match="unknown method"):
+    with pytest.raises(ConfigError, match="--budget-of: unknown method"):
         plan_benchmark(replace(added, budget_of="fusoin"))
+    with pytest.raises(ConfigError, match="--budget-of scratch: fusion would train [0-9]+ of its 20 iterations"):
+        plan_benchmark(replace(added, methods=("fusion",), budget_of="scratch"))  # no method trains less
     with pytest.raises(ConfigError, match="--budget-of fusion needs --budget flops"):
         BenchmarkRequest("digits", tmp_path, budget_of="fusion")
 

@@ -19,7 +19,7 @@ Under ``--budget flops`` every method gets the training FLOPs that the costliest
 the benchmark spends in the profile's iterations, so no method trains less than it would
 under ``--budget iterations``. ``--budget-of METHOD`` sets the budget to what METHOD spends
 there, whether or not it is run, so that methods added later get an earlier benchmark's
-budget. Each run trains ``(budget - once) / per_iteration`` iterations, and its schedule
+budget (a run it would give fewer iterations than the profile's is refused). Each run trains ``(budget - once) / per_iteration`` iterations, and its schedule
 (scheduled sampling and ``lr_step``, both fractions of the run) scales with them.
 """
 

@@ -30,8 +30,9 @@ def reference_method(rows: list[dict]) -> str | None:
 
 
 def compare_methods(rows: list[dict], metric: str = "mse") -> list[dict]:
-    """One ``{"method", "reference", "difference", "ci_low", "ci_high", "p_value", "verdict"}``
-    per method but the reference, in the rows' order. ``verdict``: ``"beats"``, ``"loses"``
+    """One ``{"method", "reference", "difference", "ci_low", "ci_high", "p_value", "verdict",
+    "p_holm"}`` per method but the reference, in the rows' order (``p_holm``: :func:`holm`
+    over these comparisons). ``verdict``: ``"beats"``, ``"loses"``
     (the interval above 0), ``"no difference shown"`` or, with one seed on either side,
     ``"one seed: no interval"``."""
     reference = reference_method(rows)

@@ -198,7 +198,10 @@ def _budget_runs(suite, profile, request, folder: Path, settings: dict, sources:
     if request.budget_of is None:
         return []
     alone = replace(request, methods=(request.budget_of,))
-    return _target_runs(suite, replace(profile, seeds=profile.seeds[:1]), alone, folder, settings, sources, candidate)
+    try:
+        return _target_runs(suite, replace(profile, seeds=profile.seeds[:1]), alone, folder, settings, sources, candidate)
+    except ConfigError as error:
+        raise ConfigError(f"--budget-of: {error}") from None
 
 
 def _target_runs(suite, profile, request, folder: Path, settings: dict, sources: _Sources, candidate: str) -> list[TargetRun]:
@@ -339,6 +342,11 @@ def _count_flops(plan: Plan, source_configs: dict[str, RunConfig], references: l
         setting = [run for run in references if run.candidate == candidate] or runs
         budget = flops_budget([r.flops for r in setting], [r.config.train.iterations for r in setting])
         for run, iterations in zip(runs, iterations_within(budget, [r.flops for r in runs])):
+            if plan.request.budget_of and iterations < run.config.train.iterations:  # a cheaper --budget-of
+                raise ConfigError(
+                    f"--budget-of {plan.request.budget_of}: {run.method} would train {iterations} of its "
+                    f"{run.config.train.iterations} iterations; name the costliest method of the earlier benchmark"
+                )
             run.config = with_iterations(run.config, iterations)
 
 

@@ -53,7 +53,8 @@ def render_block(results: dict, view: str | None = None) -> str:
 
 def render_summary(benchmarks: list[dict]) -> str:
     """One row per method of each benchmark: its suite and budget, iterations, test MSE
-    (mean ± std over seeds) and its difference from the reference with Welch's 95 % interval."""
+    (mean ± std over seeds) and its difference from the reference with Welch's 95 % interval
+    and the p-value adjusted for the benchmark's comparisons (Holm)."""
     header = [
         "suite",
         "budget",
