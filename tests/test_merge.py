@@ -35,10 +35,20 @@ def test_parts_merge_into_the_benchmark_they_were_split_from():
         assert by_method[method]["reference"] == "finetune_best"
         assert by_method[method]["ci_low"] == pytest.approx(whole[method]["ci_low"])
         assert by_method[method]["verdict"] == whole[method]["verdict"]
-    assert "--methods finetune_best fusion scratch tmu_ft" in merged["command"]  # one benchmark trains them all
+    assert "--methods scratch finetune_best tmu_ft fusion" in merged["command"]  # one benchmark trains them all
     assert [p["command"] for p in merged["merged_from"]] == [
         _part(m)["command"] for m in (("finetune_best", "fusion"), ("scratch", "tmu_ft"))
     ]
+
+
+def test_merged_runs_are_listed_as_one_benchmark_plans_them():
+    """By seed, then in the method catalogue's order, whatever the parts' order; so are the tables."""
+    merged = merge_results([_part(("tmu_ft", "fusion")), _part(("scratch", "finetune_best"))])
+    catalogue = ["scratch", "finetune_best", "tmu_ft", "fusion"]
+    assert [(r["seed"], r["method"]) for r in merged["rows"]] == [(s, m) for s in (0, 1, 2) for m in catalogue]
+    assert [row["method"] for row in merged["summary"]] == catalogue
+    table_rows = [line.split("|")[1].strip() for line in merged["table"].splitlines()[2:]]
+    assert table_rows[: len(catalogue)] == catalogue
 
 
 def test_parts_that_are_not_one_benchmark_are_refused():

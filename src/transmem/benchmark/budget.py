@@ -38,6 +38,10 @@ from transmem.models import RecurrentPredictor, build_predictor
 from transmem.transfer.methods import METHODS, memory_layouts
 from transmem.transfer.zoo import Source
 
+#: ``--budget flops``: every run's training FLOPs agree within this fraction (a run's whole
+#: iterations are at most one iteration short of the budget, far less than this)
+FLOPS_TOLERANCE = 0.05
+
 
 @dataclass(frozen=True)
 class RunFlops:

@@ -16,12 +16,11 @@ from __future__ import annotations
 import math
 import shlex
 
-from transmem.benchmark.comparison import compare_methods, comparison_markdown
+from transmem.benchmark.budget import FLOPS_TOLERANCE
+from transmem.benchmark.results import result_tables
+from transmem.benchmark.suites import benchmark_methods
 from transmem.errors import ConfigError
-from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
-from transmem.evaluation.report import markdown_results_table, summarize_runs
 
-FLOPS_TOLERANCE = 0.05  # --budget flops: every run's training FLOPs within 5 % of each other
 SAME = ("suite", "profile", "budget", "baseline_copy_last_frame")
 #: options of a part's command that may differ between parts (what it ran, not how)
 PART_OPTIONS = ("--methods", "--seeds", "--budget-of", "--jobs")
@@ -41,11 +40,10 @@ def merge_results(parts: list[dict]) -> dict:
         if len(values) > 1:
             raise ConfigError(f"merge: the parts differ in {key}: {', '.join(sorted(values))}")
     _check_commands(parts)
-    rows = [row for part in parts for row in part["rows"]]
+    rows = sorted((row for part in parts for row in part["rows"]), key=_planned_order)
     _check_runs(rows, first.get("budget", "iterations"))
     budget_of = _budget_of(parts)
-    comparisons = compare_methods(rows)
-    summary = summarize_runs(rows)
+    tables = result_tables(rows, first.get("baseline_copy_last_frame"))
     per_frame = {}
     for part in parts:
         per_frame.update(part.get("per_frame") or {})
@@ -56,15 +54,21 @@ def merge_results(parts: list[dict]) -> dict:
         **({"budget_of": budget_of} if budget_of else {}),
         "sources": _sources(parts),
         "rows": rows,
-        "summary": summary,
-        "comparison": comparisons,
         "command": rerun_command(first["command"], methods, seeds, budget_of),
         "merged_from": [{"command": p["command"], "commit": p.get("environment", {}).get("commit")} for p in parts],
-        "table": markdown_results_table(summary, metrics=REPORTED_METRIC_NAMES, baseline=first.get("baseline_copy_last_frame")),
-        "comparison_table": comparison_markdown(comparisons),
+        **tables,
         "per_frame": per_frame,
         "pictures": [],
     }
+
+
+def _planned_order(row: dict) -> tuple[int, int, str]:
+    """Where a benchmark of every part's runs plans ``row``: by seed, then in the method
+    catalogue's order (a per-source method such as ``finetune_digits1`` where its method is)."""
+    catalogue = list(benchmark_methods())
+    method = row["method"]
+    spec = method if method in catalogue else next((m for m in catalogue if method.startswith(f"{m}_")), None)
+    return row["seed"], catalogue.index(spec) if spec else len(catalogue), method
 
 
 def _check_commands(parts: list[dict]) -> None:

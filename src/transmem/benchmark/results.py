@@ -61,20 +61,18 @@ def write_results(
     whose rows ``rows`` are; ``trained_rows``: the rows of every run trained for them (every
     value's), whose training time is reported (default ``rows``).
     """
-    summary = summarize_runs(rows)
     baseline = runs[0].metrics["copy_last_frame"] if runs else None
-    table = markdown_results_table(summary, metrics=REPORTED_METRIC_NAMES, baseline=baseline)
-    comparisons = compare_methods(rows)
+    tables = result_tables(rows, baseline)
     write_results_csv(out / "results.csv", rows)
-    write_results_csv(out / "comparison.csv", comparisons)
+    write_results_csv(out / "comparison.csv", tables["comparison"])
     results = {
         "suite": context.suite.name,
         "profile": context.profile_name,
         "budget": context.budget,
         **({"budget_of": context.budget_of} if context.budget_of else {}),
         "rows": rows,
-        "summary": summary,
-        "comparison": comparisons,
+        "summary": tables["summary"],
+        "comparison": tables["comparison"],
         "baseline_copy_last_frame": {k: baseline[k]["mean"] for k in METRIC_NAMES} if baseline else None,
         "sources": {k: ({m: v[m]["mean"] for m in METRIC_NAMES} if v else None) for k, v in context.source_metrics.items()},
         "environment": environment(context.jobs),
@@ -86,8 +84,8 @@ def write_results(
             ),
             "sources": round(context.sources_seconds, 1),
         },
-        "table": table,
-        "comparison_table": comparison_markdown(comparisons),
+        "table": tables["table"],
+        "comparison_table": tables["comparison_table"],
     }
     if choice:
         results["choice"] = choice
@@ -97,6 +95,19 @@ def write_results(
     write_results_json(out / "results.json", results)
     atomic_write_text(out / "results.md", results_markdown(context.suite, context.profile_name, context.profile, results))
     return results
+
+
+def result_tables(rows: list[dict], baseline: dict | None) -> dict:
+    """What the rows give: ``summary`` (mean and std per method), ``comparison`` (each method
+    against the reference), and their markdown, ``table`` (with the copy-last-frame
+    ``baseline`` row, its metrics as means or as summary rows) and ``comparison_table``."""
+    summary, comparisons = summarize_runs(rows), compare_methods(rows)
+    return {
+        "summary": summary,
+        "comparison": comparisons,
+        "table": markdown_results_table(summary, metrics=REPORTED_METRIC_NAMES, baseline=baseline),
+        "comparison_table": comparison_markdown(comparisons),
+    }
 
 
 def per_frame_curves(runs: list) -> tuple[dict, dict]:
