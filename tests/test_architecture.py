@@ -216,6 +216,7 @@ def test_no_import_cycles_between_packages():
 #: below (docs/architecture.md). The most specific prefix of a module's name decides.
 FLOORS = {
     "transmem.errors": 0,
+    "transmem.version": 0,
     "transmem.memory_errors": 0,
     "transmem.progress": 0,
     "transmem.schema": 1,
@@ -232,7 +233,7 @@ FLOORS = {
     "transmem.speed": 9,  # beside the benchmark; the benchmark's estimate imports it, never back
     "transmem.cli": 10,
     "transmem.__main__": 10,
-    "transmem": 5,  # the package itself: __version__, and transmem.load (the predictor)
+    "transmem": 10,  # the package's top: transmem.load_config, train and load, each importing its layer when called
 }
 
 
@@ -250,6 +251,15 @@ def test_imports_point_down_the_floors():
         if floor(b) > floor(a)
     ]
     assert not upward, "imports that point up:\n" + "\n".join(upward)
+
+
+def test_import_transmem_loads_no_layer_until_its_api_is_called():
+    """The package's top imports each layer when its function is called: ``import transmem``
+    loads neither torch nor the run layer (README's Python example calls the functions)."""
+    import subprocess
+
+    code = "import sys, transmem\nassert not {'torch', 'transmem.run'} & set(sys.modules), sorted(sys.modules)\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_the_schema_names_every_transfer_method_in_the_registry_order():

@@ -102,7 +102,7 @@ def _version() -> str:
     try:
         return version("transmem")
     except PackageNotFoundError:
-        from transmem import __version__
+        from transmem.version import __version__
 
         return __version__
 

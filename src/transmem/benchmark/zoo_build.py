@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from transmem import __version__
 from transmem.benchmark.planning import training_cost
 from transmem.benchmark.run_logs import train_threads
 from transmem.benchmark.scheduler import Task, run_tasks
@@ -30,6 +29,7 @@ from transmem.storage.files import atomic_write_bytes, atomic_write_text, sha256
 from transmem.storage.model_file import load_model
 from transmem.storage.run_folder import MODEL_FILE
 from transmem.transfer.builtin import CHECK_SEQUENCES, INDEX_FILE, builtin_folder
+from transmem.version import __version__
 
 RECIPE_FILE = "builtin_zoo.toml"  # in the shipped configs folder: each builtin source's suite and source
 
