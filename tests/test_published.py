@@ -77,6 +77,12 @@ def test_a_summary_block_sets_several_benchmarks_side_by_side(tmp_path):
     # Welch's degrees of freedom 0.05^2 / (0.04^2 + 0.01^2) = 1.47: -0.1 ± 1.38
     assert lines[6].endswith("| -0.10 | [-1.48, +1.28] | 0.712 | no difference shown |")
 
+    for name, profile in [("toy_it", "full"), ("toy_flops", "lowdata")]:  # where profiles differ, each is named
+        path = tmp_path / "docs" / "results" / name / "results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "profile": profile}))
+    lines = render_text(tmp_path, "<!-- results toy_it toy_flops summary -->\n<!-- end results -->\n").splitlines()
+    assert lines[3].startswith("| toy (full) | iterations |") and lines[5].startswith("| toy (lowdata) | flops |")
+
 
 def test_a_block_naming_no_data_or_two_benchmarks_without_summary_is_refused_in_one_line(tmp_path):
     (tmp_path / "docs" / "results" / "toy").mkdir(parents=True)

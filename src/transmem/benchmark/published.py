@@ -11,7 +11,8 @@ holds the tables rendered from ``docs/results/NAME/results.json``: mean ± std p
 each run's budget, and each method against the reference (Welch's 95 % interval).
 ``<!-- results NAME NAME ... summary -->`` holds one short table of several benchmarks (each
 method's iterations and test MSE, its difference from the reference and the Holm-adjusted
-p-value), e.g. one suite under both budgets.
+p-value), e.g. one suite under both budgets; where their profiles differ, each suite is named
+with its profile (``digits (lowdata)``).
 ``python scripts/render_results.py`` rewrites every block; a test fails when a block differs
 from what the data give, so no number in them is typed by hand.
 """
@@ -68,11 +69,14 @@ def render_summary(benchmarks: list[dict]) -> str:
         "verdict",
     ]
     lines = ["| " + " | ".join(header) + " |", "|---|---|---|--:|--:|--:|--:|--:|--:|---|"]
+    profiles = {results.get("profile") for results in benchmarks}
     for results in benchmarks:
         comparisons = {c["method"]: c for c in compare_methods(results["rows"])}
+        suite = results.get("suite", results["name"])
+        suite += f" ({results.get('profile')})" if len(profiles) > 1 else ""  # the profile, where they differ
         for index, summary in enumerate(summarize_runs(results["rows"])):
             method = summary["method"]
-            first = [results.get("suite", results["name"]), results.get("budget", "iterations")] if index == 0 else ["", ""]
+            first = [suite, results.get("budget", "iterations")] if index == 0 else ["", ""]
             lines.append("| " + " | ".join([*first, f"`{method}`", *_summary_cells(summary, comparisons.get(method))]) + " |")
     return "\n".join(lines) + "\n"
 
