@@ -23,11 +23,11 @@ import json
 import re
 from pathlib import Path
 
-from transmem.benchmark.comparison import compare_methods, comparison_markdown, interval_text, p_text
+from transmem.benchmark.comparison import compare_methods, interval_text, p_text
 from transmem.benchmark.markdown import budget_text
+from transmem.benchmark.results import result_tables
 from transmem.errors import ConfigError
-from transmem.evaluation.metrics import REPORTED_METRIC_NAMES
-from transmem.evaluation.report import format_number, markdown_results_table, summarize_runs
+from transmem.evaluation.report import format_number, summarize_runs
 
 BLOCK = re.compile(
     r"(<!-- results (?P<names>[\w.-]+(?: [\w.-]+)*?)(?: (?P<view>table|summary))? -->\n)(?P<body>.*?)(<!-- end results -->)",
@@ -39,15 +39,13 @@ RESULTS_DIR = Path("docs") / "results"
 def render_block(results: dict, view: str | None = None) -> str:
     """The markdown of one block: the results table, then (unless ``view`` is ``"table"``)
     the budget line, the comparison and where the data are."""
-    rows = results["rows"]
-    baseline = results.get("baseline_copy_last_frame")
-    lines = [markdown_results_table(summarize_runs(rows), metrics=REPORTED_METRIC_NAMES, baseline=baseline), ""]
+    tables = result_tables(results["rows"], results.get("baseline_copy_last_frame"))
+    lines = [tables["table"], ""]
     if view == "table":
         return "\n".join(lines)
     lines += [budget_text(results), ""]
-    comparison = comparison_markdown(compare_methods(rows))
-    if comparison:
-        lines += [comparison, ""]
+    if tables["comparison_table"]:
+        lines += [tables["comparison_table"], ""]
     lines.append(f"Data: `docs/results/{results['name']}/`; command: `{results.get('command') or 'see its results.json'}`.")
     return "\n".join(lines) + "\n"
 
