@@ -38,8 +38,8 @@ from transmem.models import RecurrentPredictor, build_predictor
 from transmem.transfer.methods import METHODS, memory_layouts
 from transmem.transfer.zoo import Source
 
-#: ``--budget flops``: every run's training FLOPs agree within this fraction (a run's whole
-#: iterations are at most one iteration short of the budget, far less than this)
+#: ``--budget flops``: every run's training FLOPs agree within this fraction (rounding a run's
+#: iterations to a whole number moves it by at most half an iteration's FLOPs, far less)
 FLOPS_TOLERANCE = 0.05
 
 
