@@ -62,7 +62,7 @@ def run_benchmark(request: BenchmarkRequest, log=print) -> dict:
     plan = plan_benchmark(request)  # everything checked before anything is written
     estimate = check_profile_device(request.profile, plan.profile, plan.tasks, request.jobs)  # CUDA-only profiles
     plan.out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
+    started = time.perf_counter()
     log(f"benchmark {plan.suite.name} ({request.profile}, budget {request.budget}): {plan.suite.description}")
     if estimate:
         log(estimate)
@@ -72,7 +72,7 @@ def run_benchmark(request: BenchmarkRequest, log=print) -> dict:
         request.profile,
         plan.profile,
         _source_metrics(plan, metrics_by_task),
-        time.time() - started,
+        time.perf_counter() - started,
         request.jobs,
         _sources_seconds(plan),
         request.command(),

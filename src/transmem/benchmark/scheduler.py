@@ -77,14 +77,14 @@ def train_and_evaluate(config: RunConfig, run_dir: Path, progress: bool = False)
     check_run_dir(config, run_dir)
     if is_complete(run_dir):
         return f"{run_dir}: finished earlier"
-    started = time.time()
+    started = time.perf_counter()
     if not (run_dir / MODEL_FILE).exists():  # trained but not (validly) evaluated: only evaluate
         train(config, run_dir, progress=progress)
     try:
         evaluate_run(run_dir)
     except DataError as error:
         return f"{run_dir}: no test metrics ({error})"
-    return f"{run_dir}: done in {time.time() - started:.0f} s"
+    return f"{run_dir}: done in {time.perf_counter() - started:.0f} s"
 
 
 def run_tasks(

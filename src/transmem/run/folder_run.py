@@ -63,7 +63,7 @@ class OpenRun:
     fresh: bool  # starting from iteration 0, not from a checkpoint: its weights are to be set
     threads: ThreadShare
     progress: bool
-    started: float  # time.time() when it was opened
+    started: float  # time.perf_counter() when it was opened (a duration clock)
 
 
 @contextmanager
@@ -101,7 +101,7 @@ def _open(
 ) -> OpenRun:
     """Refuse a bad config or folder, build the run's state, find where it resumes, then
     take the folder (rank 0): the first write."""
-    started = time.time()
+    started = time.perf_counter()
     device, ctx = training_devices(config)
     replacing = check_run_dir(config, run_dir, force)
     if config.train.tensorboard:
@@ -151,7 +151,7 @@ def train_open_run(run: OpenRun, ranking: list[dict] | None, stop_at: int | None
     ctx.barrier()
 
     if run.start >= total and folder.has_model():
-        return TrainResult(folder.path, total, run.start, {}, time.time() - run.started)
+        return TrainResult(folder.path, total, run.start, {}, time.perf_counter() - run.started)
     prepare_method(state, run.progress)
     forward = forward_model(state)
     recorder = RunRecorder(state, run.start) if ctx.is_main else None
@@ -162,8 +162,8 @@ def train_open_run(run: OpenRun, ranking: list[dict] | None, stop_at: int | None
             record_divergence(folder.path, state.config, error)
         raise
     if done < total:  # paused by stop_at
-        return TrainResult(folder.path, done, run.start, {}, time.time() - run.started)
-    return TrainResult(folder.path, done, run.start, _finish(state, recorder), time.time() - run.started)
+        return TrainResult(folder.path, done, run.start, {}, time.perf_counter() - run.started)
+    return TrainResult(folder.path, done, run.start, _finish(state, recorder), time.perf_counter() - run.started)
 
 
 def _finish(state: TrainingState, recorder: RunRecorder | None) -> dict:

@@ -104,12 +104,12 @@ def measure_sharing(iterations: int = 12, log: Callable[[str], None] = print) ->
     rows, cores = [], torch_default_threads()
     with tempfile.TemporaryDirectory(prefix="transmem-sharing-") as tmp:
         for name in SETTINGS:
-            started = time.time()
+            started = time.perf_counter()
             alone = _measure(Path(tmp), name, 1, iterations, cores)[0]
             pair = _measure(Path(tmp), name, 2, iterations, cores)
             rows.append({"setting": name, "alone": alone, "pair": pair, "slowdown": max(pair) / alone})
             log(
-                f"{name}: alone {alone:.3f} s/it, side by side {pair[0]:.3f} / {pair[1]:.3f} s/it ({time.time() - started:.0f} s)"
+                f"{name}: alone {alone:.3f} s/it, side by side {pair[0]:.3f} / {pair[1]:.3f} s/it ({time.perf_counter() - started:.0f} s)"
             )
     return rows
 

@@ -16,8 +16,8 @@
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
+from time import perf_counter  # a monotonic clock: durations survive a change of the wall clock
 from typing import Protocol
 
 import torch
@@ -79,14 +79,14 @@ def train_loop(
     config, ctx = state.config, state.ctx
     total = config.train.iterations
     bar = progress_bar(total, start, "train", "it", enabled=progress and ctx.is_main)
-    tick, ticked_at = time.time(), start  # the clock, and the iteration it was read at
+    tick, ticked_at = perf_counter(), start  # the clock, and the iteration it was read at
     state.model.train()
 
     def run_validation(iteration: int) -> None:
         nonlocal tick, ticked_at
         remember_best(state, iteration, _record_validation(state, recorder, iteration))
         state.model.train()
-        tick, ticked_at = time.time(), iteration  # seconds_per_iteration counts training only, not validation
+        tick, ticked_at = perf_counter(), iteration  # seconds_per_iteration counts training only, not validation
         bar.unpause()  # and so do the bar's rate and ETA
 
     if start == 0 and config.train.val_start and state.val_set is not None and ctx.is_main:
@@ -100,8 +100,8 @@ def train_loop(
             loss, terms = step(batch, iteration, lambda value, what="loss", done=done: _diverged(state, bar, done, value, what))
             bar.update(1)
             if ctx.is_main and (done % config.train.log_every == 0 or done == total):
-                seconds = (time.time() - tick) / (done - ticked_at)  # the steps since the clock was read
-                tick, ticked_at = time.time(), done
+                seconds = (perf_counter() - tick) / (done - ticked_at)  # the steps since the clock was read
+                tick, ticked_at = perf_counter(), done
                 recorder.log_step(done, step_row(state, done, loss, terms, input_prob, future_prob, seconds), terms)
                 bar.set_postfix(loss=f"{loss.item():.4g}", pred=f"{terms['prediction'].item():.4g}")
         # Validate before checkpointing: a run killed in between resumes from the previous
