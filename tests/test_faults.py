@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tests.processes import assert_same_weights, finish, start, train_command
-from tests.support import csv_rows, kill_raw, write_config, write_tiny_config
+from tests.support import TINY_BENCHMARK, csv_rows, kill_raw, write_config, write_tiny_config
 from transmem.cli import main
 from transmem.config import tomllib
 from transmem.errors import DiskFullError
@@ -321,6 +321,20 @@ def test_the_kept_checkpoint_continues_with_another_lr_as_a_finetune_source(tmp_
     sources = f'transfer.sources=["{kept}"]'
     assert train_cli(lower, tmp_path / "on", "--set", "transfer.method=finetune", "--set", sources) == 0
     assert json.loads((tmp_path / "on" / "init_source.json").read_text())["source"] == str(kept)
+
+
+def test_a_run_diverging_inside_a_parallel_benchmark_exits_3_with_the_benchmarks_remedy(tmp_path, capsys):
+    """A benchmark's --set changes every target run, so "rerun the same command with a lower
+    --set train.lr" would be refused by its finished runs: the advice is a new --out. The error
+    crosses the worker process (--jobs 2) with its iteration and kept checkpoint."""
+    out = tmp_path / "bench"
+    settings = [*TINY_BENCHMARK, "train.iterations=8", "train.lr=1e20"]
+    command = ["benchmark", "digits", "--out", str(out), "--methods", "scratch", "--seeds", "0", "--jobs", "2"]
+    assert main([*command, *[word for item in settings for word in ("--set", item)]]) == 3
+    line = one_error_line(capsys)
+    assert f"{out / 'runs' / 'scratch' / 'seed0'}: training diverged at iteration " in line
+    assert "in a new --out" in line and "rerun the same command" not in line
+    assert not (out / "results.md").exists() and (out / "runs" / "scratch" / "seed0" / "diverged.json").exists()
 
 
 # ----------------------------------------------------------------------------- 2. a closed stdout

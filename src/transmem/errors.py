@@ -71,11 +71,12 @@ class TrainingDiverged(TransmemError, RuntimeError):
     count start afresh).
 
     ``iteration``: the iteration that diverged (1-based); ``kept``: the kept checkpoint's
-    iteration (None: none was written)."""
+    iteration (None: none was written); ``what``: the message without its advice (what
+    diverged where, and the checkpoint kept), for a caller whose remedy differs (a benchmark's)."""
 
-    def __init__(self, message: str, iteration: int | None = None, kept: int | None = None) -> None:
+    def __init__(self, message: str, iteration: int | None = None, kept: int | None = None, what: str | None = None) -> None:
         super().__init__(message)
-        self.iteration, self.kept = iteration, kept
+        self.iteration, self.kept, self.what = iteration, kept, what if what is not None else message
 
 
 #: What the CLI reports as one line with exit status 2 (TrainingDiverged is caught first).

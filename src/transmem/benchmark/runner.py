@@ -44,6 +44,7 @@ from transmem.benchmark.run_logs import (
     validation_curve,
 )
 from transmem.benchmark.scheduler import run_tasks, test_metrics
+from transmem.errors import TrainingDiverged
 from transmem.evaluation.metrics import METRIC_NAMES
 from transmem.storage.run_folder import TRAIN_LOG
 from transmem.transfer.builtin import PREFIX, builtin_index
@@ -66,7 +67,10 @@ def run_benchmark(request: BenchmarkRequest, log=print) -> dict:
     log(f"benchmark {plan.suite.name} ({request.profile}, budget {request.budget}): {plan.suite.description}")
     if estimate:
         log(estimate)
-    metrics_by_task = run_tasks(plan.tasks, request.jobs, progress=request.progress, log=log)
+    try:
+        metrics_by_task = run_tasks(plan.tasks, request.jobs, progress=request.progress, log=log)
+    except TrainingDiverged as error:
+        raise _diverged_in_benchmark(error) from None
     context = ResultsContext(
         plan.suite,
         request.profile,
@@ -87,6 +91,19 @@ def run_benchmark(request: BenchmarkRequest, log=print) -> dict:
         log(f"best on validation: {results['best']['method']} (seed {results['best']['seed']}), exported to {plan.out / 'best'}")
     log(f"wrote {plan.out / 'results.md'}, " + ", ".join(["results.csv", "results.json", *results["pictures"]]))
     return results
+
+
+def _diverged_in_benchmark(error: TrainingDiverged) -> TrainingDiverged:
+    """A run's divergence with a benchmark's remedy. A run alone resumes with a lower ``--set
+    train.lr``; a benchmark's ``--set`` changes every target run, and its finished runs, trained
+    at the old rate, would refuse the new one: the lower rate is a new benchmark."""
+    return TrainingDiverged(
+        f"{error.what}; a benchmark's --set changes all its target runs, so rerun it with a lower "
+        f"--set train.lr=... in a new --out (the finished runs here keep the old rate)",
+        iteration=error.iteration,
+        kept=error.kept,
+        what=error.what,
+    )
 
 
 def _write_all(plan: Plan, metrics_by_task: dict, context: ResultsContext) -> dict:

@@ -136,11 +136,12 @@ def _diverged(state: TrainingState, bar, done: int, value: Tensor | None, what: 
     clip = "; or --set train.grad_clip=1.0" if train.grad_clip <= 0 else ""
     again = "to resume from the kept checkpoint" if written else "to start it again"
     overflowed = f"{what} became {value.item()}" if value is not None else what
+    what = f"{state.run_dir}: training diverged at iteration {done}: {overflowed}; {kept}"
     return TrainingDiverged(
-        f"{state.run_dir}: training diverged at iteration {done}: {overflowed}; {kept}; rerun the same command "
-        f"with a lower --set train.lr=... (now {train.lr:g}{clip}) {again}",
+        f"{what}; rerun the same command with a lower --set train.lr=... (now {train.lr:g}{clip}) {again}",
         iteration=done,
         kept=checkpoint_iteration(written[-1]) if written else None,
+        what=what,
     )
 
 
