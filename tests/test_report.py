@@ -12,6 +12,7 @@ import pytest
 from transmem.evaluation.report import (
     format_metrics_table,
     markdown_results_table,
+    markdown_table,
     read_results_json,
     summarize_runs,
     write_results_csv,
@@ -127,3 +128,19 @@ def test_csv_and_json_files(tmp_path):
     loaded = read_results_json(json_path)
     assert loaded["summary"][0]["mse_mean"] == pytest.approx(41.0)
     assert loaded["array"] == [0, 1, 2] and loaded["scalar"] == 0.5
+
+
+def test_markdown_table_aligns_the_columns_it_is_told_and_pads_only_when_asked():
+    rows = [["scratch", 12.5, "loses"], ["tmu", 3, ""]]
+    assert markdown_table(["method", "mse", "verdict"], rows, right=(1,)).splitlines() == [
+        "| method | mse | verdict |",
+        "|---|---:|---|",
+        "| scratch | 12.5 | loses |",
+        "| tmu | 3 |  |",
+    ]
+    assert markdown_table(["method", "mse"], [["scratch", 12.5], ["tmu", 3]], right=(1,), pad=True).splitlines() == [
+        "| method  |  mse |",
+        "|:--------|-----:|",
+        "| scratch | 12.5 |",
+        "| tmu     |    3 |",
+    ]

@@ -107,6 +107,8 @@ def test_one_command_compares_the_methods_and_exports_the_best_for_predict(user_
     assert best["method"] == min(by_validation, key=by_validation.get)  # one seed: the lowest validation MSE
     card = (out / "best" / "MODEL_CARD.md").read_text()
     assert best["method"] in card and "digits2" in card and "squares" in card and "transmem benchmark" in card
+    run = next(r for r in results["rows"] if (r["method"], r["seed"]) == (best["method"], best["seed"]))
+    assert f"| validation | {run['val_mse']:.2f} |" in card and f"| test | {run['mse']:.2f} | {run['mae']:.2f} |" in card
     np.save(user_folder / "inputs.npy", moving_squares(2, 3, np.random.default_rng(1))[:, :, None])  # (B, T, C, H, W)
     argv = ["predict", str(out / "best"), "--input", str(user_folder / "inputs.npy"), "--out", str(user_folder / "pred")]
     assert main(argv) == 0

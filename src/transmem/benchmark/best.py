@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from transmem.benchmark.choice import mean_validation_mse
+from transmem.evaluation.report import markdown_table
 from transmem.storage.files import atomic_write_bytes, atomic_write_text
 from transmem.storage.run_folder import CONFIG_FILE, INIT_FILE, MODEL_FILE
 
@@ -90,10 +91,14 @@ def model_card(best: dict, context: dict) -> str:
         "",
         "## Scores",
         "",
-        "| split | MSE | MAE | SSIM | PSNR |",
-        "|---|---:|---:|---:|---:|",
-        f"| validation | {best['val_mse']:.2f} | | | |",
-        f"| test | {row['mse']:.2f} | {row['mae']:.2f} | {row['ssim']:.4f} | {row['psnr']:.2f} |",
+        markdown_table(
+            ["split", "MSE", "MAE", "SSIM", "PSNR"],
+            [
+                ["validation", f"{best['val_mse']:.2f}", "", "", ""],
+                ["test", f"{row['mse']:.2f}", f"{row['mae']:.2f}", f"{row['ssim']:.4f}", f"{row['psnr']:.2f}"],
+            ],
+            right=(1, 2, 3, 4),
+        ),
         "",
         "MSE and MAE are summed over a frame's pixels, averaged over sequences and predicted frames.",
         "",

@@ -20,6 +20,8 @@ import math
 
 from scipy import stats
 
+from transmem.evaluation.report import markdown_table
+
 REFERENCES = ("finetune_best", "scratch")  # the first one the benchmark ran is the reference
 CONFIDENCE = 0.95
 
@@ -92,15 +94,18 @@ def comparison_markdown(comparisons: list[dict]) -> str:
     """The comparisons as a markdown table."""
     if not comparisons:
         return ""
-    reference = comparisons[0]["reference"]
-    lines = [
-        f"| method | test MSE minus {reference} | 95% CI (Welch) | p | p (Holm) | verdict |",
-        "|---|---:|---:|---:|---:|---|",
+    header = ["method", f"test MSE minus {comparisons[0]['reference']}", "95% CI (Welch)", "p", "p (Holm)", "verdict"]
+    rows = [
+        [
+            c["method"],
+            f"{c['difference']:+.2f}",
+            interval_text(c),
+            *(p_text(c.get(key, float("nan"))) for key in ("p_value", "p_holm")),
+            c["verdict"],
+        ]
+        for c in comparisons
     ]
-    for c in comparisons:
-        p_values = " | ".join(p_text(c.get(key, float("nan"))) for key in ("p_value", "p_holm"))
-        lines.append(f"| {c['method']} | {c['difference']:+.2f} | {interval_text(c)} | {p_values} | {c['verdict']} |")
-    return "\n".join(lines)
+    return markdown_table(header, rows, right=(1, 2, 3, 4))
 
 
 def p_text(p_value: float) -> str:

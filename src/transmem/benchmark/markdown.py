@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from transmem.benchmark.suites import Profile, Suite
+from transmem.evaluation.report import markdown_table
 from transmem.storage.run_folder import transfer_gates_file_name
 
 GATES_PICTURE = transfer_gates_file_name("test")  # the benchmark's transfer-gate picture, named as a run's
@@ -124,14 +125,12 @@ def _choice_lines(choice: dict | None) -> list[str]:
         "test split at the chosen setting, and each setting's own results are in its folder "
         f"(`{candidates[0]}/results.md`).",
         "",
-        "| method | " + " | ".join(f"`{c}`" for c in candidates) + " | chosen |",
-        "|---" * (len(candidates) + 2) + "|",
     ]
+    rows = []
     for method, means in choice["validation"].items():
         best = choice["chosen"][method]
-        cells = [f"**{means[c]:.2f}**" if c == best else f"{means[c]:.2f}" for c in candidates]
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | `{best}` |")
-    return [*lines, ""]
+        rows.append([method, *(f"**{means[c]:.2f}**" if c == best else f"{means[c]:.2f}" for c in candidates), f"`{best}`"])
+    return [*lines, markdown_table(["method", *(f"`{c}`" for c in candidates), "chosen"], rows), ""]
 
 
 def _chosen_sources_lines(rows: list[dict]) -> list[str]:
@@ -155,6 +154,5 @@ def _per_frame_table(curves: dict) -> list[str]:
     if not curves:
         return []
     frames = len(next(iter(curves.values()))["mse"])
-    header = "| frame | " + " | ".join(str(t + 1) for t in range(frames)) + " |"
-    rows = [f"| {method} | " + " | ".join(f"{v:.1f}" for v in curve["mse"]) + " |" for method, curve in curves.items()]
-    return ["Test MSE per predicted frame (mean over seeds):", "", header, "|---" * (frames + 1) + "|", *rows, ""]
+    rows = [[method, *(f"{v:.1f}" for v in curve["mse"])] for method, curve in curves.items()]
+    return ["Test MSE per predicted frame (mean over seeds):", "", markdown_table(["frame", *range(1, frames + 1)], rows), ""]

@@ -27,7 +27,7 @@ from transmem.benchmark.comparison import compare_methods, interval_text, p_text
 from transmem.benchmark.markdown import budget_text
 from transmem.benchmark.results import result_tables
 from transmem.errors import ConfigError
-from transmem.evaluation.report import format_number, summarize_runs
+from transmem.evaluation.report import format_number, markdown_table, summarize_runs
 
 BLOCK = re.compile(
     r"(<!-- results (?P<names>[\w.-]+(?: [\w.-]+)*?)(?: (?P<view>table|summary))? -->\n)(?P<body>.*?)(<!-- end results -->)",
@@ -66,7 +66,7 @@ def render_summary(benchmarks: list[dict]) -> str:
         "p (Holm)",
         "verdict",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|---|--:|--:|--:|--:|--:|--:|---|"]
+    rows = []
     profiles = {results.get("profile") for results in benchmarks}
     for results in benchmarks:
         comparisons = {c["method"]: c for c in compare_methods(results["rows"])}
@@ -75,8 +75,8 @@ def render_summary(benchmarks: list[dict]) -> str:
         for index, summary in enumerate(summarize_runs(results["rows"])):
             method = summary["method"]
             first = [suite, results.get("budget", "iterations")] if index == 0 else ["", ""]
-            lines.append("| " + " | ".join([*first, f"`{method}`", *_summary_cells(summary, comparisons.get(method))]) + " |")
-    return "\n".join(lines) + "\n"
+            rows.append([*first, f"`{method}`", *_summary_cells(summary, comparisons.get(method))])
+    return markdown_table(header, rows, right=range(3, 9)) + "\n"
 
 
 def _summary_cells(summary: dict, comparison: dict | None) -> list[str]:

@@ -27,6 +27,7 @@ from transmem.storage.files import atomic_write_text
 __all__ = [
     "format_number",
     "format_metrics_table",
+    "markdown_table",
     "summarize_runs",
     "markdown_results_table",
     "write_results_csv",
@@ -50,24 +51,28 @@ def format_number(value: float | None, digits: int = 4) -> str:
     return format(float(value), f"#.{digits}g")
 
 
-def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Markdown pipe table with columns padded to equal width (first column left, others right)."""
-    rows = [list(row) for row in rows]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], right: Collection[int] = (), pad: bool = False) -> str:
+    """A markdown pipe table (no trailing newline). ``right``: the indices of the right-aligned
+    columns (numbers); the others align left. ``pad``: cells padded to their column's width, for
+    a table read as plain text too (its left-aligned columns then marked ``:---``)."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)] if pad else [0] * len(header)
 
     def line(cells: Sequence[str]) -> str:
-        padded = [
-            str(cell).ljust(width) if index == 0 else str(cell).rjust(width)
+        fitted = [
+            str(cell).rjust(width) if index in right else str(cell).ljust(width)
             for index, (cell, width) in enumerate(zip(cells, widths))
         ]
-        return "| " + " | ".join(padded) + " |"
+        return "| " + " | ".join(fitted) + " |"
 
-    separator = (
-        "|"
-        + "|".join(":" + "-" * (width + 1) if index == 0 else "-" * (width + 1) + ":" for index, width in enumerate(widths))
-        + "|"
-    )
-    return "\n".join([line(header), separator, *(line(row) for row in rows)])
+    dashes = [width + 1 if pad else 3 for width in widths]
+    marks = ["-" * n + ":" if index in right else (":" if pad else "") + "-" * n for index, n in enumerate(dashes)]
+    return "\n".join([line(header), "|" + "|".join(marks) + "|", *(line(row) for row in rows)])
+
+
+def _aligned_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A padded table: the first column left, the others right (numbers)."""
+    return markdown_table(header, rows, right=range(1, len(header)), pad=True)
 
 
 def _frame_metric_names(metrics: Mapping[str, Any]) -> list[str]:
@@ -126,9 +131,9 @@ def format_metrics_table(metrics: Mapping[str, Any], baseline: Mapping[str, Any]
         parts.append(counts)
     parts += [
         "Mean over predicted frames:",
-        _markdown_table(mean_header, mean_rows),
+        _aligned_table(mean_header, mean_rows),
         "Per predicted frame:",
-        _markdown_table(frame_header, frame_rows),
+        _aligned_table(frame_header, frame_rows),
     ]
     return "\n\n".join(parts)
 
@@ -154,7 +159,7 @@ def format_transfer_gates(gates: Mapping[str, Sequence[Sequence[float]]], source
             observed, predicted = steps[:input_len], steps[input_len:]
             means = [sum(part) / len(part) if part else None for part in (observed, predicted, steps)]
             rows.append([name, str(layer), *(format_number(value, 3) for value in means)])
-    return _markdown_table(["source", "layer", "input steps", "predicted steps", "all steps"], rows)
+    return _aligned_table(["source", "layer", "input steps", "predicted steps", "all steps"], rows)
 
 
 def _is_number(value: Any) -> bool:
@@ -279,7 +284,7 @@ def markdown_results_table(
         for metric in metrics:
             cells.append(_mean_std_cell(*_baseline_value(baseline, metric), digits))
         table_rows.append(cells)
-    return _markdown_table(header, table_rows)
+    return _aligned_table(header, table_rows)
 
 
 def _prepare_path(path: PathLike) -> Path:

@@ -30,6 +30,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Callable
 
+from transmem.evaluation.report import markdown_table
 from transmem.storage.run_folder import RunFolder
 
 ALL_CORES = "torch's default"  # replaced by torch's default thread count (one per core), pinned
@@ -117,13 +118,15 @@ def measure_sharing(iterations: int = 12, log: Callable[[str], None] = print) ->
 def format_sharing(rows: list[dict]) -> str:
     """:func:`measure_sharing`'s rows as a markdown table, each lone run also against :data:`REFERENCE`'s."""
     reference = next(row["alone"] for row in rows if row["setting"] == REFERENCE)
-    lines = [
-        f"| setting | alone (s/it) | two side by side (s/it, each) | slowdown of the pair | alone vs {REFERENCE} |",
-        "|---|---|---|---|---|",
+    header = ["setting", "alone (s/it)", "two side by side (s/it, each)", "slowdown of the pair", f"alone vs {REFERENCE}"]
+    cells = [
+        [
+            row["setting"],
+            f"{row['alone']:.3f}",
+            " / ".join(f"{p:.3f}" for p in row["pair"]),
+            f"{row['slowdown']:.2f}x",
+            f"{row['alone'] / reference:.2f}x",
+        ]
+        for row in rows
     ]
-    for row in rows:
-        pair = " / ".join(f"{p:.3f}" for p in row["pair"])
-        lines.append(
-            f"| {row['setting']} | {row['alone']:.3f} | {pair} | {row['slowdown']:.2f}x | {row['alone'] / reference:.2f}x |"
-        )
-    return "\n".join(lines)
+    return markdown_table(header, cells)
