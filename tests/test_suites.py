@@ -25,7 +25,7 @@ from transmem.benchmark.budget import (
 from transmem.benchmark.comparison import compare_methods, comparison_markdown, holm, welch
 from transmem.benchmark.planning import plan_benchmark
 from transmem.benchmark.request import BenchmarkRequest
-from transmem.benchmark.suites import benchmark_methods, configs_root, load_suite, shipped_suites
+from transmem.benchmark.suites import benchmark_methods, catalogue_method, configs_root, load_suite, shipped_suites
 from transmem.config import ConfigError, TransferConfig, apply_settings, build_dataclass, deep_copy, load_config, parse_setting
 from transmem.models import build_predictor
 
@@ -239,3 +239,10 @@ def test_the_shipped_suites_plan_the_runs_they_planned_before_they_were_files(ke
         for t in plan_benchmark(request, count_flops=False).tasks
     ]
     assert hashlib.sha256(json.dumps(tasks, sort_keys=True).encode()).hexdigest()[:16] == PLANNED_BEFORE[key]
+
+
+def test_a_tables_method_name_resolves_to_its_catalogue_method():
+    assert catalogue_method("finetune_digits1") == "finetune"  # a per-source method's run
+    assert catalogue_method("finetune_best") == "finetune_best" and catalogue_method("tmu_ft") == "tmu_ft"
+    assert catalogue_method("tmu_digits1") is None  # tmu is not per-source
+    assert catalogue_method("nope") is None

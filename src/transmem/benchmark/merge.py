@@ -18,7 +18,7 @@ import shlex
 
 from transmem.benchmark.budget import FLOPS_TOLERANCE
 from transmem.benchmark.results import result_tables
-from transmem.benchmark.suites import benchmark_methods
+from transmem.benchmark.suites import benchmark_methods, catalogue_method
 from transmem.errors import ConfigError
 
 SAME = ("suite", "profile", "budget", "baseline_copy_last_frame")
@@ -65,10 +65,8 @@ def merge_results(parts: list[dict]) -> dict:
 def _planned_order(row: dict) -> tuple[int, int, str]:
     """Where a benchmark of every part's runs plans ``row``: by seed, then in the method
     catalogue's order (a per-source method such as ``finetune_digits1`` where its method is)."""
-    catalogue = list(benchmark_methods())
-    method = row["method"]
-    spec = method if method in catalogue else next((m for m in catalogue if method.startswith(f"{m}_")), None)
-    return row["seed"], catalogue.index(spec) if spec else len(catalogue), method
+    catalogue, spec = list(benchmark_methods()), catalogue_method(row["method"])
+    return row["seed"], catalogue.index(spec) if spec else len(catalogue), row["method"]
 
 
 def _check_commands(parts: list[dict]) -> None:

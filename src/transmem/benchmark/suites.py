@@ -81,6 +81,15 @@ def benchmark_methods() -> dict[str, MethodSpec]:
     return methods
 
 
+def catalogue_method(name: str) -> str | None:
+    """The catalogue method that a table's method ``name`` runs: itself, or for a per-source
+    method its catalogue name (``finetune_digits1`` -> ``finetune``); None if neither."""
+    methods = benchmark_methods()
+    if name in methods:
+        return name
+    return next((m for m, spec in methods.items() if spec.per_source and name.startswith(f"{m}_")), None)
+
+
 # ----------------------------------------------------------------------------- suites
 
 
