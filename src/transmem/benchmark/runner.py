@@ -95,10 +95,10 @@ def run_benchmark(request: BenchmarkRequest, log=print) -> dict:
 
 def _diverged_in_benchmark(error: TrainingDiverged) -> TrainingDiverged:
     """A run's divergence with a benchmark's remedy. A run alone resumes with a lower ``--set
-    train.lr``; a benchmark's ``--set`` changes every target run, and its finished runs, trained
+    train.lr``; a benchmark's ``--set`` changes every run, and its finished runs, trained
     at the old rate, would refuse the new one: the lower rate is a new benchmark."""
     return TrainingDiverged(
-        f"{error.what}; a benchmark's --set changes all its target runs, so rerun it with a lower "
+        f"{error.what}; a benchmark's --set changes all its runs, so rerun it with a lower "
         f"--set train.lr=... in a new --out (the finished runs here keep the old rate)",
         iteration=error.iteration,
         kept=error.kept,
