@@ -324,9 +324,9 @@ def test_the_kept_checkpoint_continues_with_another_lr_as_a_finetune_source(tmp_
 
 
 def test_a_run_diverging_inside_a_parallel_benchmark_exits_3_with_the_benchmarks_remedy(tmp_path, capsys):
-    """A benchmark's --set changes every target run, so "rerun the same command with a lower
-    --set train.lr" would be refused by its finished runs: the advice is a new --out. The error
-    crosses the worker process (--jobs 2) with its iteration and kept checkpoint."""
+    """A benchmark's --set changes every run, so "rerun the same command with a lower --set
+    train.lr" would be refused by its finished runs: the advice is a new --out. The error
+    crosses the worker process (--jobs 2) and still names the run and the iteration."""
     out = tmp_path / "bench"
     settings = [*TINY_BENCHMARK, "train.iterations=8", "train.lr=1e20"]
     command = ["benchmark", "digits", "--out", str(out), "--methods", "scratch", "--seeds", "0", "--jobs", "2"]

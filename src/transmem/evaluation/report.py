@@ -55,13 +55,12 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], right: 
     """A markdown pipe table (no trailing newline). ``right``: the indices of the right-aligned
     columns (numbers); the others align left. ``pad``: cells padded to their column's width, for
     a table read as plain text too (its left-aligned columns then marked ``:---``)."""
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)] if pad else [0] * len(header)
+    header, rows = [str(cell) for cell in header], [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)] if pad else [0] * len(header)
 
     def line(cells: Sequence[str]) -> str:
         fitted = [
-            str(cell).rjust(width) if index in right else str(cell).ljust(width)
-            for index, (cell, width) in enumerate(zip(cells, widths))
+            cell.rjust(width) if index in right else cell.ljust(width) for index, (cell, width) in enumerate(zip(cells, widths))
         ]
         return "| " + " | ".join(fitted) + " |"
 
