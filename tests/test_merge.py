@@ -41,6 +41,13 @@ def test_parts_merge_into_the_benchmark_they_were_split_from():
     ]
 
 
+def test_a_merge_of_a_merge_lists_every_command_that_trained_its_runs():
+    parts = [_part(("finetune_best",)), _part(("fusion",)), _part(("scratch",))]
+    merged = merge_results([merge_results(parts[:2]), parts[2]])
+    assert [p["command"] for p in merged["merged_from"]] == [part["command"] for part in parts]
+    assert merged["rows"] == merge_results(parts)["rows"]
+
+
 def test_merged_runs_are_listed_as_one_benchmark_plans_them():
     """By seed, then in the method catalogue's order, whatever the parts' order; so are the tables."""
     merged = merge_results([_part(("tmu_ft", "fusion")), _part(("scratch", "finetune_best"))])

@@ -30,7 +30,8 @@ def merge_results(parts: list[dict]) -> dict:
     """The results of one benchmark made of ``parts`` (``results.json`` contents, in order).
 
     Keeps the first part's suite, profile and environment, and every part's sources;
-    ``merged_from`` lists each part's command and commit; ``command`` is the one benchmark
+    ``merged_from`` lists the command and commit of every benchmark that trained the runs (a
+    part merged earlier gives its own parts); ``command`` is the one benchmark
     that trains every run (the first part's command naming every method and seed)."""
     if len(parts) < 2:
         raise ConfigError("merge: give two or more results to merge")
@@ -55,7 +56,7 @@ def merge_results(parts: list[dict]) -> dict:
         "sources": _sources(parts),
         "rows": rows,
         "command": rerun_command(first["command"], methods, seeds, budget_of),
-        "merged_from": [{"command": p["command"], "commit": p.get("environment", {}).get("commit")} for p in parts],
+        "merged_from": [ran for part in parts for ran in _commands_that_ran(part)],
         **tables,
         "per_frame": per_frame,
         "pictures": [],
@@ -67,6 +68,13 @@ def _planned_order(row: dict) -> tuple[int, int, str]:
     catalogue's order (a per-source method such as ``finetune_digits1`` where its method is)."""
     catalogue, spec = list(benchmark_methods()), catalogue_method(row["method"])
     return row["seed"], catalogue.index(spec) if spec else len(catalogue), row["method"]
+
+
+def _commands_that_ran(part: dict) -> list[dict]:
+    """The commands and commits that trained ``part``'s runs: its parts' when it is a merge itself."""
+    if part.get("merged_from"):
+        return part["merged_from"]
+    return [{"command": part["command"], "commit": part.get("environment", {}).get("commit")}]
 
 
 def _check_commands(parts: list[dict]) -> None:
